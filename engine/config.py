@@ -1,0 +1,241 @@
+"""Configuration: one dataclass, read from the environment and a ``.env`` file.
+
+Every setting the project reads is declared in :data:`SETTINGS` with its type and
+default. A variable that starts with one of our prefixes but is not declared (a typo such
+as ``QUEUE_LEASE_TIMOUT``) or a value that does not parse is a :class:`ConfigurationError`
+at start-up, never silently ignored. Secrets (passwords, API keys) are kept out of
+``repr`` and every message.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
+
+from .errors import ConfigurationError
+
+# Variables with these prefixes belong to the project: unknown ones are errors.
+OWNED_PREFIXES = ("QUEUE_", "REDIS_", "AGENT_", "OPENAI_", "CONSOLE_")
+# Variables of ours that are known but read elsewhere (e.g. by the openai package itself).
+PASSTHROUGH = frozenset({"OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_ORG_ID", "OPENAI_PROJECT_ID",
+                         "OPENAI_ORGANIZATION", "OPENAI_LOG"})
+SECRET_FIELDS = frozenset({"redis_password", "openai_api_key", "console_password"})
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting of the queue, the worker, the agent and the console.
+
+    Build it with :meth:`from_env`; construct it directly in tests.
+    """
+
+    # Connection (the guide's names).
+    redis_url: str | None = field(default=None, metadata={"env": "REDIS_URL"})
+    redis_host: str = field(default="localhost", metadata={"env": "REDIS_HOST"})
+    redis_port: int = field(default=6379, metadata={"env": "REDIS_PORT"})
+    redis_db: int = field(default=0, metadata={"env": "REDIS_DB"})
+    redis_password: str | None = field(default=None, metadata={"env": "REDIS_PASSWORD"}, repr=False)
+    redis_ssl_ca_certs: str | None = field(default=None, metadata={"env": "REDIS_SSL_CA_CERTS"})
+    use_redis_queue: bool = field(default=True, metadata={"env": "USE_REDIS_QUEUE"})
+    # Queue behaviour.
+    namespace: str = field(default="agent_queue", metadata={"env": "QUEUE_NAMESPACE"})
+    heartbeat_interval: float = field(default=30.0, metadata={"env": "QUEUE_HEARTBEAT_INTERVAL"})
+    lease_timeout: float = field(default=90.0, metadata={"env": "QUEUE_LEASE_TIMEOUT"})
+    max_stalls: int = field(default=3, metadata={"env": "QUEUE_MAX_STALLS"})
+    result_ttl: float = field(default=86400.0, metadata={"env": "QUEUE_RESULT_TTL"})
+    failed_ttl: float = field(default=7 * 86400.0, metadata={"env": "QUEUE_FAILED_TTL"})
+    max_finished_index: int = field(default=2_000_000, metadata={"env": "QUEUE_MAX_FINISHED"})
+    max_payload_bytes: int = field(default=1024 * 1024, metadata={"env": "QUEUE_MAX_PAYLOAD_BYTES"})
+    max_result_bytes: int = field(default=1024 * 1024, metadata={"env": "QUEUE_MAX_RESULT_BYTES"})
+    events_max_len: int = field(default=10_000, metadata={"env": "QUEUE_EVENTS_MAX_LEN"})
+    default_max_retries: int = field(default=3, metadata={"env": "QUEUE_MAX_RETRIES"})
+    default_retry_delay: float = field(default=60.0, metadata={"env": "QUEUE_RETRY_DELAY"})
+    data_dir: str = field(default="data", metadata={"env": "QUEUE_DATA_DIR"})
+    # Agent (see engine.agent).
+    agent_backend: str = field(default="demo", metadata={"env": "AGENT_BACKEND"})
+    agent_model: str | None = field(default=None, metadata={"env": "AGENT_MODEL"})
+    agent_timeout: float = field(default=60.0, metadata={"env": "AGENT_TIMEOUT"})
+    agent_system_prompt: str | None = field(default=None, metadata={"env": "AGENT_SYSTEM_PROMPT"})
+    agent_demo_latency: float = field(default=0.5, metadata={"env": "AGENT_DEMO_LATENCY"})
+    agent_demo_failure_rate: float = field(default=0.0, metadata={"env": "AGENT_DEMO_FAILURE_RATE"})
+    openai_base_url: str | None = field(default=None, metadata={"env": "AGENT_OPENAI_BASE_URL"})
+    openai_api_key: str | None = field(default=None, metadata={"env": "AGENT_OPENAI_API_KEY"}, repr=False)
+    # Console.
+    console_password: str | None = field(default=None, metadata={"env": "CONSOLE_PASSWORD"}, repr=False)
+    console_refresh_seconds: float = field(default=3.0, metadata={"env": "CONSOLE_REFRESH_SECONDS"})
+
+    def __post_init__(self) -> None:
+        self._validate()
+
+    def __repr__(self) -> str:  # the dataclass repr would print REDIS_URL's password
+        return "Settings(%s)" % ", ".join(f"{k}={v!r}" for k, v in self.describe().items())
+
+    def _validate(self) -> None:
+        positive = ("heartbeat_interval", "lease_timeout", "result_ttl", "failed_ttl",
+                    "max_payload_bytes", "max_result_bytes", "events_max_len", "console_refresh_seconds")
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ConfigurationError(f"{_env_name(name)} must be greater than 0")
+        if self.lease_timeout <= self.heartbeat_interval:
+            raise ConfigurationError(
+                "QUEUE_LEASE_TIMEOUT must be longer than QUEUE_HEARTBEAT_INTERVAL "
+                "(a lease must survive at least one missed heartbeat)")
+        for name in ("max_stalls", "default_max_retries", "redis_db", "max_finished_index"):
+            if getattr(self, name) < 0:
+                raise ConfigurationError(f"{_env_name(name)} must not be negative")
+        if not 0.0 <= self.agent_demo_failure_rate <= 1.0:
+            raise ConfigurationError("AGENT_DEMO_FAILURE_RATE must be between 0 and 1")
+        if self.redis_url and urlsplit(self.redis_url).scheme not in ("redis", "rediss", "unix"):
+            raise ConfigurationError("REDIS_URL must start with redis://, rediss:// or unix://")
+
+    # -- construction -----------------------------------------------------------------
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None,
+                 env_file: str | os.PathLike | None = ".env", **overrides: Any) -> "Settings":
+        """Read settings from ``env_file`` (when it exists) overlaid by ``environ``
+        (default ``os.environ``), then ``overrides`` (field names)."""
+        values: dict[str, str] = {}
+        if env_file and Path(env_file).is_file():
+            values.update(read_env_file(env_file))
+        values.update(os.environ if environ is None else environ)
+        return cls.from_mapping(values, **overrides)
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, str], **overrides: Any) -> "Settings":
+        """Parse the project's variables out of ``values``; reject unknown ones."""
+        by_env = {f.metadata["env"]: f for f in dataclasses.fields(cls)}
+        unknown = sorted(k for k in values if k.startswith(OWNED_PREFIXES)
+                         and k not in by_env and k not in PASSTHROUGH)
+        if unknown:
+            raise ConfigurationError(
+                "unknown setting(s): " + ", ".join(unknown) + ". Known settings: "
+                + ", ".join(sorted(by_env)))
+        kwargs = {f.name: _parse(f, values[env]) for env, f in by_env.items() if env in values}
+        if "openai_api_key" not in kwargs and values.get("OPENAI_API_KEY"):
+            kwargs["openai_api_key"] = values["OPENAI_API_KEY"]
+        kwargs.update(overrides)
+        return cls(**kwargs)
+
+    # -- derived ----------------------------------------------------------------------
+    def connection_url(self) -> str:
+        """The Redis URL to connect to: ``REDIS_URL`` or one built from the parts."""
+        if self.redis_url:
+            return self.redis_url
+        auth = ":%s@" % quote(self.redis_password, safe="") if self.redis_password else ""
+        return f"redis://{auth}{self.redis_host}:{self.redis_port}/{self.redis_db}"
+
+    def describe(self) -> dict[str, Any]:
+        """Every setting by its variable name, secrets masked: safe to print or show."""
+        out = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name in SECRET_FIELDS and value:
+                value = "***"
+            elif f.name == "redis_url" and value:
+                value = mask_url(value)
+            out[f.metadata["env"]] = value
+        return out
+
+
+def _env_name(field_name: str) -> str:
+    return next(f.metadata["env"] for f in dataclasses.fields(Settings) if f.name == field_name)
+
+
+def _parse(f: dataclasses.Field, raw: str) -> Any:
+    text = raw.strip()
+    kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+    name = f.metadata["env"]
+    try:
+        if kind == "bool":
+            low = text.lower()
+            if low in _TRUE:
+                return True
+            if low in _FALSE:
+                return False
+            raise ValueError
+        if kind == "int":
+            return int(text)
+        if kind == "float":
+            return float(text)
+    except ValueError:
+        shown = "***" if f.name in SECRET_FIELDS else repr(raw)
+        article = "an" if kind == "int" else "a"
+        raise ConfigurationError(f"{name} must be {article} {kind}, got {shown}") from None
+    return text or None if "None" in kind else text
+
+
+def read_env_file(path: str | os.PathLike) -> dict[str, str]:
+    """Parse a ``.env`` file (``KEY=value`` lines, ``#`` comments, optional quotes,
+    optional ``export``). A malformed line is an error naming its number."""
+    values = {}
+    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("export "):
+            line = line[7:].lstrip()
+        key, sep, value = line.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not key.replace("_", "").isalnum():
+            raise ConfigurationError(f"{path}, line {number}: expected KEY=value")
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        elif " #" in value:
+            value = value.split(" #", 1)[0].rstrip()
+        values[key] = value
+    return values
+
+
+def mask_url(url: str) -> str:
+    """Return ``url`` with any password replaced by ``***``, for logs and error messages.
+
+    ``redis://:secret@host:6379/0`` becomes ``redis://:***@host:6379/0``; a user name is kept
+    (``redis://alice:***@host/0``), and a ``password=`` query parameter is masked too.
+    """
+    scheme, sep, rest = url.partition("://")
+    userinfo, _, after = rest.rpartition("@")
+    if sep and "@" in rest and _urlsplit_netloc(url).rpartition("@")[0] != userinfo:
+        # An unencoded "#", "?" or "/" in the password makes urlsplit cut the netloc short, which
+        # would leave part of the password in the path or fragment. Mask everything up to the last
+        # "@" instead: over-masking a URL with an "@" in its query is the safe mistake.
+        if ":" not in userinfo:
+            return f"{scheme}://***@{after}"
+        return f"{scheme}://{userinfo.partition(':')[0]}:***@{after}"
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        # Unparseable: say nothing about it rather than risk echoing a secret.
+        return "<unparseable url>"
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, hostport = netloc.rpartition("@")
+        user, sep, _password = userinfo.partition(":")
+        # Without a colon the userinfo is a user name (that is how redis-py reads it): kept.
+        netloc = f"{user}:***@{hostport}" if sep else f"{userinfo}@{hostport}"
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        if any(k.lower() == "password" for k, _ in pairs):
+            query = urlencode([(k, "***" if k.lower() == "password" else v) for k, v in pairs], safe="*")
+    if netloc == parts.netloc and query == parts.query:
+        return url  # nothing secret in it: return it untouched
+    # Built by hand: urlunsplit turns "unix:///path" into "unix:/path".
+    masked = f"{parts.scheme}://{netloc}{parts.path}" if parts.scheme else f"{netloc}{parts.path}"
+    if query:
+        masked += f"?{query}"
+    if parts.fragment:
+        masked += f"#{parts.fragment}"
+    return masked
+
+
+def _urlsplit_netloc(url: str) -> str:
+    """The netloc urlsplit sees, or "" when it cannot parse the URL."""
+    try:
+        return urlsplit(url).netloc
+    except ValueError:
+        return ""

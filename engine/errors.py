@@ -1,0 +1,101 @@
+"""The engine's error hierarchy, and the one table that maps Lua return codes to it.
+
+Callers catch :class:`QueueError` (or a subclass) and never a redis-py exception:
+driver errors are translated at the boundary (:func:`translate_redis_errors`).
+"""
+from __future__ import annotations
+
+import contextlib
+
+import redis
+
+
+class QueueError(Exception):
+    """Base class of every error the engine raises on purpose."""
+
+
+class ConfigurationError(QueueError, ValueError):
+    """A setting is unknown or malformed; raised at start-up."""
+
+
+class ValidationError(QueueError, ValueError):
+    """Bad input to a public verb; nothing was written."""
+
+
+class PayloadTooLarge(ValidationError):
+    """A payload or result is over the configured size limit."""
+
+
+class TaskNotFound(QueueError, KeyError):
+    """No task with that id (it never existed, or it expired)."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return self.args[0] if self.args else "task not found"
+
+
+class InvalidTransition(QueueError):
+    """The task is not in a status that allows this verb (e.g. cancel a completed task)."""
+
+
+class LeaseLost(QueueError):
+    """A worker reported on a task whose lease it no longer holds (fencing token mismatch)."""
+
+
+class QueueUnavailable(QueueError, ConnectionError):
+    """Redis could not be reached."""
+
+
+class TaskTimeout(QueueError, TimeoutError):
+    """``wait_for_result`` gave up before the task finished."""
+
+
+class NoHandler(QueueError):
+    """A worker has no handler registered for the task's type."""
+
+
+class PermanentError(QueueError):
+    """Raised by a handler for a failure that retrying cannot fix (bad request, 4xx):
+    the task fails at once, with no further attempts."""
+
+
+class RetryableError(QueueError):
+    """Raised by a handler for a passing failure; ``retry_after`` (seconds) overrides the
+    task's retry delay, e.g. from a provider's Retry-After header."""
+
+    def __init__(self, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+# Negative codes the Lua scripts return, in one place (each script's header names the
+# ones it can return).
+SCRIPT_ERRORS: dict[int, type[QueueError]] = {
+    -1: TaskNotFound,
+    -2: InvalidTransition,
+    -3: LeaseLost,
+}
+
+
+def raise_for_code(code: int, task_id: str, verb: str, status: str | None = None) -> None:
+    """Raise the exception that a script's negative return ``code`` stands for."""
+    if code >= 0:
+        return
+    error = SCRIPT_ERRORS.get(code, QueueError)
+    if error is TaskNotFound:
+        raise TaskNotFound(f"task {task_id} not found")
+    if error is InvalidTransition:
+        raise InvalidTransition(f"cannot {verb} task {task_id}: it is {status or 'in another state'}")
+    raise error(f"{verb} task {task_id} failed with code {code}")
+
+
+@contextlib.contextmanager
+def translate_redis_errors():
+    """Turn redis-py connection errors into :class:`QueueUnavailable`.
+
+    The message names the error class only: redis-py messages can carry the URL, and a
+    URL can carry a password.
+    """
+    try:
+        yield
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        raise QueueUnavailable(f"Redis is unreachable ({type(exc).__name__})") from exc

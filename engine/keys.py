@@ -1,0 +1,86 @@
+"""Every Redis key name the engine uses is built here, and only here.
+
+All keys of one namespace share the hash tag ``{namespace}`` so that they live in one
+Redis Cluster slot and the multi-key Lua scripts run there. The suffixes are the ones
+operators know from the guide: ``queue:<priority>``, ``status:<status>``, ``task:<id>``,
+``result:<id>``, ``workers``.
+"""
+from __future__ import annotations
+
+import re
+
+_NAMESPACE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+
+PRIORITY_NAMES = ("urgent", "high", "normal", "low")   # claim order
+STATUS_NAMES = ("pending", "scheduled", "running", "completed", "failed", "retry", "cancelled")
+
+
+class Keys:
+    """Key names of one namespace (default ``agent_queue``)."""
+
+    def __init__(self, namespace: str = "agent_queue"):
+        if not _NAMESPACE.match(namespace or ""):
+            raise ValueError(f"namespace must be 1-64 letters, digits, '_', '-' or '.': {namespace!r}")
+        self.namespace = namespace
+        self.prefix = "{%s}:" % namespace
+        p = self.prefix
+        self.queues = [p + "queue:" + name for name in PRIORITY_NAMES]
+        self.status = {name: p + "status:" + name for name in STATUS_NAMES}
+        self.all_tasks = p + "tasks"          # every id, scored by creation time
+        self.scheduled = p + "scheduled"      # ids due later, scored by due time
+        self.leases = p + "leases"            # ids being run, scored by lease deadline
+        self.workers = p + "workers"          # worker ids, scored by last heartbeat
+        self.marker = p + "marker"            # wake-up marker workers block on
+        self.events = p + "events"            # pub/sub channel
+        self.events_log = p + "events:log"    # capped stream of the same events
+        self.stats = p + "stats"              # lifetime counters
+        self.idempotency_prefix = p + "idem:"
+
+    def queue(self, priority_name: str) -> str:
+        """The pending list of one priority (``urgent``, ``high``, ``normal``, ``low``)."""
+        return self.prefix + "queue:" + priority_name
+
+    def task(self, task_id: str) -> str:
+        """The hash holding one task."""
+        return self.prefix + "task:" + task_id
+
+    def result(self, task_id: str) -> str:
+        """The JSON result document of one finished task."""
+        return self.prefix + "result:" + task_id
+
+    def done(self, task_id: str) -> str:
+        """A short-lived list a finishing script pushes to when someone waits on the task."""
+        return self.prefix + "done:" + task_id
+
+    def worker(self, worker_id: str) -> str:
+        """The hash holding one worker's details."""
+        return self.prefix + "worker:" + worker_id
+
+    def idempotency(self, key: str) -> str:
+        """Maps a caller's idempotency key to the task id it created."""
+        return self.idempotency_prefix + key
+
+    def minute_stats(self, minute: int) -> str:
+        """Per-minute counters and latency histograms (``minute`` = epoch ms // 60000)."""
+        return self.prefix + "stats:m:%d" % minute
+
+    @property
+    def minute_stats_prefix(self) -> str:
+        """Prefix the scripts append the minute number to."""
+        return self.prefix + "stats:m:"
+
+    @property
+    def task_prefix(self) -> str:
+        """Prefix the scripts append a task id to (scripts touching many tasks get it
+        once in KEYS rather than one key per task)."""
+        return self.prefix + "task:"
+
+    @property
+    def result_prefix(self) -> str:
+        """Prefix the scripts append a task id to for result keys."""
+        return self.prefix + "result:"
+
+    @property
+    def done_prefix(self) -> str:
+        """Prefix the scripts append a task id to for waiter lists."""
+        return self.prefix + "done:"

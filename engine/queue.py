@@ -1,0 +1,415 @@
+"""``TaskQueue``: the public API for submitting, inspecting and steering tasks."""
+from __future__ import annotations
+
+import threading
+from typing import Any, Callable, Iterable, Sequence
+
+import redis
+
+from . import clock, metrics
+from .config import Settings
+from .connection import connect, connect_settings
+from .errors import (ConfigurationError, TaskNotFound, TaskTimeout, ValidationError,
+                     raise_for_code, translate_redis_errors)
+from .events import EventSubscription, parse_stream_entries
+from .keys import PRIORITY_NAMES, STATUS_NAMES, Keys
+from .models import QueueStats, Task, TaskPriority, TaskStatus, TERMINAL_STATUSES
+from .serialization import dumps, loads
+from .store import Store
+
+SUBMIT_CHUNK = 2000          # tasks per script call in bulk submits
+WAIT_SLICE_SECONDS = 2.0     # longest single blocking call (see DESIGN.md, known traps)
+_STATUS_FIELDS = ("status", "created_at", "started_at", "worker", "finished_at", "attempt",
+                  "priority", "type", "error", "due_at", "max_retries")
+
+
+class TaskQueue:
+    """A task queue in one Redis namespace.
+
+    Build it with :func:`get_task_queue` (from the environment), :meth:`from_url`, or from
+    a redis-py client. ``clock`` (tests only) replaces Redis ``TIME`` in every script.
+    """
+
+    def __init__(self, client: redis.Redis | None = None, *, settings: Settings | None = None,
+                 namespace: str | None = None, clock: Any = None):
+        self.settings = settings or Settings.from_env()
+        self.client = client if client is not None else connect_settings(self.settings)
+        self.keys = Keys(namespace or self.settings.namespace)
+        self.clock = clock
+        self.store = Store(self.client, self.keys, self.settings,
+                           now_ms=clock.now_ms if clock is not None else None)
+
+    @classmethod
+    def from_url(cls, url: str, **kwargs: Any) -> "TaskQueue":
+        """A queue on the Redis at ``url`` (``redis://``, ``rediss://`` or ``unix://``)."""
+        settings = kwargs.pop("settings", None) or Settings.from_env()
+        return cls(connect(url, ssl_ca_certs=settings.redis_ssl_ca_certs), settings=settings, **kwargs)
+
+    @property
+    def namespace(self) -> str:
+        """The namespace every key of this queue lives under."""
+        return self.keys.namespace
+
+    # -- submitting ---------------------------------------------------------------------
+    def _row(self, task: Task) -> list[Any]:
+        if not isinstance(task, Task):
+            raise ValidationError(f"expected a Task, got {type(task).__name__}")
+        payload = dumps(task.payload, "payload", self.settings.max_payload_bytes)
+        due = task.due_ms()
+        return [task.task_id, task.type_name, int(task.priority), payload, task.session_id or "",
+                task.max_retries, int(task.retry_delay * 1000), task.backoff.value,
+                int(task.max_retry_delay * 1000), "" if due is None else due,
+                "" if task.delay is None else int(task.delay * 1000),
+                task.idempotency_key or "", "" if task.timeout is None else task.timeout,
+                task.parent_id or ""]
+
+    def submit_task(self, task: Task) -> str:
+        """Submit one task (one round trip); returns its id. Raises ValidationError (and
+        writes nothing) for bad input."""
+        row = self._row(task)
+        with translate_redis_errors():
+            return self.store.submit([row])[0]
+
+    def submit_tasks(self, tasks: Iterable[Task]) -> list[str]:
+        """Submit many tasks: every task is validated first (nothing is written if any is
+        bad), then they go in chunks of 2,000 per script call, all in one round trip."""
+        rows = [self._row(t) for t in tasks]
+        if not rows:
+            return []
+        with translate_redis_errors():
+            pipe = self.client.pipeline(transaction=False)
+            for i in range(0, len(rows), SUBMIT_CHUNK):
+                self.store.submit(rows[i:i + SUBMIT_CHUNK], client=pipe)
+            return [task_id for chunk in pipe.execute() for task_id in chunk]
+
+    # -- reading ------------------------------------------------------------------------
+    def get_task(self, task_id: str) -> dict[str, Any] | None:
+        """Everything stored about a task (payload parsed, times in ISO-8601), or None."""
+        with translate_redis_errors():
+            pipe = self.client.pipeline(transaction=False)
+            pipe.hgetall(self.keys.task(task_id))
+            pipe.get(self.keys.result(task_id))
+            fields, result = pipe.execute()
+        if not fields:
+            return None
+        record = task_record(fields)
+        doc = loads(result)
+        record["result"] = doc.get("result") if isinstance(doc, dict) else None
+        return record
+
+    def get_task_status(self, task_id: str) -> dict[str, Any] | None:
+        """``{'task_id', 'status', 'created_at', 'started_at', 'worker_id', ...}``, or
+        None when there is no such task (never submitted, or expired)."""
+        with translate_redis_errors():
+            values = self.client.hmget(self.keys.task(task_id), _STATUS_FIELDS)
+        if values[0] is None:
+            return None
+        return task_record(dict(zip(_STATUS_FIELDS, values)), task_id)
+
+    def get_task_result(self, task_id: str) -> dict[str, Any] | None:
+        """None until the task has finished; then ``{'status': 'completed' | 'failed' |
+        'cancelled', 'result', 'error', 'duration', 'attempts', ...}``."""
+        with translate_redis_errors():
+            return loads(self.client.get(self.keys.result(task_id)))
+
+    def wait_for_result(self, task_id: str, timeout: float | None = 30.0) -> dict[str, Any]:
+        """Block until the task finishes and return its result document.
+
+        Woken by the finishing script itself (no polling interval); raises TaskTimeout
+        after ``timeout`` seconds (None = wait forever) and TaskNotFound for an unknown id.
+        """
+        deadline = None if timeout is None else clock.monotonic() + timeout
+        done_key = self.keys.done(task_id)
+        with translate_redis_errors():
+            while True:
+                status, doc = self.store.wait(task_id)
+                if not status:
+                    raise TaskNotFound(f"task {task_id} not found")
+                if doc:
+                    return loads(doc)
+                left = WAIT_SLICE_SECONDS if deadline is None else deadline - clock.monotonic()
+                if left <= 0:
+                    raise TaskTimeout(f"task {task_id} still {status} after {timeout} s")
+                # BRPOPLPUSH onto the same list reads without consuming, so every waiter
+                # on the task sees the document. (fakeredis's BLMOVE does not block.)
+                doc = self.client.brpoplpush(done_key, done_key,
+                                             timeout=max(0.01, min(left, WAIT_SLICE_SECONDS)))
+                if doc:
+                    return loads(doc)
+
+    def list_tasks(self, status: TaskStatus | str | None = None, limit: int = 50, offset: int = 0,
+                   priority: Any = None, task_type: str | None = None,
+                   session_id: str | None = None, scan_limit: int = 5000) -> list[dict[str, Any]]:
+        """Tasks newest first (by when they entered their status), paged with
+        ``limit``/``offset``. Without ``status`` the status indexes are merged. Filters on
+        priority, type and session look at no more than ``scan_limit`` index entries, so a
+        page costs a bounded number of Redis calls however many tasks are stored."""
+        limit, offset = _page_bounds(limit, offset)
+        statuses = [_status_name(status)] if status else list(STATUS_NAMES)
+        want_priority = int(TaskPriority.parse(priority)) if priority is not None else None
+        filtered = want_priority is not None or task_type or session_id
+        window = scan_limit if filtered else offset + limit
+        ids = self._newest_ids(statuses, window)
+        records = self._load_records(ids)
+        if filtered:
+            records = [r for r in records if _matches(r, want_priority, task_type, session_id)]
+        return records[offset:offset + limit]
+
+    def _newest_ids(self, statuses: Sequence[str], window: int) -> list[str]:
+        with translate_redis_errors():
+            pipe = self.client.pipeline(transaction=False)
+            for name in statuses:
+                pipe.zrevrange(self.keys.status[name], 0, window - 1, withscores=True)
+            replies = pipe.execute()
+        merged = sorted((pair for reply in replies for pair in reply), key=lambda p: -p[1])
+        return [task_id for task_id, _ in merged[:window]]
+
+    def _load_records(self, ids: Sequence[str]) -> list[dict[str, Any]]:
+        if not ids:
+            return []
+        with translate_redis_errors():
+            pipe = self.client.pipeline(transaction=False)
+            for task_id in ids:
+                pipe.hgetall(self.keys.task(task_id))
+            replies = pipe.execute()
+        return [task_record(fields) for fields in replies if fields]
+
+    def count_tasks(self, status: TaskStatus | str) -> int:
+        """How many ids the index of ``status`` holds."""
+        with translate_redis_errors():
+            return int(self.client.zcard(self.keys.status[_status_name(status)]))
+
+    def get_queue_stats(self) -> QueueStats:
+        """A snapshot in one round trip: index sizes, lifetime counters, queue depths and
+        active workers (those that heartbeated within the lease timeout)."""
+        k = self.keys
+        with translate_redis_errors():
+            pipe = self.client.pipeline(transaction=False)
+            for name in STATUS_NAMES:
+                pipe.zcard(k.status[name])
+            pipe.hgetall(k.stats)
+            for q in k.queues:
+                pipe.llen(q)
+            pipe.time()
+            pipe.zrange(k.workers, 0, -1, withscores=True)
+            replies = pipe.execute()
+        sizes = dict(zip(STATUS_NAMES, replies[:7]))
+        counters = {name: int(v) for name, v in replies[7].items()}
+        depths = dict(zip(PRIORITY_NAMES, replies[8:12]))
+        seconds, micros = replies[12]
+        now_ms = self.clock.now_ms() if self.clock else seconds * 1000 + micros // 1000
+        horizon = now_ms - self.settings.lease_timeout * 1000
+        active = sum(1 for _, beat in replies[13] if beat >= horizon)
+        return QueueStats(
+            pending_tasks=sizes["pending"], scheduled_tasks=sizes["scheduled"],
+            running_tasks=sizes["running"], retry_tasks=sizes["retry"],
+            completed_tasks=counters.get("completed", 0), failed_tasks=counters.get("failed", 0),
+            cancelled_tasks=counters.get("cancelled", 0),
+            submitted_tasks=counters.get("submitted", 0), retried_tasks=counters.get("retried", 0),
+            failed_in_index=sizes["failed"], active_workers=active, depth_by_priority=depths)
+
+    def list_workers(self) -> list[dict[str, Any]]:
+        """Registered workers (active and recently lost or stopped), newest heartbeat first."""
+        k = self.keys
+        with translate_redis_errors():
+            beats = self.client.zrevrange(k.workers, 0, 999, withscores=True)
+            now_ms = self.clock.now_ms() if self.clock else _server_ms(self.client)
+            pipe = self.client.pipeline(transaction=False)
+            for worker_id, _ in beats:
+                pipe.hgetall(k.worker(worker_id))
+            details = pipe.execute()
+        horizon = now_ms - self.settings.lease_timeout * 1000
+        out = []
+        for (worker_id, beat), info in zip(beats, details):
+            info = dict(info)
+            info["worker_id"] = worker_id
+            info["last_heartbeat"] = clock.to_iso(beat)
+            if beat < horizon and info.get("state") != "stopped":
+                info["state"] = "lost"
+            out.append(info)
+        return out
+
+    def throughput(self, minutes: int = 60) -> list[dict[str, Any]]:
+        """Per-minute submitted / completed / failed / retried counts and wait and run time
+        p50/p95 (ms) for the last ``minutes`` minutes, oldest first; one round trip."""
+        with translate_redis_errors():
+            now_ms = self.clock.now_ms() if self.clock else _server_ms(self.client)
+            last = now_ms // 60000
+            pipe = self.client.pipeline(transaction=False)
+            for minute in range(last - minutes + 1, last + 1):
+                pipe.hgetall(self.keys.minute_stats(minute))
+            replies = pipe.execute()
+        rows = []
+        for minute, fields in zip(range(last - minutes + 1, last + 1), replies):
+            wait, run = metrics.histogram(fields, "wait:"), metrics.histogram(fields, "run:")
+            rows.append({"minute": clock.to_iso(minute * 60000),
+                         **{n: int(fields.get(n, 0)) for n in ("submitted", "completed", "failed", "retried")},
+                         "wait_p50_ms": metrics.percentile_ms(wait, 0.5),
+                         "wait_p95_ms": metrics.percentile_ms(wait, 0.95),
+                         "run_p50_ms": metrics.percentile_ms(run, 0.5),
+                         "run_p95_ms": metrics.percentile_ms(run, 0.95)})
+        return rows
+
+    # -- steering -----------------------------------------------------------------------
+    def cancel_task(self, task_id: str, reason: str = "cancelled by request") -> str:
+        """Cancel an unfinished task; returns the status it had. Raises TaskNotFound, or
+        InvalidTransition for a finished task."""
+        doc = dumps({"task_id": task_id, "status": "cancelled", "result": None,
+                     "error": reason, "duration": None, "attempts": None})
+        with translate_redis_errors():
+            code, previous = self.store.cancel(task_id, doc)
+        raise_for_code(int(code), task_id, "cancel", previous)
+        return previous
+
+    def retry_task(self, task_id: str, priority: Any = None) -> str:
+        """Run a failed or cancelled task again, with a fresh retry budget."""
+        return self._move(self.store.retry, task_id, priority, "retry")
+
+    def requeue_task(self, task_id: str, priority: Any = None) -> str:
+        """Put an unfinished task back in line now (optionally at another priority)."""
+        return self._move(self.store.requeue, task_id, priority, "requeue")
+
+    def _move(self, verb: Callable, task_id: str, priority: Any, name: str) -> str:
+        level = str(int(TaskPriority.parse(priority))) if priority is not None else ""
+        with translate_redis_errors():
+            code, previous = verb(task_id, level)
+        raise_for_code(int(code), task_id, name, previous)
+        return previous
+
+    def delete_tasks(self, task_ids: Sequence[str]) -> int:
+        """Delete tasks and every trace of them; returns how many existed."""
+        deleted = 0
+        with translate_redis_errors():
+            for i in range(0, len(task_ids), 500):
+                deleted += self.store.delete(task_ids[i:i + 500])
+        return deleted
+
+    def delete_task(self, task_id: str) -> bool:
+        """Delete one task; False when there was none."""
+        return self.delete_tasks([task_id]) == 1
+
+    def purge(self, status: TaskStatus | str) -> int:
+        """Delete every task of a finished status (completed, failed or cancelled)."""
+        name = _status_name(status)
+        if TaskStatus(name) not in TERMINAL_STATUSES:
+            raise ValidationError(f"purge takes a finished status (completed, failed, cancelled), not {name}")
+        total = 0
+        with translate_redis_errors():
+            while True:
+                ids = self.client.zrange(self.keys.status[name], 0, 499)
+                if not ids:
+                    return total
+                total += self.store.delete(ids)
+
+    def promote_due(self) -> int:
+        """Move due scheduled and retry tasks to pending now; returns how many moved."""
+        with translate_redis_errors():
+            return self.store.promote()[0]
+
+    def reap_expired_leases(self) -> tuple[int, int]:
+        """Recover tasks whose worker stopped heartbeating: (requeued, failed)."""
+        with translate_redis_errors():
+            requeued, failed, _ = self.store.reap(int(self.settings.lease_timeout * 1000))
+        return requeued, failed
+
+    # -- events -------------------------------------------------------------------------
+    def subscribe_to_events(self, callback: Callable[[dict], Any]) -> EventSubscription:
+        """Call ``callback(message)`` for every live event until ``.stop()``."""
+        return EventSubscription(self.client, self.keys.events, callback)
+
+    def read_events(self, after: str | None = None, count: int = 200) -> list[dict[str, Any]]:
+        """Stored events, oldest first: the newest ``count``, or those after stream id
+        ``after`` (to catch up after a disconnect)."""
+        with translate_redis_errors():
+            if after:
+                entries = self.client.xrange(self.keys.events_log, min="(" + after, count=count)
+            else:
+                entries = list(reversed(self.client.xrevrange(self.keys.events_log, count=count)))
+        return parse_stream_entries(entries)
+
+    def ping(self) -> bool:
+        """Whether Redis answers."""
+        try:
+            return bool(self.client.ping())
+        except (redis.ConnectionError, redis.TimeoutError):
+            return False
+
+
+def task_record(fields: dict[str, str], task_id: str | None = None) -> dict[str, Any]:
+    """A task hash as the public dict: ISO times, parsed payload, priority name."""
+    priority = fields.get("priority")
+    record: dict[str, Any] = {
+        "task_id": fields.get("id") or task_id,
+        "status": fields.get("status"),
+        "task_type": fields.get("type"),
+        "priority": TaskPriority(int(priority)).label if priority not in (None, "") else None,
+        "created_at": clock.to_iso(fields.get("created_at")),
+        "started_at": clock.to_iso(fields.get("started_at")),
+        "finished_at": clock.to_iso(fields.get("finished_at")),
+        "worker_id": fields.get("worker") or None,
+        "attempts": int(fields.get("attempt") or 0),
+        "error": fields.get("error") or None,
+    }
+    if "payload" in fields:
+        record.update({
+            "payload": loads(fields.get("payload"), {}),
+            "session_id": fields.get("session") or None,
+            "max_retries": int(fields.get("max_retries") or 0),
+            "due_at": clock.to_iso(fields.get("due_at")),
+            "traceback": fields.get("traceback") or None,
+            "duration": int(fields["duration_ms"]) / 1000 if fields.get("duration_ms") else None,
+            "stalls": int(fields.get("stalls") or 0),
+            "parent_id": fields.get("parent") or None,
+        })
+    return record
+
+
+def _matches(record: dict, priority: int | None, task_type: str | None, session_id: str | None) -> bool:
+    if priority is not None and record["priority"] != TaskPriority(priority).label:
+        return False
+    if task_type and record.get("task_type") != str(task_type):
+        return False
+    return not session_id or record.get("session_id") == session_id
+
+
+def _status_name(status: TaskStatus | str) -> str:
+    try:
+        return TaskStatus(str(status).lower()).value
+    except ValueError:
+        raise ValidationError(f"unknown status {status!r}: use one of {', '.join(STATUS_NAMES)}") from None
+
+
+def _page_bounds(limit: int, offset: int) -> tuple[int, int]:
+    if not isinstance(limit, int) or not 1 <= limit <= 1000:
+        raise ValidationError("limit must be between 1 and 1000")
+    if not isinstance(offset, int) or offset < 0:
+        raise ValidationError("offset must be 0 or more")
+    return limit, offset
+
+
+def _server_ms(client: redis.Redis) -> int:
+    seconds, micros = client.time()
+    return seconds * 1000 + micros // 1000
+
+
+_default_queue: TaskQueue | None = None
+_default_lock = threading.Lock()
+
+
+def get_task_queue(settings: Settings | None = None) -> TaskQueue:
+    """The process-wide queue, built once from the environment (and ``.env``)."""
+    global _default_queue
+    with _default_lock:
+        if _default_queue is None:
+            settings = settings or Settings.from_env()
+            if not settings.use_redis_queue:
+                raise ConfigurationError("the Redis queue is switched off (USE_REDIS_QUEUE=false)")
+            _default_queue = TaskQueue(settings=settings)
+        return _default_queue
+
+
+def reset_task_queue() -> None:
+    """Forget the process-wide queue (tests, or after changing the environment)."""
+    global _default_queue
+    with _default_lock:
+        _default_queue = None

@@ -1,0 +1,30 @@
+--[[ cancel: any unfinished task → cancelled. A running task's worker finds out at its next
+  heartbeat or when it reports, and its report is refused (the task is no longer running).
+  KEYS[1]  task key         KEYS[2..5] queue:urgent, queue:high, queue:normal, queue:low
+  KEYS[6]  scheduled        KEYS[7]  leases          KEYS[8]  status:pending
+  KEYS[9]  status:scheduled KEYS[10] status:retry    KEYS[11] status:running
+  KEYS[12] status:cancelled KEYS[13] result key      KEYS[14] waiter list
+  KEYS[15] events:log       KEYS[16] events (channel) KEYS[17] stats
+  ARGV[1] now override in ms ('' = Redis TIME)   ARGV[2] events stream max length
+  ARGV[3] TTL of the cancelled task in ms   ARGV[4] task id   ARGV[5] result document
+  Returns: {1, previous status} cancelled; {-1, ''} no such task;
+           {-2, status} already finished (completed, failed or cancelled).
+]]
+local now = now_ms(ARGV[1])
+local f = redis.call('HMGET', KEYS[1], 'status', 'priority', 'waiters')
+local status, id = f[1], ARGV[4]
+if not status then return { -1, '' } end
+local index = { pending = 8, scheduled = 9, retry = 10, running = 11 }
+if not index[status] then return { -2, status } end
+if status == 'pending' then dequeue(f[2], id) end
+if status == 'scheduled' or status == 'retry' then redis.call('ZREM', KEYS[6], id) end
+if status == 'running' then redis.call('ZREM', KEYS[7], id) end
+redis.call('ZREM', KEYS[index[status]], id)
+redis.call('HSET', KEYS[1], 'status', 'cancelled', 'finished_at', now)
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('SET', KEYS[13], ARGV[5], 'PX', ARGV[3])
+if f[3] then redis.call('RPUSH', KEYS[14], ARGV[5]); redis.call('PEXPIRE', KEYS[14], 60000) end
+redis.call('ZADD', KEYS[12], now, id)
+redis.call('HINCRBY', KEYS[17], 'cancelled', 1)
+emit(KEYS[15], KEYS[16], ARGV[2], 'task.cancelled', id, 'cancelled', now, ',"previous":"' .. status .. '"')
+return { 1, status }

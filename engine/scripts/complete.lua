@@ -1,0 +1,52 @@
+--[[ complete: running → completed, for a batch of tasks (one call per batch of results).
+  KEYS[1]  task key prefix   KEYS[2] result key prefix   KEYS[3] waiter list prefix
+  KEYS[4]  status:running    KEYS[5] status:completed    KEYS[6] leases
+  KEYS[7]  events:log        KEYS[8] events (channel)    KEYS[9] stats
+  KEYS[10] minute stats prefix
+  ARGV[1]  now override in ms ('' = Redis TIME)   ARGV[2] events stream max length
+  ARGV[3]  TTL of result and task in ms   ARGV[4] most finished ids kept in the index
+  ARGV[5]  number of tasks N
+  ARGV[6..] per task, 4 values: id, token, result document (JSON), duration in ms
+  Returns: one code per task: 1 completed, -3 lease lost (token stale or task no longer
+           running: another worker has it, or it was cancelled, requeued or deleted).
+]]
+local now = now_ms(ARGV[1])
+local maxlen, ttl, keep, n = ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
+local codes, ids, entered, counts = {}, {}, {}, {}
+for i = 0, n - 1 do
+  local b = 6 + i * 4
+  local id, doc = ARGV[b], ARGV[b + 2]
+  local key = KEYS[1] .. id
+  local f = redis.call('HMGET', key, 'fence', 'status', 'waiters')
+  if f[1] == ARGV[b + 1] and f[2] == 'running' then
+    local ms = tonumber(ARGV[b + 3])
+    redis.call('HSET', key, 'status', 'completed', 'finished_at', now, 'duration_ms', ms)
+    redis.call('PEXPIRE', key, ttl)
+    redis.call('SET', KEYS[2] .. id, doc, 'PX', ttl)
+    if f[3] then
+      redis.call('RPUSH', KEYS[3] .. id, doc)
+      redis.call('PEXPIRE', KEYS[3] .. id, 60000)
+    end
+    ids[#ids + 1] = id
+    entered[#entered + 1] = now
+    entered[#entered + 1] = id
+    local r = 'run:' .. bucket(ms)
+    counts[r] = (counts[r] or 0) + 1
+    emit(KEYS[7], KEYS[8], maxlen, 'task.completed', id, 'completed', now)
+    codes[#codes + 1] = 1
+  else
+    codes[#codes + 1] = -3
+  end
+end
+if #ids > 0 then
+  bulk('ZREM', KEYS[4], ids)
+  bulk('ZREM', KEYS[6], ids)
+  bulk('ZADD', KEYS[5], entered)
+  -- Keep the finished index bounded: entries older than the TTL point at expired tasks.
+  redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now - tonumber(ttl))
+  if keep > 0 then redis.call('ZREMRANGEBYRANK', KEYS[5], 0, -keep - 1) end
+  redis.call('HINCRBY', KEYS[9], 'completed', #ids)
+  counts['completed'] = #ids
+  bump_minute(KEYS[10], now, counts)
+end
+return codes

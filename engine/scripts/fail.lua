@@ -1,0 +1,66 @@
+--[[ fail: running → retry (attempts left) or failed (dead letter), for a batch of tasks.
+  KEYS[1]  task key prefix   KEYS[2] result key prefix   KEYS[3] waiter list prefix
+  KEYS[4]  status:running    KEYS[5] status:retry        KEYS[6] status:failed
+  KEYS[7]  leases            KEYS[8] scheduled           KEYS[9] events:log
+  KEYS[10] events (channel)  KEYS[11] stats              KEYS[12] minute stats prefix
+  ARGV[1]  now override in ms ('' = Redis TIME)   ARGV[2] events stream max length
+  ARGV[3]  TTL of a failed task and its result in ms   ARGV[4] number of tasks N
+  ARGV[5..] per task, 6 values: id, token, error, traceback, retry delay in ms
+           (-1 = do not retry: a permanent error), result document for a final failure
+  Returns: one code per task: 2 scheduled for retry, 1 failed for good, -3 lease lost.
+]]
+local now = now_ms(ARGV[1])
+local maxlen, ttl, n = ARGV[2], ARGV[3], tonumber(ARGV[4])
+local codes, done, retrying, failed = {}, {}, {}, {}
+for i = 0, n - 1 do
+  local b = 5 + i * 6
+  local id, err, delay, doc = ARGV[b], ARGV[b + 2], tonumber(ARGV[b + 4]), ARGV[b + 5]
+  local key = KEYS[1] .. id
+  local f = redis.call('HMGET', key, 'fence', 'status', 'attempt', 'max_retries', 'waiters')
+  if f[1] ~= ARGV[b + 1] or f[2] ~= 'running' then
+    codes[#codes + 1] = -3
+  else
+    done[#done + 1] = id
+    local extra = ',"attempt":' .. f[3] .. ',"error":' .. cjson.encode(err)
+    if delay >= 0 and tonumber(f[3]) <= tonumber(f[4]) then
+      redis.call('HSET', key, 'status', 'retry', 'error', err, 'traceback', ARGV[b + 3],
+        'due_at', now + delay)
+      redis.call('ZADD', KEYS[8], now + delay, id)
+      retrying[#retrying + 1] = now
+      retrying[#retrying + 1] = id
+      emit(KEYS[9], KEYS[10], maxlen, 'task.retry', id, 'retry', now, extra)
+      codes[#codes + 1] = 2
+    else
+      redis.call('HSET', key, 'status', 'failed', 'error', err, 'traceback', ARGV[b + 3],
+        'finished_at', now)
+      redis.call('PEXPIRE', key, ttl)
+      redis.call('SET', KEYS[2] .. id, doc, 'PX', ttl)
+      if f[5] then
+        redis.call('RPUSH', KEYS[3] .. id, doc)
+        redis.call('PEXPIRE', KEYS[3] .. id, 60000)
+      end
+      failed[#failed + 1] = now
+      failed[#failed + 1] = id
+      emit(KEYS[9], KEYS[10], maxlen, 'task.failed', id, 'failed', now, extra)
+      codes[#codes + 1] = 1
+    end
+  end
+end
+if #done > 0 then
+  bulk('ZREM', KEYS[4], done)
+  bulk('ZREM', KEYS[7], done)
+end
+local counts = {}
+if #retrying > 0 then
+  bulk('ZADD', KEYS[5], retrying)
+  redis.call('HINCRBY', KEYS[11], 'retried', #retrying / 2)
+  counts['retried'] = #retrying / 2
+end
+if #failed > 0 then
+  bulk('ZADD', KEYS[6], failed)
+  redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', now - tonumber(ttl))
+  redis.call('HINCRBY', KEYS[11], 'failed', #failed / 2)
+  counts['failed'] = #failed / 2
+end
+if #done > 0 then bump_minute(KEYS[12], now, counts) end
+return codes

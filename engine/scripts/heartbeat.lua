@@ -1,0 +1,34 @@
+--[[ heartbeat: a worker says it is alive and renews the leases of the tasks in its hands.
+  KEYS[1] task key prefix   KEYS[2] leases   KEYS[3] workers   KEYS[4] this worker's hash
+  KEYS[5] events:log        KEYS[6] events (channel)
+  ARGV[1] now override in ms ('' = Redis TIME)   ARGV[2] events stream max length
+  ARGV[3] worker id   ARGV[4] lease length in ms   ARGV[5] worker hash TTL in ms
+  ARGV[6] number of worker fields P   ARGV[7..] P field/value pairs, then id/token pairs
+  Returns: a flat array of id/status pairs for tasks this worker no longer holds
+           (status 'cancelled', 'missing', or the status another verb moved it to).
+]]
+local now = now_ms(ARGV[1])
+local worker, deadline = ARGV[3], now + tonumber(ARGV[4])
+local p = tonumber(ARGV[6])
+local fields = {}
+for i = 7, 6 + 2 * p do fields[#fields + 1] = ARGV[i] end
+fields[#fields + 1] = 'last_heartbeat'
+fields[#fields + 1] = now
+redis.call('HSET', KEYS[4], unpack(fields))
+redis.call('PEXPIRE', KEYS[4], ARGV[5])
+if redis.call('ZADD', KEYS[3], now, worker) == 1 then
+  emit_raw(KEYS[5], KEYS[6], ARGV[2], '{"type":"worker.started","data":{"worker_id":"' .. worker ..
+    '","ts":' .. string.format('%d', now) .. '}}')
+end
+local lost = {}
+for i = 7 + 2 * p, #ARGV, 2 do
+  local id = ARGV[i]
+  local f = redis.call('HMGET', KEYS[1] .. id, 'fence', 'status')
+  if f[1] == ARGV[i + 1] and f[2] == 'running' then
+    redis.call('ZADD', KEYS[2], 'XX', deadline, id)
+  else
+    lost[#lost + 1] = id
+    lost[#lost + 1] = f[2] or 'missing'
+  end
+end
+return lost

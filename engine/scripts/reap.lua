@@ -1,0 +1,57 @@
+--[[ reap: tasks whose lease ran out (their worker died or froze) → pending again, or
+  failed once they have stalled more than the limit; workers silent too long → lost.
+  KEYS[1]  task key prefix   KEYS[2..5] queue:urgent, queue:high, queue:normal, queue:low
+  KEYS[6]  leases            KEYS[7] status:running   KEYS[8] status:pending
+  KEYS[9]  status:failed     KEYS[10] result key prefix  KEYS[11] waiter list prefix
+  KEYS[12] marker            KEYS[13] events:log      KEYS[14] events (channel)
+  KEYS[15] stats             KEYS[16] workers         KEYS[17] worker hash prefix
+  ARGV[1] now override in ms ('' = Redis TIME)   ARGV[2] events stream max length
+  ARGV[3] most stalls before a task fails   ARGV[4] most tasks handled in one call
+  ARGV[5] TTL of a failed task in ms        ARGV[6] worker silence before it is lost, ms
+  Returns: {requeued, failed, workers marked lost}.
+]]
+local now = now_ms(ARGV[1])
+local maxlen, max_stalls = ARGV[2], tonumber(ARGV[3])
+local expired = redis.call('ZRANGEBYSCORE', KEYS[6], '-inf', now, 'LIMIT', 0, tonumber(ARGV[4]))
+local requeued, failed = 0, 0
+for _, id in ipairs(expired) do
+  local key = KEYS[1] .. id
+  local f = redis.call('HMGET', key, 'status', 'priority', 'attempt', 'worker', 'waiters')
+  redis.call('ZREM', KEYS[6], id)
+  if f[1] == 'running' then
+    redis.call('ZREM', KEYS[7], id)
+    local stalls = redis.call('HINCRBY', key, 'stalls', 1)
+    local why = ',"reason":"lease expired","worker_id":"' .. (f[4] or '') .. '"'
+    if stalls > max_stalls then
+      local err = 'task stalled ' .. stalls .. ' times: its worker stopped heartbeating ' ..
+        '(killed, frozen or cut off) while running it'
+      local doc = cjson.encode({ task_id = id, status = 'failed', error = err,
+        attempts = tonumber(f[3]), duration = 0 })
+      redis.call('HSET', key, 'status', 'failed', 'error', err, 'finished_at', now)
+      redis.call('PEXPIRE', key, ARGV[5])
+      redis.call('SET', KEYS[10] .. id, doc, 'PX', ARGV[5])
+      if f[5] then redis.call('RPUSH', KEYS[11] .. id, doc); redis.call('PEXPIRE', KEYS[11] .. id, 60000) end
+      redis.call('ZADD', KEYS[9], now, id)
+      redis.call('HINCRBY', KEYS[15], 'failed', 1)
+      emit(KEYS[13], KEYS[14], maxlen, 'task.failed', id, 'failed', now, why)
+      failed = failed + 1
+    else
+      -- The stall is not the handler's failure: give the attempt back.
+      redis.call('HSET', key, 'status', 'pending', 'enqueued_at', now, 'worker', '',
+        'attempt', math.max(0, tonumber(f[3]) - 1))
+      enqueue(f[2], id, true)
+      redis.call('ZADD', KEYS[8], now, id)
+      emit(KEYS[13], KEYS[14], maxlen, 'task.status_changed', id, 'pending', now, why)
+      requeued = requeued + 1
+    end
+  end
+end
+if requeued > 0 then redis.call('ZADD', KEYS[12], 0, '0') end
+local silent = redis.call('ZRANGEBYSCORE', KEYS[16], '-inf', now - tonumber(ARGV[6]), 'LIMIT', 0, 100)
+for _, worker in ipairs(silent) do
+  redis.call('ZREM', KEYS[16], worker)
+  redis.call('HSET', KEYS[17] .. worker, 'state', 'lost', 'lost_at', now)
+  emit_raw(KEYS[13], KEYS[14], maxlen, '{"type":"worker.lost","data":{"worker_id":"' .. worker ..
+    '","ts":' .. string.format('%d', now) .. '}}')
+end
+return { requeued, failed, #silent }

@@ -1,0 +1,28 @@
+--[[ release: a stopping worker hands tasks back (running → pending, front of its queue).
+  The attempt is given back too: the task did not get a fair run.
+  KEYS[1] task key prefix   KEYS[2..5] queue:urgent, queue:high, queue:normal, queue:low
+  KEYS[6] leases            KEYS[7] status:running   KEYS[8] status:pending
+  KEYS[9] marker            KEYS[10] events:log      KEYS[11] events (channel)
+  ARGV[1] now override in ms ('' = Redis TIME)   ARGV[2] events stream max length
+  ARGV[3..] id/token pairs, in the order they should run again
+  Returns: how many tasks were handed back (stale tokens are skipped).
+]]
+local now = now_ms(ARGV[1])
+local released = 0
+for i = #ARGV - 1, 3, -2 do   -- backwards, so LPUSH keeps their order
+  local id = ARGV[i]
+  local key = KEYS[1] .. id
+  local f = redis.call('HMGET', key, 'fence', 'status', 'priority', 'attempt')
+  if f[1] == ARGV[i + 1] and f[2] == 'running' then
+    redis.call('HSET', key, 'status', 'pending', 'enqueued_at', now, 'worker', '',
+      'attempt', math.max(0, tonumber(f[4]) - 1))
+    enqueue(f[3], id, true)
+    redis.call('ZREM', KEYS[6], id)
+    redis.call('ZREM', KEYS[7], id)
+    redis.call('ZADD', KEYS[8], now, id)
+    emit(KEYS[10], KEYS[11], ARGV[2], 'task.status_changed', id, 'pending', now, ',"reason":"released"')
+    released = released + 1
+  end
+end
+if released > 0 then redis.call('ZADD', KEYS[9], 0, '0') end
+return released

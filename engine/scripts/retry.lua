@@ -1,0 +1,27 @@
+--[[ retry: an operator runs a failed or cancelled task again (failed/cancelled → pending),
+  with a fresh retry budget.
+  KEYS[1] task key          KEYS[2..5] queue:urgent, queue:high, queue:normal, queue:low
+  KEYS[6] status:failed     KEYS[7] status:cancelled   KEYS[8] status:pending
+  KEYS[9] result key        KEYS[10] marker            KEYS[11] events:log
+  KEYS[12] events (channel)
+  ARGV[1] now override in ms ('' = Redis TIME)   ARGV[2] events stream max length
+  ARGV[3] task id   ARGV[4] new priority ('' = keep)
+  Returns: {1, previous status}; {-1, ''} no such task; {-2, status} not failed or cancelled.
+]]
+local now = now_ms(ARGV[1])
+local f = redis.call('HMGET', KEYS[1], 'status', 'priority')
+local status, id = f[1], ARGV[3]
+if not status then return { -1, '' } end
+if status ~= 'failed' and status ~= 'cancelled' then return { -2, status } end
+local priority = ARGV[4] ~= '' and ARGV[4] or f[2]
+redis.call('PERSIST', KEYS[1])
+redis.call('HSET', KEYS[1], 'status', 'pending', 'priority', priority, 'enqueued_at', now,
+  'attempt', 0, 'stalls', 0, 'error', '', 'traceback', '', 'finished_at', '', 'worker', '')
+redis.call('DEL', KEYS[9])
+redis.call('ZREM', status == 'failed' and KEYS[6] or KEYS[7], id)
+redis.call('ZADD', KEYS[8], now, id)
+enqueue(priority, id, false)
+redis.call('ZADD', KEYS[10], 0, '0')
+emit(KEYS[11], KEYS[12], ARGV[2], 'task.status_changed', id, 'pending', now,
+  ',"reason":"retried","previous":"' .. status .. '"')
+return { 1, status }

@@ -1,0 +1,73 @@
+--[[ submit: new tasks → pending (due now) or scheduled (due later).
+  KEYS[1]  task key prefix ("{ns}:task:"; task keys are prefix .. id, same hash tag)
+  KEYS[2..5] queue:urgent, queue:high, queue:normal, queue:low
+  KEYS[6]  status:pending    KEYS[7]  status:scheduled   KEYS[8]  scheduled
+  KEYS[9]  marker            KEYS[10] events:log          KEYS[11] events (channel)
+  KEYS[12] stats             KEYS[13] minute stats prefix KEYS[14] idempotency key prefix
+  ARGV[1]  now override in ms ('' = Redis TIME)   ARGV[2] events stream max length
+  ARGV[3]  number of tasks N                       ARGV[4] idempotency TTL (ms)
+  ARGV[5..] per task, 14 values: id, type, priority, payload, session, max_retries,
+           retry_delay_ms, backoff, max_retry_delay_ms, due_at_ms ('' = now),
+           delay_ms ('' = none), idempotency key ('' = none), timeout, parent
+  Returns: the N task ids, in order (an idempotent resubmit returns the first id).
+]]
+local now = now_ms(ARGV[1])
+local maxlen, n, idem_ttl = ARGV[2], tonumber(ARGV[3]), ARGV[4]
+local ids, pending, scheduled = {}, {}, {}
+local queued = { {}, {}, {}, {} }
+local submitted = 0
+for i = 0, n - 1 do
+  local b = 5 + i * 14
+  local id, idem = ARGV[b], ARGV[b + 11]
+  local existing = false
+  if idem ~= '' then
+    existing = redis.call('GET', KEYS[14] .. idem)
+    if not existing then redis.call('SET', KEYS[14] .. idem, id, 'PX', idem_ttl) end
+  end
+  if existing then
+    ids[#ids + 1] = existing
+  else
+    local due = now
+    if ARGV[b + 9] ~= '' then due = tonumber(ARGV[b + 9]) end
+    if ARGV[b + 10] ~= '' then due = now + tonumber(ARGV[b + 10]) end
+    local status = 'pending'
+    if due > now then status = 'scheduled' end
+    redis.call('HSET', KEYS[1] .. id, 'id', id, 'type', ARGV[b + 1], 'priority', ARGV[b + 2],
+      'payload', ARGV[b + 3], 'session', ARGV[b + 4], 'max_retries', ARGV[b + 5],
+      'retry_delay', ARGV[b + 6], 'backoff', ARGV[b + 7], 'max_retry_delay', ARGV[b + 8],
+      'timeout', ARGV[b + 12], 'parent', ARGV[b + 13], 'status', status, 'created_at', now,
+      'enqueued_at', now, 'due_at', due, 'attempt', 0, 'fence', 0, 'stalls', 0)
+    if status == 'pending' then
+      local q = queued[QUEUE_INDEX[ARGV[b + 2]]]
+      q[#q + 1] = id
+      pending[#pending + 1] = now
+      pending[#pending + 1] = id
+    else
+      scheduled[#scheduled + 1] = due
+      scheduled[#scheduled + 1] = id
+    end
+    emit(KEYS[10], KEYS[11], maxlen, 'task.submitted', id, status, now)
+    ids[#ids + 1] = id
+    submitted = submitted + 1
+  end
+end
+for q = 1, 4 do
+  if #queued[q] > 0 then bulk('RPUSH', KEYS[q + 1], queued[q]) end
+end
+if #pending > 0 then
+  bulk('ZADD', KEYS[6], pending)
+  redis.call('ZADD', KEYS[9], 0, '0')
+end
+if #scheduled > 0 then
+  -- Wake a worker so that it learns the new earliest due time and sleeps until then.
+  redis.call('ZADD', KEYS[9], 0, '0')
+  bulk('ZADD', KEYS[8], scheduled)
+  local entered = {}
+  for i = 2, #scheduled, 2 do entered[#entered + 1] = now; entered[#entered + 1] = scheduled[i] end
+  bulk('ZADD', KEYS[7], entered)
+end
+if submitted > 0 then
+  redis.call('HINCRBY', KEYS[12], 'submitted', submitted)
+  bump_minute(KEYS[13], now, { submitted = submitted })
+end
+return ids

@@ -1,0 +1,177 @@
+"""The engine's persistence layer: one method per Lua script, each one round trip.
+
+Public verbs (``TaskQueue``, ``TaskWorker``) decide what should happen; the methods here
+only build each script's KEYS and ARGV (in the order its header documents) and call it.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable, Sequence
+
+import redis
+
+from .config import Settings
+from .keys import Keys
+from .scripting import register_all
+
+# Times are milliseconds everywhere below this line.
+IDEMPOTENCY_TTL_MS = 24 * 3600 * 1000
+WORKER_RECORD_TTL_MS = 24 * 3600 * 1000
+
+
+class Store:
+    """Runs the state-transition scripts for one namespace on one Redis client.
+
+    ``now_ms`` is a clock override for tests: when given, its value is passed to every
+    script instead of letting Redis read ``TIME``.
+    """
+
+    def __init__(self, client: redis.Redis, keys: Keys, settings: Settings,
+                 now_ms: Callable[[], int] | None = None):
+        self.client = client
+        self.keys = keys
+        self.settings = settings
+        self._now = now_ms
+        self._scripts = register_all(client)
+        self._maxlen = str(settings.events_max_len)
+        k = keys
+        self._queue_keys = list(k.queues)
+        self._claim_keys = [k.task_prefix, *k.queues, k.status["pending"], k.status["running"],
+                            k.leases, k.marker, k.events_log, k.events, k.minute_stats_prefix]
+        self._complete_keys = [k.task_prefix, k.result_prefix, k.done_prefix, k.status["running"],
+                               k.status["completed"], k.leases, k.events_log, k.events, k.stats,
+                               k.minute_stats_prefix]
+        self._fail_keys = [k.task_prefix, k.result_prefix, k.done_prefix, k.status["running"],
+                           k.status["retry"], k.status["failed"], k.leases, k.scheduled,
+                           k.events_log, k.events, k.stats, k.minute_stats_prefix]
+        self._submit_keys = [k.task_prefix, *k.queues, k.status["pending"], k.status["scheduled"],
+                             k.scheduled, k.marker, k.events_log, k.events, k.stats,
+                             k.minute_stats_prefix, k.idempotency_prefix]
+
+    # -- helpers ----------------------------------------------------------------------
+    def now_arg(self) -> str:
+        """ARGV[1] of every script: '' lets Redis read TIME; tests pass their clock."""
+        return "" if self._now is None else str(int(self._now()))
+
+    def _run(self, name: str, keys: Sequence[str], args: Sequence[Any], client=None) -> Any:
+        return self._scripts[name](keys=keys, args=[self.now_arg(), self._maxlen, *args],
+                                   client=client)
+
+    @property
+    def lease_ms(self) -> int:
+        """Lease length in ms."""
+        return int(self.settings.lease_timeout * 1000)
+
+    # -- task transitions -------------------------------------------------------------
+    def submit(self, rows: Sequence[Sequence[Any]], client=None) -> list[str]:
+        """Submit tasks; each row holds the 14 per-task values submit.lua documents."""
+        flat: list[Any] = []
+        for row in rows:
+            flat.extend(row)
+        return self._run("submit", self._submit_keys,
+                         [len(rows), IDEMPOTENCY_TTL_MS, *flat], client=client)
+
+    def claim(self, worker_id: str, count: int) -> list[str]:
+        """Claim up to ``count`` pending tasks; returns claim.lua's flat array."""
+        return self._run("claim", self._claim_keys, [worker_id, count, self.lease_ms])
+
+    def complete(self, items: Sequence[tuple[str, str, str, int]]) -> list[int]:
+        """Complete tasks: (id, token, result document JSON, duration ms) each."""
+        flat: list[Any] = []
+        for item in items:
+            flat.extend(item)
+        ttl = int(self.settings.result_ttl * 1000)
+        return self._run("complete", self._complete_keys,
+                         [ttl, self.settings.max_finished_index, len(items), *flat])
+
+    def fail(self, items: Sequence[tuple[str, str, str, str, int, str]]) -> list[int]:
+        """Fail tasks: (id, token, error, traceback, retry delay ms or -1, final doc) each."""
+        flat: list[Any] = []
+        for item in items:
+            flat.extend(item)
+        ttl = int(self.settings.failed_ttl * 1000)
+        return self._run("fail", self._fail_keys, [ttl, len(items), *flat])
+
+    def release(self, items: Iterable[tuple[str, str]]) -> int:
+        """Hand tasks back to the front of their queues: (id, token) each."""
+        k = self.keys
+        flat = [v for item in items for v in item]
+        if not flat:
+            return 0
+        return self._run("release", [k.task_prefix, *k.queues, k.leases, k.status["running"],
+                                     k.status["pending"], k.marker, k.events_log, k.events], flat)
+
+    def promote(self, limit: int = 1000) -> tuple[int, int]:
+        """Move due scheduled/retry tasks to pending: (moved, ms to next due or -1)."""
+        k = self.keys
+        moved, next_due = self._run("promote", [
+            k.task_prefix, *k.queues, k.scheduled, k.status["pending"], k.status["scheduled"],
+            k.status["retry"], k.marker, k.events_log, k.events], [limit])
+        return int(moved), int(next_due)
+
+    def reap(self, worker_timeout_ms: int, limit: int = 500) -> tuple[int, int, int]:
+        """Recover expired leases and mark silent workers lost: (requeued, failed, lost)."""
+        k = self.keys
+        out = self._run("reap", [
+            k.task_prefix, *k.queues, k.leases, k.status["running"], k.status["pending"],
+            k.status["failed"], k.result_prefix, k.done_prefix, k.marker, k.events_log,
+            k.events, k.stats, k.workers, k.worker("")],
+            [self.settings.max_stalls, limit, int(self.settings.failed_ttl * 1000), worker_timeout_ms])
+        return int(out[0]), int(out[1]), int(out[2])
+
+    def cancel(self, task_id: str, doc: str) -> list:
+        """Cancel one task: [code, previous status]."""
+        k = self.keys
+        return self._run("cancel", [
+            k.task(task_id), *k.queues, k.scheduled, k.leases, k.status["pending"],
+            k.status["scheduled"], k.status["retry"], k.status["running"], k.status["cancelled"],
+            k.result(task_id), k.done(task_id), k.events_log, k.events, k.stats],
+            [int(self.settings.result_ttl * 1000), task_id, doc])
+
+    def retry(self, task_id: str, priority: str = "") -> list:
+        """Run a failed or cancelled task again: [code, previous status]."""
+        k = self.keys
+        return self._run("retry", [
+            k.task(task_id), *k.queues, k.status["failed"], k.status["cancelled"],
+            k.status["pending"], k.result(task_id), k.marker, k.events_log, k.events],
+            [task_id, priority])
+
+    def requeue(self, task_id: str, priority: str = "") -> list:
+        """Put an unfinished task back in line now: [code, previous status]."""
+        k = self.keys
+        return self._run("requeue", [
+            k.task(task_id), *k.queues, k.scheduled, k.leases, k.status["pending"],
+            k.status["scheduled"], k.status["retry"], k.status["running"], k.marker,
+            k.events_log, k.events], [task_id, priority])
+
+    def delete(self, task_ids: Sequence[str]) -> int:
+        """Delete tasks entirely; returns how many existed."""
+        if not task_ids:
+            return 0
+        k = self.keys
+        statuses = [k.status[s] for s in ("pending", "scheduled", "running", "completed",
+                                          "failed", "retry", "cancelled")]
+        return int(self._run("delete", [k.task_prefix, *k.queues, k.scheduled, k.leases,
+                                        k.result_prefix, *statuses, k.events_log, k.events],
+                             list(task_ids)))
+
+    def wait(self, task_id: str) -> list[str]:
+        """Mark the task as waited on: [status or '', result document or '']."""
+        return self._run("wait", [self.keys.task(task_id), self.keys.result(task_id)], [])
+
+    # -- worker registry --------------------------------------------------------------
+    def heartbeat(self, worker_id: str, fields: dict[str, Any],
+                  held: Iterable[tuple[str, str]]) -> list[str]:
+        """Renew leases and the worker record; returns lost id/status pairs, flat."""
+        k = self.keys
+        pairs = [v for item in fields.items() for v in item]
+        flat = [v for item in held for v in item]
+        return self._run("heartbeat", [k.task_prefix, k.leases, k.workers, k.worker(worker_id),
+                                       k.events_log, k.events],
+                         [worker_id, self.lease_ms, WORKER_RECORD_TTL_MS, len(fields), *pairs, *flat])
+
+    def worker_stop(self, worker_id: str, fields: dict[str, Any]) -> None:
+        """Take a worker out of the registry after a clean stop."""
+        k = self.keys
+        pairs = [v for item in fields.items() for v in item]
+        self._run("worker_stop", [k.workers, k.worker(worker_id), k.events_log, k.events],
+                  [worker_id, WORKER_RECORD_TTL_MS, len(fields), *pairs])

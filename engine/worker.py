@@ -1,0 +1,504 @@
+"""``TaskWorker``: claims tasks, runs their handlers, reports outcomes, keeps leases alive.
+
+Throughput comes from batching, not from cutting corners: a worker claims many tasks in
+one script call when they are quick (the batch adapts to the handlers' measured run time,
+so slow LLM tasks are claimed one slot at a time and never hoarded), and reports all the
+outcomes of a batch in one call per kind. Every claimed task is covered by a lease that
+the heartbeat thread renews; a worker that dies loses its leases and the reaper hands its
+tasks to others.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue as queue_module
+import random
+import socket
+import threading
+import time
+import traceback
+import uuid
+from typing import Any, Callable
+
+import redis
+
+from . import clock
+from .errors import NoHandler, PermanentError, QueueUnavailable, ValidationError
+from .models import RunningTask, TaskPriority, TaskType, type_name
+from .policies import retry_delay_ms
+from .queue import TaskQueue, get_task_queue
+from .serialization import dumps
+
+log = logging.getLogger("engine.worker")
+
+Handler = Callable[[RunningTask], Any]
+CLAIM_FIELDS = 13               # values per task in claim.lua's reply
+BLOCK_SLICE_SECONDS = 1.0       # longest wait on the wake-up marker (see DESIGN.md traps)
+BATCH_WINDOW_SECONDS = 0.05     # how much work a prefetched batch may hold, in run time
+REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError, QueueUnavailable)
+
+
+class _Abort(BaseException):
+    """Raised into an inline handler by a second stop signal (BaseException so handlers'
+    ``except Exception`` blocks do not swallow it)."""
+
+
+def new_worker_id() -> str:
+    """``worker-`` + 8 hex digits, as the guide's banner shows."""
+    return "worker-" + uuid.uuid4().hex[:8]
+
+
+class TaskWorker:
+    """A worker process's engine: ``register_handler`` then ``start``.
+
+    ``concurrency`` is the number of handler slots. With 1, handlers run in the calling
+    thread and quick tasks are claimed and reported in batches; with more, each slot is a
+    thread (for I/O-bound handlers such as LLM calls) and outcomes are reported by a
+    writer thread that batches whatever has finished.
+    """
+
+    def __init__(self, queue: TaskQueue | None = None, concurrency: int = 1, *,
+                 name: str | None = None, worker_id: str | None = None, max_batch: int = 256,
+                 handlers: dict[TaskType | str, Handler] | None = None,
+                 heartbeat_interval: float | None = None):
+        if not isinstance(concurrency, int) or concurrency < 1:
+            raise ValidationError("concurrency must be a whole number >= 1")
+        self.queue = queue or get_task_queue()
+        self.store = self.queue.store
+        self.concurrency = concurrency
+        self.worker_id = worker_id or new_worker_id()
+        self.name = name or self.worker_id
+        self.max_batch = max(1, max_batch)
+        self.heartbeat_interval = heartbeat_interval or self.queue.settings.heartbeat_interval
+        self._handlers: dict[str, Handler] = {}
+        for task_type, fn in (handlers or {}).items():
+            self.register_handler(task_type, fn)
+        self.stats = {"processed": 0, "failed": 0, "retried": 0, "lost": 0}
+        self._held: dict[str, RunningTask] = {}         # claimed and not yet reported
+        self._unwritten: list[tuple] = []                # outcomes Redis has not taken yet
+        self._lock = threading.RLock()
+        self._stopping = threading.Event()
+        self._aborting = False
+        self._in_handler = False
+        self._avg_run = 0.0                              # EWMA of handler seconds
+        self._next_promote = 0.0
+        self._started_ms = clock.now_ms()
+        self._state = "starting"
+        self._outcomes: queue_module.Queue = queue_module.Queue()
+        self._work: queue_module.Queue = queue_module.Queue()
+        self._free = concurrency
+        self._slots = threading.Condition(self._lock)
+        self._threads: list[threading.Thread] = []
+        self._redis_down_since: float | None = None
+
+    # -- handlers -----------------------------------------------------------------------
+    def register_handler(self, task_type: TaskType | str, fn: Handler) -> None:
+        """Run ``fn(task)`` for tasks of ``task_type``; its return value (JSON-serialisable)
+        becomes the task's result."""
+        if not callable(fn):
+            raise ValidationError(f"handler for {task_type!r} is not callable")
+        self._handlers[type_name(task_type)] = fn
+
+    def handler(self, task_type: TaskType | str) -> Callable[[Handler], Handler]:
+        """Decorator form of :meth:`register_handler`."""
+        def decorate(fn: Handler) -> Handler:
+            self.register_handler(task_type, fn)
+            return fn
+        return decorate
+
+    @property
+    def handler_types(self) -> list[str]:
+        """Task types this worker can run."""
+        return sorted(self._handlers)
+
+    # -- life cycle ---------------------------------------------------------------------
+    def start(self, burst: bool = False) -> dict[str, int]:
+        """Run until :meth:`stop` (or a signal), or with ``burst`` until nothing is due.
+        Returns the worker's counters."""
+        self._stopping.clear()
+        self._aborting = False
+        self._state = "running"
+        self._heartbeat_now()
+        beat = threading.Thread(target=self._heartbeat_loop, name=f"{self.worker_id}-heartbeat",
+                                daemon=True)
+        beat.start()
+        if self.concurrency > 1:
+            self._start_slot_threads()
+        try:
+            self._run_loop(burst)
+        except _Abort:
+            pass
+        finally:
+            self._shut_down()
+        return dict(self.stats)
+
+    def stop(self) -> None:
+        """Stop claiming; finish the tasks in hand, hand back the ones not started, leave."""
+        self._stopping.set()
+        self._state = "stopping"
+        with self._slots:
+            self._slots.notify_all()
+
+    def abort(self) -> None:
+        """Stop now: hand every unfinished task back to the queue and leave."""
+        self._aborting = True
+        self.stop()
+        if self._in_handler and threading.current_thread() is threading.main_thread():
+            raise _Abort()
+
+    def process_one(self) -> bool:
+        """Claim and run at most one task, and report it (for tests and step-by-step use).
+        Returns whether a task was run."""
+        self._promote_if_due(force=True)
+        batch = self._claim(1)
+        for task in batch:
+            self._record(self._execute(task))
+        self._flush()
+        return bool(batch)
+
+    # -- main loop ----------------------------------------------------------------------
+    def _run_loop(self, burst: bool) -> None:
+        while not self._stopping.is_set():
+            try:
+                if self._unwritten and self.concurrency == 1 and not self._flush():
+                    self._back_off()
+                    continue
+                moved = self._promote_if_due(force=False)
+                free = self._wait_for_free_slot()
+                if free == 0:
+                    continue
+                batch = self._claim(self._batch_size(free))
+                if batch:
+                    self._dispatch(batch)
+                elif burst:
+                    if not moved and not self._promote_if_due(force=True) and self._idle():
+                        return
+                    self._wait_in_flight(0.05)
+                else:
+                    self._wait_for_work()
+                self._redis_back()
+            except REDIS_DOWN as exc:
+                self._note_redis_down(exc)
+                self._back_off()
+
+    def _batch_size(self, free: int) -> int:
+        if self.concurrency > 1 or self._avg_run <= 0:
+            return free
+        # Claim as many quick tasks as fit in a short window of run time: prefetching is
+        # free throughput for no-op tasks and never hoards slow ones.
+        return max(1, min(self.max_batch, int(BATCH_WINDOW_SECONDS / max(self._avg_run, 1e-6))))
+
+    def _claim(self, count: int) -> list[RunningTask]:
+        flat = self.store.claim(self.worker_id, count)
+        tasks = []
+        for i in range(0, len(flat), CLAIM_FIELDS):
+            (task_id, token, task_type, priority, payload, attempt, max_retries, retry_delay,
+             backoff, max_retry_delay, session, timeout, created_at) = flat[i:i + CLAIM_FIELDS]
+            task = RunningTask(task_id=task_id, task_type=task_type, payload=json.loads(payload),
+                               priority=TaskPriority(int(priority)), attempt=int(attempt),
+                               max_retries=int(max_retries), session_id=session or None,
+                               created_at=clock.to_iso(created_at),
+                               timeout=float(timeout) if timeout else None, token=str(token))
+            task.extra = {"retry_delay": int(retry_delay) / 1000, "backoff": backoff,
+                          "max_retry_delay": int(max_retry_delay) / 1000}
+            tasks.append(task)
+        if tasks:
+            with self._lock:
+                for task in tasks:
+                    self._held[task.task_id] = task
+        return tasks
+
+    def _dispatch(self, batch: list[RunningTask]) -> None:
+        if self.concurrency > 1:
+            with self._slots:
+                self._free -= len(batch)
+            for task in batch:
+                self._work.put(task)
+            return
+        for index, task in enumerate(batch):
+            if self._stopping.is_set():
+                self._release(batch[index:])
+                break
+            self._record(self._execute(task))
+        self._flush()
+
+    # -- running a handler --------------------------------------------------------------
+    def _execute(self, task: RunningTask) -> tuple:
+        started = time.perf_counter()
+        fn = self._handlers.get(task.task_type)
+        try:
+            if fn is None:
+                raise NoHandler(f"no handler for task type {task.task_type}")
+            self._in_handler = True
+            try:
+                result = fn(task)
+            finally:
+                self._in_handler = False
+            elapsed = time.perf_counter() - started
+            try:
+                body = dumps(result, "result", self.queue.settings.max_result_bytes)
+            except ValidationError as exc:
+                raise PermanentError(f"handler returned an unusable result: {exc}") from None
+        except _Abort:
+            raise
+        except Exception as exc:  # a handler's failure is the task's, never the worker's
+            return self._failure(task, exc, time.perf_counter() - started)
+        self._avg_run = elapsed if self._avg_run <= 0 else 0.9 * self._avg_run + 0.1 * elapsed
+        doc = ('{"task_id":"%s","status":"completed","result":%s,"error":null,'
+               '"duration":%.6f,"attempts":%d,"worker_id":"%s"}'
+               % (task.task_id, body, elapsed, task.attempt, self.worker_id))
+        return ("ok", task, doc, int(elapsed * 1000))
+
+    def _failure(self, task: RunningTask, exc: Exception, elapsed: float) -> tuple:
+        error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        if isinstance(exc, NoHandler):
+            error = str(exc)
+        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))[-20000:]
+        delay = retry_delay_ms(exc, task.attempt, task.extra.get("retry_delay", 60.0),
+                               task.extra.get("backoff", "fixed"),
+                               task.extra.get("max_retry_delay", 3600.0))
+        doc = dumps({"task_id": task.task_id, "status": "failed", "result": None, "error": error,
+                     "duration": round(elapsed, 6), "attempts": task.attempt,
+                     "worker_id": self.worker_id})
+        return ("fail", task, error, tb, delay, doc)
+
+    # -- reporting ----------------------------------------------------------------------
+    def _record(self, outcome: tuple) -> None:
+        with self._lock:
+            self._unwritten.append(outcome)
+
+    def _flush(self) -> bool:
+        """Write every unwritten outcome (one script call per kind). On a Redis outage
+        they stay buffered for the next try: a result is written late, never dropped."""
+        with self._lock:
+            outcomes, self._unwritten = self._unwritten, []
+        if not outcomes:
+            return True
+        done = [o for o in outcomes if o[0] == "ok"]
+        failed = [o for o in outcomes if o[0] == "fail"]
+        try:
+            if done:
+                codes = self.store.complete([(o[1].task_id, o[1].token, o[2], o[3]) for o in done])
+                self._count(done, codes, {1: "processed"})
+                done = []
+            if failed:
+                codes = self.store.fail([(o[1].task_id, o[1].token, o[2], o[3], o[4], o[5])
+                                         for o in failed])
+                self._count(failed, codes, {1: "failed", 2: "retried"})
+        except REDIS_DOWN as exc:
+            with self._lock:
+                self._unwritten[:0] = done + failed
+            self._note_redis_down(exc)
+            return False
+        return True
+
+    def _count(self, outcomes: list[tuple], codes: list[int], names: dict[int, str]) -> None:
+        with self._lock:
+            for outcome, code in zip(outcomes, codes):
+                task = outcome[1]
+                self._held.pop(task.task_id, None)
+                name = names.get(int(code), "lost")
+                self.stats[name] += 1
+                if name == "lost":
+                    log.warning("%s: task %s was no longer ours (lease lost, cancelled or "
+                                "requeued); its outcome was discarded", self.worker_id, task.task_id)
+
+    def _release(self, tasks: list[RunningTask]) -> None:
+        if not tasks:
+            return
+        try:
+            self.store.release([(t.task_id, t.token) for t in tasks])
+        except REDIS_DOWN as exc:  # their leases will expire and the reaper returns them
+            self._note_redis_down(exc)
+        with self._lock:
+            for task in tasks:
+                self._held.pop(task.task_id, None)
+
+    # -- waiting ------------------------------------------------------------------------
+    def _wait_for_work(self) -> None:
+        timeout = BLOCK_SLICE_SECONDS
+        if self._next_promote:
+            timeout = min(timeout, max(0.001, self._next_promote - clock.monotonic()))
+        self.store.client.bzpopmin(self.queue.keys.marker, timeout=timeout)
+        self._promote_if_due(force=False, woke=True)
+
+    def _promote_if_due(self, force: bool, woke: bool = False) -> int:
+        now = clock.monotonic()
+        if not force and now < self._next_promote and not (woke and now - self._last_promote > 0.05):
+            return 0
+        moved, next_due_ms = self.store.promote()
+        self._last_promote = now
+        wait = 1.0 if next_due_ms < 0 else min(1.0, next_due_ms / 1000)
+        self._next_promote = now + wait
+        return moved
+
+    _last_promote = 0.0
+
+    def _wait_for_free_slot(self) -> int:
+        if self.concurrency == 1:
+            return 1
+        with self._slots:
+            if self._free == 0:
+                self._slots.wait(timeout=BLOCK_SLICE_SECONDS)
+            return self._free
+
+    def _idle(self) -> bool:
+        with self._lock:
+            return not self._held and not self._unwritten
+
+    def _wait_in_flight(self, seconds: float) -> None:
+        if self.concurrency > 1:
+            with self._slots:
+                self._slots.wait(timeout=seconds)
+
+    # -- slot threads (concurrency > 1) -------------------------------------------------
+    def _start_slot_threads(self) -> None:
+        self._threads = [threading.Thread(target=self._slot_loop, name=f"{self.worker_id}-slot{i}",
+                                          daemon=True) for i in range(self.concurrency)]
+        self._threads.append(threading.Thread(target=self._writer_loop,
+                                              name=f"{self.worker_id}-writer", daemon=True))
+        for thread in self._threads:
+            thread.start()
+
+    def _slot_loop(self) -> None:
+        while True:
+            task = self._work.get()
+            if task is None:
+                return
+            if self._aborting:
+                outcome = None
+            else:
+                outcome = self._execute(task)
+            with self._slots:
+                self._free += 1
+                self._slots.notify_all()
+            if outcome is not None:
+                self._outcomes.put(outcome)
+
+    def _writer_loop(self) -> None:
+        while True:
+            outcome = self._outcomes.get()
+            if outcome is None:
+                self._flush_until_written()
+                return
+            self._record(outcome)
+            while True:
+                try:
+                    extra = self._outcomes.get_nowait()
+                except queue_module.Empty:
+                    break
+                if extra is None:
+                    self._outcomes.put(None)
+                    break
+                self._record(extra)
+            self._flush_until_written()
+
+    def _flush_until_written(self) -> None:
+        delay = 0.1
+        while not self._flush():
+            if self._aborting:
+                return
+            time.sleep(delay)
+            delay = min(5.0, delay * 2)
+
+    # -- heartbeat ----------------------------------------------------------------------
+    def _heartbeat_loop(self) -> None:
+        while not self._stopping.wait(self.heartbeat_interval):
+            try:
+                self._heartbeat_now()
+                self.store.reap(int(self.queue.settings.lease_timeout * 1000))
+            except REDIS_DOWN as exc:
+                self._note_redis_down(exc)
+            except Exception:  # never let the heartbeat thread die
+                log.exception("%s: heartbeat failed", self.worker_id)
+
+    def _heartbeat_now(self) -> None:
+        with self._lock:
+            held = [(t.task_id, t.token) for t in self._held.values() if not t.cancelled]
+        lost = self.store.heartbeat(self.worker_id, self._worker_fields(len(held), held), held)
+        with self._lock:
+            for i in range(0, len(lost), 2):
+                task = self._held.get(lost[i])
+                if task is not None:
+                    task.cancelled = True   # a cooperative handler can check this and stop
+
+    def _worker_fields(self, in_hand: int, held: list[tuple[str, str]]) -> dict[str, Any]:
+        return {"name": self.name, "host": socket.gethostname(), "pid": os.getpid(),
+                "state": self._state, "concurrency": self.concurrency, "in_hand": in_hand,
+                "processed": self.stats["processed"], "failed": self.stats["failed"],
+                "retried": self.stats["retried"], "lost": self.stats["lost"],
+                "started_at": self._started_ms, "handlers": ",".join(self.handler_types),
+                "current": json.dumps([task_id for task_id, _ in held[:20]])}
+
+    # -- outages ------------------------------------------------------------------------
+    def _note_redis_down(self, exc: BaseException) -> None:
+        if self._redis_down_since is None:
+            self._redis_down_since = clock.monotonic()
+            self._backoff = 0.1
+            log.warning("%s: Redis unreachable (%s); reconnecting with backoff", self.worker_id,
+                        type(exc).__name__)
+
+    def _redis_back(self) -> None:
+        if self._redis_down_since is not None:
+            log.warning("%s: reconnected to Redis after %.1f s", self.worker_id,
+                        clock.monotonic() - self._redis_down_since)
+            self._redis_down_since = None
+
+    _backoff = 0.1
+
+    def _back_off(self) -> None:
+        self._stopping.wait(self._backoff * random.uniform(0.5, 1.0))
+        self._backoff = min(5.0, self._backoff * 2)
+
+    # -- shutting down ------------------------------------------------------------------
+    def _shut_down(self) -> None:
+        self._stopping.set()
+        self._state = "stopping"
+        if self.concurrency > 1:
+            self._drain_slots()
+        if not self._aborting:
+            self._flush_with_deadline(10.0)
+        else:
+            self._flush()
+        with self._lock:
+            unfinished = [t for t in self._held.values()
+                          if not any(o[1] is t for o in self._unwritten)]
+        self._release(unfinished)
+        try:
+            self.store.worker_stop(self.worker_id, {
+                "processed": self.stats["processed"], "failed": self.stats["failed"],
+                "retried": self.stats["retried"], "lost": self.stats["lost"], "in_hand": 0})
+        except REDIS_DOWN as exc:
+            self._note_redis_down(exc)
+        self._state = "stopped"
+
+    def _drain_slots(self) -> None:
+        # Tasks queued to slots but not started go back; running ones finish (graceful)
+        # or are abandoned to the release below (abort).
+        not_started = []
+        while True:
+            try:
+                task = self._work.get_nowait()
+            except queue_module.Empty:
+                break
+            if task is not None:
+                not_started.append(task)
+        self._release(not_started)
+        with self._slots:
+            self._free += len(not_started)
+            while not self._aborting and self._free < self.concurrency:
+                self._slots.wait(timeout=0.5)
+        for _ in range(self.concurrency):
+            self._work.put(None)
+        self._outcomes.put(None)
+        writer = self._threads[-1] if self._threads else None
+        if writer is not None and not self._aborting:
+            writer.join(timeout=30)
+
+    def _flush_with_deadline(self, seconds: float) -> None:
+        deadline = clock.monotonic() + seconds
+        delay = 0.1
+        while not self._flush() and clock.monotonic() < deadline and not self._aborting:
+            time.sleep(delay)
+            delay = min(2.0, delay * 2)
