@@ -119,7 +119,11 @@ class TaskWorker:
         self._stopping.clear()
         self._aborting = False
         self._state = "running"
-        self._heartbeat_now()
+        self._register()
+        if self._stopping.is_set():
+            return dict(self.stats)
+        if self.on_ready is not None:
+            self.on_ready()
         beat = threading.Thread(target=self._heartbeat_loop, name=f"{self.worker_id}-heartbeat",
                                 daemon=True)
         beat.start()
@@ -132,6 +136,19 @@ class TaskWorker:
         finally:
             self._shut_down()
         return dict(self.stats)
+
+    on_ready: Callable[[], None] | None = None   # called once registered (the CLI prints "ready")
+
+    def _register(self) -> None:
+        """First heartbeat (announces the worker); waits out a Redis outage with backoff."""
+        while not self._stopping.is_set():
+            try:
+                self._heartbeat_now()
+                self._redis_back()
+                return
+            except REDIS_DOWN as exc:
+                self._note_redis_down(exc)
+                self._back_off()
 
     def stop(self) -> None:
         """Stop claiming; finish the tasks in hand, hand back the ones not started, leave."""
