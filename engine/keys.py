@@ -52,6 +52,22 @@ class Keys:
         """A short-lived list a finishing script pushes to when someone waits on the task."""
         return self.prefix + "done:" + task_id
 
+    def children(self, parent_id: str) -> str:
+        """The ordered list of a batch's child task ids."""
+        return self.prefix + "children:" + parent_id
+
+    @property
+    def children_prefix(self) -> str:
+        """Prefix the scripts append a batch id to for its children list."""
+        return self.prefix + "children:"
+
+    @property
+    def batch_keys(self) -> list[str]:
+        """The nine keys every script that ends or reopens a task takes last (see lib.lua)."""
+        return [self.task_prefix, self.result_prefix, self.done_prefix, self.status["running"],
+                self.status["completed"], self.status["cancelled"], self.events_log, self.events,
+                self.stats]
+
     def worker(self, worker_id: str) -> str:
         """The hash holding one worker's details."""
         return self.prefix + "worker:" + worker_id

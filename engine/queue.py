@@ -7,6 +7,7 @@ from typing import Any, Callable, Iterable, Sequence
 import redis
 
 from . import clock, metrics
+from . import batch
 from .config import Settings
 from .connection import connect, connect_settings
 from .errors import (ConfigurationError, TaskNotFound, TaskTimeout, ValidationError,
@@ -51,7 +52,7 @@ class TaskQueue:
         return self.keys.namespace
 
     # -- submitting ---------------------------------------------------------------------
-    def _row(self, task: Task) -> list[Any]:
+    def _row(self, task: Task, children: int = 0) -> list[Any]:
         if not isinstance(task, Task):
             raise ValidationError(f"expected a Task, got {type(task).__name__}")
         payload = dumps(task.payload, "payload", self.settings.max_payload_bytes)
@@ -61,11 +62,13 @@ class TaskQueue:
                 int(task.max_retry_delay * 1000), "" if due is None else due,
                 "" if task.delay is None else int(task.delay * 1000),
                 task.idempotency_key or "", "" if task.timeout is None else task.timeout,
-                task.parent_id or ""]
+                task.parent_id or "", children]
 
     def submit_task(self, task: Task) -> str:
         """Submit one task (one round trip); returns its id. Raises ValidationError (and
         writes nothing) for bad input."""
+        if batch.is_batch(task):
+            return batch.submit_batch(self, task)
         row = self._row(task)
         with translate_redis_errors():
             return self.store.submit([row])[0]
@@ -73,6 +76,9 @@ class TaskQueue:
     def submit_tasks(self, tasks: Iterable[Task]) -> list[str]:
         """Submit many tasks: every task is validated first (nothing is written if any is
         bad), then they go in chunks of 2,000 per script call, all in one round trip."""
+        tasks = list(tasks)
+        if any(batch.is_batch(t) for t in tasks):
+            raise ValidationError("submit batches with submit_task, one at a time")
         rows = [self._row(t) for t in tasks]
         if not rows:
             return []
@@ -110,7 +116,11 @@ class TaskQueue:
         """None until the task has finished; then ``{'status': 'completed' | 'failed' |
         'cancelled', 'result', 'error', 'duration', 'attempts', ...}``."""
         with translate_redis_errors():
-            return loads(self.client.get(self.keys.result(task_id)))
+            doc = loads(self.client.get(self.keys.result(task_id)))
+        if isinstance(doc, dict) and doc.get("batch"):
+            items = batch.batch_items(self, task_id)
+            doc["result"] = {"answers": [item["answer"] for item in items], "items": items}
+        return doc
 
     def wait_for_result(self, task_id: str, timeout: float | None = 30.0) -> dict[str, Any]:
         """Block until the task finishes and return its result document.
@@ -256,14 +266,25 @@ class TaskQueue:
         InvalidTransition for a finished task."""
         doc = dumps({"task_id": task_id, "status": "cancelled", "result": None,
                      "error": reason, "duration": None, "attempts": None})
+        if self._is_batch_parent(task_id):
+            batch.cancel_batch(self, task_id)
+            return "running"
         with translate_redis_errors():
             code, previous = self.store.cancel(task_id, doc)
         raise_for_code(int(code), task_id, "cancel", previous)
         return previous
 
     def retry_task(self, task_id: str, priority: Any = None) -> str:
-        """Run a failed or cancelled task again, with a fresh retry budget."""
+        """Run a failed or cancelled task again, with a fresh retry budget. For a batch:
+        its failed and cancelled children."""
+        if self._is_batch_parent(task_id):
+            batch.retry_batch(self, task_id)
+            return "running"
         return self._move(self.store.retry, task_id, priority, "retry")
+
+    def _is_batch_parent(self, task_id: str) -> bool:
+        with translate_redis_errors():
+            return self.client.hexists(self.keys.task(task_id), "total")
 
     def requeue_task(self, task_id: str, priority: Any = None) -> str:
         """Put an unfinished task back in line now (optionally at another priority)."""

@@ -39,13 +39,14 @@ class Store:
                             k.leases, k.marker, k.events_log, k.events, k.minute_stats_prefix]
         self._complete_keys = [k.task_prefix, k.result_prefix, k.done_prefix, k.status["running"],
                                k.status["completed"], k.leases, k.events_log, k.events, k.stats,
-                               k.minute_stats_prefix]
+                               k.minute_stats_prefix, *k.batch_keys]
         self._fail_keys = [k.task_prefix, k.result_prefix, k.done_prefix, k.status["running"],
                            k.status["retry"], k.status["failed"], k.leases, k.scheduled,
-                           k.events_log, k.events, k.stats, k.minute_stats_prefix]
+                           k.events_log, k.events, k.stats, k.minute_stats_prefix, *k.batch_keys]
         self._submit_keys = [k.task_prefix, *k.queues, k.status["pending"], k.status["scheduled"],
                              k.scheduled, k.marker, k.events_log, k.events, k.stats,
-                             k.minute_stats_prefix, k.idempotency_prefix]
+                             k.minute_stats_prefix, k.idempotency_prefix, k.children_prefix,
+                             k.status["running"]]
 
     # -- helpers ----------------------------------------------------------------------
     def now_arg(self) -> str:
@@ -63,7 +64,7 @@ class Store:
 
     # -- task transitions -------------------------------------------------------------
     def submit(self, rows: Sequence[Sequence[Any]], client=None) -> list[str]:
-        """Submit tasks; each row holds the 14 per-task values submit.lua documents."""
+        """Submit tasks; each row holds the 15 per-task values submit.lua documents."""
         flat: list[Any] = []
         for row in rows:
             flat.extend(row)
@@ -114,26 +115,26 @@ class Store:
         out = self._run("reap", [
             k.task_prefix, *k.queues, k.leases, k.status["running"], k.status["pending"],
             k.status["failed"], k.result_prefix, k.done_prefix, k.marker, k.events_log,
-            k.events, k.stats, k.workers, k.worker("")],
+            k.events, k.stats, k.workers, k.worker(""), *k.batch_keys],
             [self.settings.max_stalls, limit, int(self.settings.failed_ttl * 1000), worker_timeout_ms])
         return int(out[0]), int(out[1]), int(out[2])
 
-    def cancel(self, task_id: str, doc: str) -> list:
+    def cancel(self, task_id: str, doc: str, client=None) -> list:
         """Cancel one task: [code, previous status]."""
         k = self.keys
         return self._run("cancel", [
             k.task(task_id), *k.queues, k.scheduled, k.leases, k.status["pending"],
             k.status["scheduled"], k.status["retry"], k.status["running"], k.status["cancelled"],
-            k.result(task_id), k.done(task_id), k.events_log, k.events, k.stats],
-            [int(self.settings.result_ttl * 1000), task_id, doc])
+            k.result(task_id), k.done(task_id), k.events_log, k.events, k.stats, *k.batch_keys],
+            [int(self.settings.result_ttl * 1000), task_id, doc], client=client)
 
-    def retry(self, task_id: str, priority: str = "") -> list:
+    def retry(self, task_id: str, priority: str = "", client=None) -> list:
         """Run a failed or cancelled task again: [code, previous status]."""
         k = self.keys
         return self._run("retry", [
             k.task(task_id), *k.queues, k.status["failed"], k.status["cancelled"],
-            k.status["pending"], k.result(task_id), k.marker, k.events_log, k.events],
-            [task_id, priority])
+            k.status["pending"], k.result(task_id), k.marker, k.events_log, k.events, *k.batch_keys],
+            [task_id, priority], client=client)
 
     def requeue(self, task_id: str, priority: str = "") -> list:
         """Put an unfinished task back in line now: [code, previous status]."""

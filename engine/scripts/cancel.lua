@@ -5,17 +5,18 @@
   KEYS[9]  status:scheduled KEYS[10] status:retry    KEYS[11] status:running
   KEYS[12] status:cancelled KEYS[13] result key      KEYS[14] waiter list
   KEYS[15] events:log       KEYS[16] events (channel) KEYS[17] stats
+  KEYS[-9..-1] the nine batch keys (see lib.lua)
   ARGV[1] now override in ms ('' = Redis TIME)   ARGV[2] events stream max length
   ARGV[3] TTL of the cancelled task in ms   ARGV[4] task id   ARGV[5] result document
   Returns: {1, previous status} cancelled; {-1, ''} no such task;
            {-2, status} already finished (completed, failed or cancelled).
 ]]
 local now = now_ms(ARGV[1])
-local f = redis.call('HMGET', KEYS[1], 'status', 'priority', 'waiters')
+local f = redis.call('HMGET', KEYS[1], 'status', 'priority', 'waiters', 'parent', 'total')
 local status, id = f[1], ARGV[4]
 if not status then return { -1, '' } end
 local index = { pending = 8, scheduled = 9, retry = 10, running = 11 }
-if not index[status] then return { -2, status } end
+if not index[status] or f[5] then return { -2, status } end   -- a batch: cancel its children
 if status == 'pending' then dequeue(f[2], id) end
 if status == 'scheduled' or status == 'retry' then redis.call('ZREM', KEYS[6], id) end
 if status == 'running' then redis.call('ZREM', KEYS[7], id) end
@@ -27,4 +28,5 @@ if f[3] then redis.call('RPUSH', KEYS[14], ARGV[5]); redis.call('PEXPIRE', KEYS[
 redis.call('ZADD', KEYS[12], now, id)
 redis.call('HINCRBY', KEYS[17], 'cancelled', 1)
 emit(KEYS[15], KEYS[16], ARGV[2], 'task.cancelled', id, 'cancelled', now, ',"previous":"' .. status .. '"')
+child_ended(f[4], 'cancelled', now, ARGV[2], ARGV[3])
 return { 1, status }

@@ -3,6 +3,7 @@
   KEYS[4]  status:running    KEYS[5] status:completed    KEYS[6] leases
   KEYS[7]  events:log        KEYS[8] events (channel)    KEYS[9] stats
   KEYS[10] minute stats prefix
+  KEYS[-9..-1] the nine batch keys (see lib.lua)
   ARGV[1]  now override in ms ('' = Redis TIME)   ARGV[2] events stream max length
   ARGV[3]  TTL of result and task in ms   ARGV[4] most finished ids kept in the index
   ARGV[5]  number of tasks N
@@ -17,7 +18,7 @@ for i = 0, n - 1 do
   local b = 6 + i * 4
   local id, doc = ARGV[b], ARGV[b + 2]
   local key = KEYS[1] .. id
-  local f = redis.call('HMGET', key, 'fence', 'status', 'waiters')
+  local f = redis.call('HMGET', key, 'fence', 'status', 'waiters', 'parent')
   if f[1] == ARGV[b + 1] and f[2] == 'running' then
     local ms = tonumber(ARGV[b + 3])
     redis.call('HSET', key, 'status', 'completed', 'finished_at', now, 'duration_ms', ms)
@@ -34,6 +35,7 @@ for i = 0, n - 1 do
     counts[r] = (counts[r] or 0) + 1
     emit(KEYS[7], KEYS[8], maxlen, 'task.completed', id, 'completed', now)
     codes[#codes + 1] = 1
+    child_ended(f[4], 'completed', now, maxlen, ttl)
   else
     codes[#codes + 1] = -3
   end

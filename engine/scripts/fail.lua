@@ -3,6 +3,7 @@
   KEYS[4]  status:running    KEYS[5] status:retry        KEYS[6] status:failed
   KEYS[7]  leases            KEYS[8] scheduled           KEYS[9] events:log
   KEYS[10] events (channel)  KEYS[11] stats              KEYS[12] minute stats prefix
+  KEYS[-9..-1] the nine batch keys (see lib.lua)
   ARGV[1]  now override in ms ('' = Redis TIME)   ARGV[2] events stream max length
   ARGV[3]  TTL of a failed task and its result in ms   ARGV[4] number of tasks N
   ARGV[5..] per task, 6 values: id, token, error, traceback, retry delay in ms
@@ -16,7 +17,7 @@ for i = 0, n - 1 do
   local b = 5 + i * 6
   local id, err, delay, doc = ARGV[b], ARGV[b + 2], tonumber(ARGV[b + 4]), ARGV[b + 5]
   local key = KEYS[1] .. id
-  local f = redis.call('HMGET', key, 'fence', 'status', 'attempt', 'max_retries', 'waiters')
+  local f = redis.call('HMGET', key, 'fence', 'status', 'attempt', 'max_retries', 'waiters', 'parent')
   if f[1] ~= ARGV[b + 1] or f[2] ~= 'running' then
     codes[#codes + 1] = -3
   else
@@ -43,6 +44,7 @@ for i = 0, n - 1 do
       failed[#failed + 1] = id
       emit(KEYS[9], KEYS[10], maxlen, 'task.failed', id, 'failed', now, extra)
       codes[#codes + 1] = 1
+      child_ended(f[6], 'failed', now, maxlen, ttl)
     end
   end
 end

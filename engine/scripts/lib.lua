@@ -59,3 +59,63 @@ end
 local function dequeue(priority, id)
   redis.call('LREM', KEYS[1 + QUEUE_INDEX[priority]], 1, id)
 end
+
+--[[ Batch bookkeeping. A BATCH_QUERY parent tracks its children: each child that ends
+  counts in the parent (n_completed / n_failed / n_cancelled) and the last one ends the
+  parent. Scripts that end or reopen tasks take nine "batch keys" as their LAST nine KEYS:
+  task prefix, result prefix, waiter prefix, status:running, status:completed,
+  status:cancelled, events:log, events channel, stats. ]]
+local function batch_keys()
+  local b = #KEYS - 9
+  return { task = KEYS[b + 1], result = KEYS[b + 2], done = KEYS[b + 3], running = KEYS[b + 4],
+    completed = KEYS[b + 5], cancelled = KEYS[b + 6], log = KEYS[b + 7], channel = KEYS[b + 8],
+    stats = KEYS[b + 9] }
+end
+
+local function finish_parent(K, parent, f, now, maxlen, ttl)
+  local status = tonumber(f[4]) > 0 and 'cancelled' or 'completed'
+  local pkey = K.task .. parent
+  local doc = cjson.encode({ task_id = parent, status = status, batch = true,
+    total = tonumber(f[1]), completed = tonumber(f[2]), failed = tonumber(f[3]),
+    cancelled = tonumber(f[4]), duration = (now - tonumber(f[7])) / 1000 })
+  redis.call('HSET', pkey, 'status', status, 'finished_at', now)
+  redis.call('PEXPIRE', pkey, ttl)
+  redis.call('SET', K.result .. parent, doc, 'PX', ttl)
+  if f[6] then redis.call('RPUSH', K.done .. parent, doc); redis.call('PEXPIRE', K.done .. parent, 60000) end
+  redis.call('ZREM', K.running, parent)
+  redis.call('ZADD', status == 'completed' and K.completed or K.cancelled, now, parent)
+  redis.call('HINCRBY', K.stats, status, 1)
+  emit(K.log, K.channel, maxlen, 'task.' .. status, parent, status, now, ',"batch":true')
+end
+
+local function child_ended(parent, outcome, now, maxlen, ttl)
+  if not parent or parent == '' then return end
+  local K = batch_keys()
+  local pkey = K.task .. parent
+  if redis.call('EXISTS', pkey) == 0 then return end
+  redis.call('HINCRBY', pkey, 'n_' .. outcome, 1)
+  local f = redis.call('HMGET', pkey, 'total', 'n_completed', 'n_failed', 'n_cancelled',
+    'status', 'waiters', 'created_at')
+  emit(K.log, K.channel, maxlen, 'batch.progress', parent, f[5], now, ',"total":' .. f[1] ..
+    ',"completed":' .. f[2] .. ',"failed":' .. f[3] .. ',"cancelled":' .. f[4])
+  if f[5] == 'running' and tonumber(f[2]) + tonumber(f[3]) + tonumber(f[4]) >= tonumber(f[1]) then
+    finish_parent(K, parent, f, now, maxlen, ttl)
+  end
+end
+
+local function child_reopened(parent, outcome, now, maxlen)
+  if not parent or parent == '' then return end
+  local K = batch_keys()
+  local pkey = K.task .. parent
+  local status = redis.call('HGET', pkey, 'status')
+  if not status then return end
+  redis.call('HINCRBY', pkey, 'n_' .. outcome, -1)
+  if status == 'completed' or status == 'cancelled' then
+    redis.call('PERSIST', pkey)
+    redis.call('DEL', K.result .. parent)
+    redis.call('HSET', pkey, 'status', 'running', 'finished_at', '')
+    redis.call('ZREM', status == 'completed' and K.completed or K.cancelled, parent)
+    redis.call('ZADD', K.running, now, parent)
+    emit(K.log, K.channel, maxlen, 'task.status_changed', parent, 'running', now, ',"batch":true')
+  end
+end

@@ -5,6 +5,7 @@
   KEYS[9]  status:failed     KEYS[10] result key prefix  KEYS[11] waiter list prefix
   KEYS[12] marker            KEYS[13] events:log      KEYS[14] events (channel)
   KEYS[15] stats             KEYS[16] workers         KEYS[17] worker hash prefix
+  KEYS[-9..-1] the nine batch keys (see lib.lua)
   ARGV[1] now override in ms ('' = Redis TIME)   ARGV[2] events stream max length
   ARGV[3] most stalls before a task fails   ARGV[4] most tasks handled in one call
   ARGV[5] TTL of a failed task in ms        ARGV[6] worker silence before it is lost, ms
@@ -16,7 +17,7 @@ local expired = redis.call('ZRANGEBYSCORE', KEYS[6], '-inf', now, 'LIMIT', 0, to
 local requeued, failed = 0, 0
 for _, id in ipairs(expired) do
   local key = KEYS[1] .. id
-  local f = redis.call('HMGET', key, 'status', 'priority', 'attempt', 'worker', 'waiters')
+  local f = redis.call('HMGET', key, 'status', 'priority', 'attempt', 'worker', 'waiters', 'parent')
   redis.call('ZREM', KEYS[6], id)
   if f[1] == 'running' then
     redis.call('ZREM', KEYS[7], id)
@@ -35,6 +36,7 @@ for _, id in ipairs(expired) do
       redis.call('HINCRBY', KEYS[15], 'failed', 1)
       emit(KEYS[13], KEYS[14], maxlen, 'task.failed', id, 'failed', now, why)
       failed = failed + 1
+      child_ended(f[6], 'failed', now, maxlen, ARGV[5])
     else
       -- The stall is not the handler's failure: give the attempt back.
       redis.call('HSET', key, 'status', 'pending', 'enqueued_at', now, 'worker', '',

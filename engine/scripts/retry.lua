@@ -4,15 +4,16 @@
   KEYS[6] status:failed     KEYS[7] status:cancelled   KEYS[8] status:pending
   KEYS[9] result key        KEYS[10] marker            KEYS[11] events:log
   KEYS[12] events (channel)
+  KEYS[-9..-1] the nine batch keys (see lib.lua)
   ARGV[1] now override in ms ('' = Redis TIME)   ARGV[2] events stream max length
   ARGV[3] task id   ARGV[4] new priority ('' = keep)
   Returns: {1, previous status}; {-1, ''} no such task; {-2, status} not failed or cancelled.
 ]]
 local now = now_ms(ARGV[1])
-local f = redis.call('HMGET', KEYS[1], 'status', 'priority')
+local f = redis.call('HMGET', KEYS[1], 'status', 'priority', 'parent', 'total')
 local status, id = f[1], ARGV[3]
 if not status then return { -1, '' } end
-if status ~= 'failed' and status ~= 'cancelled' then return { -2, status } end
+if (status ~= 'failed' and status ~= 'cancelled') or f[4] then return { -2, status } end
 local priority = ARGV[4] ~= '' and ARGV[4] or f[2]
 redis.call('PERSIST', KEYS[1])
 redis.call('HSET', KEYS[1], 'status', 'pending', 'priority', priority, 'enqueued_at', now,
@@ -24,4 +25,5 @@ enqueue(priority, id, false)
 redis.call('ZADD', KEYS[10], 0, '0')
 emit(KEYS[11], KEYS[12], ARGV[2], 'task.status_changed', id, 'pending', now,
   ',"reason":"retried","previous":"' .. status .. '"')
+child_reopened(f[3], status, now, ARGV[2])
 return { 1, status }

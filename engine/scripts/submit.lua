@@ -4,11 +4,13 @@
   KEYS[6]  status:pending    KEYS[7]  status:scheduled   KEYS[8]  scheduled
   KEYS[9]  marker            KEYS[10] events:log          KEYS[11] events (channel)
   KEYS[12] stats             KEYS[13] minute stats prefix KEYS[14] idempotency key prefix
+  KEYS[15] batch children list prefix   KEYS[16] status:running
   ARGV[1]  now override in ms ('' = Redis TIME)   ARGV[2] events stream max length
   ARGV[3]  number of tasks N                       ARGV[4] idempotency TTL (ms)
-  ARGV[5..] per task, 14 values: id, type, priority, payload, session, max_retries,
+  ARGV[5..] per task, 15 values: id, type, priority, payload, session, max_retries,
            retry_delay_ms, backoff, max_retry_delay_ms, due_at_ms ('' = now),
-           delay_ms ('' = none), idempotency key ('' = none), timeout, parent
+           delay_ms ('' = none), idempotency key ('' = none), timeout, parent,
+           number of children (a batch parent: > 0; it waits in `running` for them)
   Returns: the N task ids, in order (an idempotent resubmit returns the first id).
 ]]
 local now = now_ms(ARGV[1])
@@ -17,7 +19,7 @@ local ids, pending, scheduled = {}, {}, {}
 local queued = { {}, {}, {}, {} }
 local submitted = 0
 for i = 0, n - 1 do
-  local b = 5 + i * 14
+  local b = 5 + i * 15
   local id, idem = ARGV[b], ARGV[b + 11]
   local existing = false
   if idem ~= '' then
@@ -30,14 +32,20 @@ for i = 0, n - 1 do
     local due = now
     if ARGV[b + 9] ~= '' then due = tonumber(ARGV[b + 9]) end
     if ARGV[b + 10] ~= '' then due = now + tonumber(ARGV[b + 10]) end
-    local status = 'pending'
+    local status, children = 'pending', tonumber(ARGV[b + 14])
     if due > now then status = 'scheduled' end
+    if children > 0 then status = 'running' end
     redis.call('HSET', KEYS[1] .. id, 'id', id, 'type', ARGV[b + 1], 'priority', ARGV[b + 2],
       'payload', ARGV[b + 3], 'session', ARGV[b + 4], 'max_retries', ARGV[b + 5],
       'retry_delay', ARGV[b + 6], 'backoff', ARGV[b + 7], 'max_retry_delay', ARGV[b + 8],
       'timeout', ARGV[b + 12], 'parent', ARGV[b + 13], 'status', status, 'created_at', now,
       'enqueued_at', now, 'due_at', due, 'attempt', 0, 'fence', 0, 'stalls', 0)
-    if status == 'pending' then
+    if ARGV[b + 13] ~= '' then redis.call('RPUSH', KEYS[15] .. ARGV[b + 13], id) end
+    if children > 0 then
+      redis.call('HSET', KEYS[1] .. id, 'total', children, 'n_completed', 0, 'n_failed', 0,
+        'n_cancelled', 0, 'started_at', now)
+      redis.call('ZADD', KEYS[16], now, id)
+    elseif status == 'pending' then
       local q = queued[QUEUE_INDEX[ARGV[b + 2]]]
       q[#q + 1] = id
       pending[#pending + 1] = now

@@ -1,0 +1,156 @@
+"""Batches: a BATCH_QUERY task fans out into one AGENT_QUERY child per query.
+
+The children run in parallel across workers. The parent waits in ``running``; the scripts
+that end a child count it in the parent (``n_completed`` / ``n_failed`` /
+``n_cancelled``) and the last child to end finishes the parent, atomically (lib.lua).
+The parent's result lists every child's answer in input order, read from the children.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Sequence
+
+from .errors import InvalidTransition, TaskNotFound, ValidationError, translate_redis_errors
+from .models import Task, TaskType
+from .serialization import loads
+
+if TYPE_CHECKING:  # the queue imports this module; avoid the cycle at run time
+    from .queue import TaskQueue
+
+MAX_BATCH_SIZE = 100_000
+_CHUNK = 1000
+_UNFINISHED = ("pending", "scheduled", "retry", "running")
+
+
+def is_batch(task: Task) -> bool:
+    """Whether ``task`` is a batch to fan out."""
+    return task.type_name == TaskType.BATCH_QUERY.value
+
+
+def batch_queries(payload: dict[str, Any]) -> list[str]:
+    """The batch's queries, validated: a non-empty list of non-blank strings."""
+    queries = payload.get("queries")
+    if not isinstance(queries, list) or not queries:
+        raise ValidationError("a batch needs payload['queries']: a non-empty list of queries")
+    if len(queries) > MAX_BATCH_SIZE:
+        raise ValidationError(f"a batch holds at most {MAX_BATCH_SIZE:,} queries, got {len(queries):,}")
+    for index, query in enumerate(queries):
+        if not isinstance(query, str) or not query.strip():
+            raise ValidationError(f"query {index + 1} of the batch is blank or not text")
+    return queries
+
+
+def child_tasks(parent: Task, queries: Sequence[str]) -> list[Task]:
+    """One AGENT_QUERY task per query, inheriting the parent's priority and retry policy."""
+    extra = {k: v for k, v in parent.payload.items() if k not in ("queries",)}
+    return [Task(task_type=TaskType.AGENT_QUERY, payload={**extra, "query": q, "index": i},
+                 priority=parent.priority, max_retries=parent.max_retries,
+                 retry_delay=parent.retry_delay, backoff=parent.backoff,
+                 max_retry_delay=parent.max_retry_delay, session_id=parent.session_id,
+                 run_at=parent.run_at, delay=parent.delay, timeout=parent.timeout,
+                 parent_id=parent.task_id)
+            for i, q in enumerate(queries)]
+
+
+def submit_batch(queue: "TaskQueue", task: Task) -> str:
+    """Submit a batch parent and its children; returns the parent's id.
+
+    Everything is validated before anything is written. The parent goes first (so a
+    resubmit with the same idempotency key is caught before any child is written), then
+    the children in chunks, all in one pipeline round trip.
+    """
+    queries = batch_queries(task.payload)
+    parent_payload = {k: v for k, v in task.payload.items() if k != "queries"}
+    parent_payload["count"] = len(queries)
+    parent = Task(**{**task.__dict__, "payload": parent_payload})
+    children = child_tasks(task, queries)
+    parent_row = queue._row(parent, children=len(children))
+    child_rows = [queue._row(child) for child in children]
+    with translate_redis_errors():
+        parent_id = queue.store.submit([parent_row])[0]
+        if parent_id != parent.task_id:     # idempotent resubmit: the batch exists already
+            return parent_id
+        pipe = queue.client.pipeline(transaction=False)
+        for i in range(0, len(child_rows), _CHUNK):
+            queue.store.submit(child_rows[i:i + _CHUNK], client=pipe)
+        pipe.execute()
+    return parent_id
+
+
+def child_ids(queue: "TaskQueue", batch_id: str) -> list[str]:
+    """The batch's children, in input order."""
+    with translate_redis_errors():
+        return queue.client.lrange(queue.keys.children(batch_id), 0, -1)
+
+
+def batch_progress(queue: "TaskQueue", batch_id: str) -> dict[str, Any]:
+    """``{'status', 'total', 'completed', 'failed', 'cancelled', 'done'}`` of a batch."""
+    fields = ("status", "total", "n_completed", "n_failed", "n_cancelled")
+    with translate_redis_errors():
+        values = queue.client.hmget(queue.keys.task(batch_id), fields)
+    if values[0] is None or values[1] is None:
+        raise TaskNotFound(f"batch {batch_id} not found")
+    total, completed, failed, cancelled = (int(v or 0) for v in values[1:])
+    return {"batch_id": batch_id, "status": values[0], "total": total, "completed": completed,
+            "failed": failed, "cancelled": cancelled, "done": completed + failed + cancelled}
+
+
+def batch_items(queue: "TaskQueue", batch_id: str) -> list[dict[str, Any]]:
+    """Every child's outcome, in input order: index, task_id, query, status, answer,
+    result, error, duration."""
+    ids = child_ids(queue, batch_id)
+    items = []
+    for start in range(0, len(ids), _CHUNK):
+        chunk = ids[start:start + _CHUNK]
+        with translate_redis_errors():
+            pipe = queue.client.pipeline(transaction=False)
+            for task_id in chunk:
+                pipe.hmget(queue.keys.task(task_id), ("status", "payload", "error"))
+                pipe.get(queue.keys.result(task_id))
+            replies = pipe.execute()
+        for offset, task_id in enumerate(chunk):
+            (status, payload, error), doc = replies[2 * offset], loads(replies[2 * offset + 1])
+            items.append(_item(start + offset, task_id, status, loads(payload, {}), error, doc))
+    return items
+
+
+def _item(index: int, task_id: str, status: str | None, payload: dict, error: str | None,
+          doc: dict | None) -> dict[str, Any]:
+    result = doc.get("result") if isinstance(doc, dict) else None
+    return {"index": index, "task_id": task_id, "query": payload.get("query"),
+            "status": (doc or {}).get("status") or status or "expired",
+            "answer": result.get("answer") if isinstance(result, dict) else result,
+            "result": result, "error": (doc or {}).get("error") or error or None,
+            "duration": (doc or {}).get("duration")}
+
+
+def cancel_batch(queue: "TaskQueue", batch_id: str) -> int:
+    """Cancel the batch's unfinished children (the last one ends the batch as cancelled);
+    returns how many were cancelled."""
+    return _act_on_children(queue, batch_id, _UNFINISHED, "cancel")
+
+
+def retry_batch(queue: "TaskQueue", batch_id: str) -> int:
+    """Run the batch's failed and cancelled children again; returns how many."""
+    return _act_on_children(queue, batch_id, ("failed", "cancelled"), "retry")
+
+
+def _act_on_children(queue: "TaskQueue", batch_id: str, statuses: Sequence[str], verb: str) -> int:
+    ids = child_ids(queue, batch_id)
+    with translate_redis_errors():
+        pipe = queue.client.pipeline(transaction=False)
+        for task_id in ids:
+            pipe.hget(queue.keys.task(task_id), "status")
+        targets = [i for i, status in zip(ids, pipe.execute()) if status in statuses]
+        doc = '{"status":"cancelled","result":null,"error":"batch cancelled"}'
+        for start in range(0, len(targets), _CHUNK):
+            pipe = queue.client.pipeline(transaction=False)
+            for task_id in targets[start:start + _CHUNK]:
+                if verb == "cancel":
+                    queue.store.cancel(task_id, doc, client=pipe)
+                else:
+                    queue.store.retry(task_id, client=pipe)
+            pipe.execute()
+    if not targets:
+        raise InvalidTransition(f"cannot {verb} batch {batch_id}: no child is "
+                                f"{' or '.join(statuses)}")
+    return len(targets)
