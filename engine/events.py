@@ -52,12 +52,15 @@ class EventSubscription:
 
 
 def parse_stream_entries(entries: list) -> list[dict[str, Any]]:
-    """XRANGE/XREVRANGE replies → ``[{"id": stream id, "type": ..., "data": {...}}]``."""
+    """XRANGE/XREVRANGE replies → ``[{"id": stream id, "type": ..., "data": {...}}]``, one
+    item per event (events of one batch call share their stream id)."""
     out = []
     for entry_id, fields in entries:
         try:
-            event = json.loads(fields.get("e", "{}"))
+            events = json.loads(fields.get("e", "{}"))
         except ValueError:
             continue
-        out.append({"id": entry_id, "type": event.get("type"), "data": event.get("data", {})})
+        # One entry per script call: a single event, or an array of the call's events.
+        for event in events if isinstance(events, list) else [events]:
+            out.append({"id": entry_id, "type": event.get("type"), "data": event.get("data", {})})
     return out

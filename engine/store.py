@@ -64,7 +64,7 @@ class Store:
 
     # -- task transitions -------------------------------------------------------------
     def submit(self, rows: Sequence[Sequence[Any]], client=None) -> list[str]:
-        """Submit tasks; each row holds the 15 per-task values submit.lua documents."""
+        """Submit tasks; each row holds the per-task values submit.lua documents."""
         flat: list[Any] = []
         for row in rows:
             flat.extend(row)
@@ -133,8 +133,8 @@ class Store:
         k = self.keys
         return self._run("retry", [
             k.task(task_id), *k.queues, k.status["failed"], k.status["cancelled"],
-            k.status["pending"], k.result(task_id), k.marker, k.events_log, k.events, *k.batch_keys],
-            [task_id, priority], client=client)
+            k.status["pending"], k.result(task_id), k.marker, k.events_log, k.events,
+            k.done(task_id), *k.batch_keys], [task_id, priority], client=client)
 
     def requeue(self, task_id: str, priority: str = "") -> list:
         """Put an unfinished task back in line now: [code, previous status]."""
@@ -176,3 +176,38 @@ class Store:
         pairs = [v for item in fields.items() for v in item]
         self._run("worker_stop", [k.workers, k.worker(worker_id), k.events_log, k.events],
                   [worker_id, WORKER_RECORD_TTL_MS, len(fields), *pairs])
+
+    # -- recurring schedules (engine.scheduler) ---------------------------------------
+    def _schedule_keys(self, name: str) -> list[str]:
+        k = self.keys
+        return [k.schedule(name), k.schedules, k.events_log, k.events]
+
+    def due_schedules(self, limit: int = 100) -> tuple[int, list[tuple[str, int]]]:
+        """(now in ms, [(name, next fire ms), ...]) for the schedules due now."""
+        out = self._run("due_schedules", [self.keys.schedules], [limit])
+        pairs = [(out[i], int(float(out[i + 1]))) for i in range(1, len(out), 2)]
+        return int(out[0]), pairs
+
+    def add_schedule(self, name: str, cron: str, timezone: str, misfire: str, template: str,
+                     next_fire_ms: int) -> int:
+        """Create or update a schedule: 1 created, 2 updated, 0 unchanged."""
+        return int(self._run("add_schedule", self._schedule_keys(name),
+                             [name, cron, timezone, misfire, template, next_fire_ms]))
+
+    def fire_schedule(self, name: str, tick_ms: str, next_fire_ms: int, task_id: str = "",
+                      reason: str = "") -> int:
+        """Advance a schedule past ``tick_ms`` if it is still there: 1, 0 stale, -1 missing."""
+        return int(self._run("fire_schedule", self._schedule_keys(name),
+                             [name, tick_ms, next_fire_ms, task_id, reason]))
+
+    def pause_schedule(self, name: str) -> int:
+        """1 paused, 0 already paused, -1 missing."""
+        return int(self._run("pause_schedule", self._schedule_keys(name), [name]))
+
+    def resume_schedule(self, name: str, next_fire_ms: int) -> int:
+        """1 resumed, 0 was not paused, -1 missing."""
+        return int(self._run("resume_schedule", self._schedule_keys(name), [name, next_fire_ms]))
+
+    def remove_schedule(self, name: str) -> int:
+        """1 removed, 0 missing."""
+        return int(self._run("remove_schedule", self._schedule_keys(name), [name]))

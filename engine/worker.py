@@ -28,6 +28,7 @@ from .errors import NoHandler, PermanentError, QueueUnavailable, ValidationError
 from .models import RunningTask, TaskPriority, TaskType, type_name
 from .policies import retry_delay_ms
 from .queue import TaskQueue, get_task_queue
+from .scheduler import fire_due_schedules
 from .serialization import dumps
 
 log = logging.getLogger("engine.worker")
@@ -176,28 +177,40 @@ class TaskWorker:
 
     # -- main loop ----------------------------------------------------------------------
     def _run_loop(self, burst: bool) -> None:
+        drained = False    # the last claim got fewer tasks than asked: the queues were empty
         while not self._stopping.is_set():
             try:
                 if self._unwritten and self.concurrency == 1 and not self._flush():
                     self._back_off()
                     continue
-                moved = self._promote_if_due(force=False)
                 free = self._wait_for_free_slot()
                 if free == 0:
                     continue
-                batch = self._claim(self._batch_size(free))
-                if batch:
-                    self._dispatch(batch)
+                if not drained:
+                    want = self._batch_size(free)
+                    batch = self._claim(want)
+                    drained = len(batch) < want
+                    if batch:
+                        self._dispatch(batch)
+                        self._promote_if_due(force=False)
+                        continue
+                # Nothing to claim: due scheduled tasks may be waiting to be promoted.
+                if self._promote_if_due(force=burst):
+                    drained = False
                 elif burst:
-                    if not moved and not self._promote_if_due(force=True) and self._idle():
+                    if self._idle():
                         return
                     self._wait_in_flight(0.05)
                 else:
+                    # Any submit (or a claim that left work behind) sets the marker, so
+                    # after it wakes us the next claim is worth making.
                     self._wait_for_work()
+                    drained = False
                 self._redis_back()
             except REDIS_DOWN as exc:
                 self._note_redis_down(exc)
                 self._back_off()
+                drained = False
 
     def _batch_size(self, free: int) -> int:
         if self.concurrency > 1 or self._avg_run <= 0:
@@ -337,14 +350,17 @@ class TaskWorker:
         timeout = BLOCK_SLICE_SECONDS
         if self._next_promote:
             timeout = min(timeout, max(0.001, self._next_promote - clock.monotonic()))
-        self.store.client.bzpopmin(self.queue.keys.marker, timeout=timeout)
-        self._promote_if_due(force=False, woke=True)
+        if self.store.client.bzpopmin(self.queue.keys.marker, timeout=timeout):
+            # A submit of a task due later also wakes us: learn its due time soon, but
+            # after the claim, so a pending task's latency never waits on a promote.
+            self._next_promote = min(self._next_promote, clock.monotonic() + 0.05)
 
-    def _promote_if_due(self, force: bool, woke: bool = False) -> int:
+    def _promote_if_due(self, force: bool) -> int:
         now = clock.monotonic()
-        if not force and now < self._next_promote and not (woke and now - self._last_promote > 0.05):
+        if not force and now < self._next_promote:
             return 0
         moved, next_due_ms = self.store.promote()
+        moved += len(fire_due_schedules(self.queue))   # recurring schedules (engine.scheduler)
         self._last_promote = now
         wait = 1.0 if next_due_ms < 0 else min(1.0, next_due_ms / 1000)
         self._next_promote = now + wait

@@ -29,4 +29,5 @@ redis.call('ZADD', KEYS[12], now, id)
 redis.call('HINCRBY', KEYS[17], 'cancelled', 1)
 emit(KEYS[15], KEYS[16], ARGV[2], 'task.cancelled', id, 'cancelled', now, ',"previous":"' .. status .. '"')
 child_ended(f[4], 'cancelled', now, ARGV[2], ARGV[3])
+flush_events()
 return { 1, status }

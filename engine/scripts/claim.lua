@@ -27,7 +27,7 @@ for q = 2, 5 do
         'max_retries', 'retry_delay', 'backoff', 'max_retry_delay', 'session', 'timeout',
         'created_at', 'fence', 'enqueued_at')
       if f[1] == 'pending' then
-        local attempt, token = tonumber(f[5]) + 1, tonumber(f[13]) + 1
+        local attempt, token = tonumber(f[5] or 0) + 1, tonumber(f[13] or 0) + 1
         redis.call('HSET', key, 'status', 'running', 'attempt', attempt, 'fence', token,
           'worker', worker, 'started_at', now)
         local n = #out
@@ -39,7 +39,7 @@ for q = 2, 5 do
         running[#running + 1] = id
         leases[#leases + 1] = deadline
         leases[#leases + 1] = id
-        local w = 'wait:' .. bucket(now - tonumber(f[14]))
+        local w = 'wait:' .. bucket(now - tonumber(f[14] or f[12]))
         waits[w] = (waits[w] or 0) + 1
         emit(KEYS[10], KEYS[11], maxlen, 'task.status_changed', id, 'running', now,
           ',"worker_id":"' .. worker .. '","attempt":' .. attempt)
@@ -56,4 +56,5 @@ if #ids > 0 then
 end
 -- A full batch means more may be waiting: leave the marker so another worker wakes too.
 if need <= 0 then redis.call('ZADD', KEYS[9], 0, '0') end
+flush_events()
 return out

@@ -51,4 +51,5 @@ if #ids > 0 then
   counts['completed'] = #ids
   bump_minute(KEYS[10], now, counts)
 end
+flush_events()
 return codes

@@ -25,4 +25,5 @@ for i = 3, #ARGV do
     emit(KEYS[16], KEYS[17], ARGV[2], 'task.deleted', id, f[1] or 'missing', now)
   end
 end
+flush_events()
 return deleted

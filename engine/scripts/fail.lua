@@ -65,4 +65,5 @@ if #failed > 0 then
   counts['failed'] = #failed / 2
 end
 if #done > 0 then bump_minute(KEYS[12], now, counts) end
+flush_events()
 return codes

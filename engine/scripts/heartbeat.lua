@@ -31,4 +31,5 @@ for i = 7 + 2 * p, #ARGV, 2 do
     lost[#lost + 1] = f[2] or 'missing'
   end
 end
+flush_events()
 return lost

@@ -25,6 +25,7 @@ for _, id in ipairs(due) do
 end
 if #due > 0 then bulk('ZREM', KEYS[6], due) end
 if moved > 0 then redis.call('ZADD', KEYS[10], 0, '0') end
+flush_events()
 local next_due = redis.call('ZRANGE', KEYS[6], 0, 0, 'WITHSCORES')
 if next_due[2] then return { moved, math.max(0, tonumber(next_due[2]) - now) } end
 return { moved, -1 }

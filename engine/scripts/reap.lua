@@ -27,7 +27,7 @@ for _, id in ipairs(expired) do
       local err = 'task stalled ' .. stalls .. ' times: its worker stopped heartbeating ' ..
         '(killed, frozen or cut off) while running it'
       local doc = cjson.encode({ task_id = id, status = 'failed', error = err,
-        attempts = tonumber(f[3]), duration = 0 })
+        attempts = tonumber(f[3] or 0), duration = 0 })
       redis.call('HSET', key, 'status', 'failed', 'error', err, 'finished_at', now)
       redis.call('PEXPIRE', key, ARGV[5])
       redis.call('SET', KEYS[10] .. id, doc, 'PX', ARGV[5])
@@ -40,7 +40,7 @@ for _, id in ipairs(expired) do
     else
       -- The stall is not the handler's failure: give the attempt back.
       redis.call('HSET', key, 'status', 'pending', 'enqueued_at', now, 'worker', '',
-        'attempt', math.max(0, tonumber(f[3]) - 1))
+        'attempt', math.max(0, tonumber(f[3] or 1) - 1))
       enqueue(f[2], id, true)
       redis.call('ZADD', KEYS[8], now, id)
       emit(KEYS[13], KEYS[14], maxlen, 'task.status_changed', id, 'pending', now, why)
@@ -56,4 +56,5 @@ for _, worker in ipairs(silent) do
   emit_raw(KEYS[13], KEYS[14], maxlen, '{"type":"worker.lost","data":{"worker_id":"' .. worker ..
     '","ts":' .. string.format('%d', now) .. '}}')
 end
+flush_events()
 return { requeued, failed, #silent }

@@ -15,7 +15,7 @@ for i = #ARGV - 1, 3, -2 do   -- backwards, so LPUSH keeps their order
   local f = redis.call('HMGET', key, 'fence', 'status', 'priority', 'attempt')
   if f[1] == ARGV[i + 1] and f[2] == 'running' then
     redis.call('HSET', key, 'status', 'pending', 'enqueued_at', now, 'worker', '',
-      'attempt', math.max(0, tonumber(f[4]) - 1))
+      'attempt', math.max(0, tonumber(f[4] or 1) - 1))
     enqueue(f[3], id, true)
     redis.call('ZREM', KEYS[6], id)
     redis.call('ZREM', KEYS[7], id)
@@ -25,4 +25,5 @@ for i = #ARGV - 1, 3, -2 do   -- backwards, so LPUSH keeps their order
   end
 end
 if released > 0 then redis.call('ZADD', KEYS[9], 0, '0') end
+flush_events()
 return released

@@ -25,4 +25,5 @@ enqueue(priority, id, false)
 redis.call('ZADD', KEYS[12], 0, '0')
 emit(KEYS[13], KEYS[14], ARGV[2], 'task.status_changed', id, 'pending', now,
   ',"reason":"requeued","previous":"' .. status .. '"')
+flush_events()
 return { 1, status }

@@ -3,7 +3,7 @@
   KEYS[1] task key          KEYS[2..5] queue:urgent, queue:high, queue:normal, queue:low
   KEYS[6] status:failed     KEYS[7] status:cancelled   KEYS[8] status:pending
   KEYS[9] result key        KEYS[10] marker            KEYS[11] events:log
-  KEYS[12] events (channel)
+  KEYS[12] events (channel)  KEYS[13] waiter list
   KEYS[-9..-1] the nine batch keys (see lib.lua)
   ARGV[1] now override in ms ('' = Redis TIME)   ARGV[2] events stream max length
   ARGV[3] task id   ARGV[4] new priority ('' = keep)
@@ -19,6 +19,8 @@ redis.call('PERSIST', KEYS[1])
 redis.call('HSET', KEYS[1], 'status', 'pending', 'priority', priority, 'enqueued_at', now,
   'attempt', 0, 'stalls', 0, 'error', '', 'traceback', '', 'finished_at', '', 'worker', '')
 redis.call('DEL', KEYS[9])
+-- The waiter list still holds the old outcome: a new wait must block for the new one.
+redis.call('DEL', KEYS[13])
 redis.call('ZREM', status == 'failed' and KEYS[6] or KEYS[7], id)
 redis.call('ZADD', KEYS[8], now, id)
 enqueue(priority, id, false)
@@ -26,4 +28,5 @@ redis.call('ZADD', KEYS[10], 0, '0')
 emit(KEYS[11], KEYS[12], ARGV[2], 'task.status_changed', id, 'pending', now,
   ',"reason":"retried","previous":"' .. status .. '"')
 child_reopened(f[3], status, now, ARGV[2])
+flush_events()
 return { 1, status }

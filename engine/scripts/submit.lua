@@ -7,46 +7,50 @@
   KEYS[15] batch children list prefix   KEYS[16] status:running
   ARGV[1]  now override in ms ('' = Redis TIME)   ARGV[2] events stream max length
   ARGV[3]  number of tasks N                       ARGV[4] idempotency TTL (ms)
-  ARGV[5..] per task, 15 values: id, type, priority, payload, session, max_retries,
-           retry_delay_ms, backoff, max_retry_delay_ms, due_at_ms ('' = now),
-           delay_ms ('' = none), idempotency key ('' = none), timeout, parent,
-           number of children (a batch parent: > 0; it waits in `running` for them)
-  Returns: the N task ids, in order (an idempotent resubmit returns the first id).
+  ARGV[5..] per task: id, priority, due_at_ms ('' = now), delay_ms ('' = none),
+           idempotency key ('' = none), parent id ('' = none), number of children (a batch
+           parent: > 0; it waits in `running` for them), P, then P field/value pairs
+           stored as they are (type, payload, retry policy...; empty ones left out)
+  Returns: the N task ids, in order (an idempotent resubmit returns the first id; an id
+           that exists already is returned as it is, and nothing is written for it).
 ]]
 local now = now_ms(ARGV[1])
 local maxlen, n, idem_ttl = ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local ids, pending, scheduled = {}, {}, {}
 local queued = { {}, {}, {}, {} }
 local submitted = 0
-for i = 0, n - 1 do
-  local b = 5 + i * 15
-  local id, idem = ARGV[b], ARGV[b + 11]
+local b = 5
+for i = 1, n do
+  local id, priority, idem, parent = ARGV[b], ARGV[b + 1], ARGV[b + 4], ARGV[b + 5]
+  local last = b + 7 + 2 * tonumber(ARGV[b + 7])
   local existing = false
   if idem ~= '' then
     existing = redis.call('GET', KEYS[14] .. idem)
     if not existing then redis.call('SET', KEYS[14] .. idem, id, 'PX', idem_ttl) end
   end
+  -- An id that exists already (the same Task submitted twice) is not written again:
+  -- overwriting would reset a running or finished task and leave it in two indexes.
+  if not existing and redis.call('EXISTS', KEYS[1] .. id) == 1 then existing = id end
   if existing then
     ids[#ids + 1] = existing
   else
     local due = now
-    if ARGV[b + 9] ~= '' then due = tonumber(ARGV[b + 9]) end
-    if ARGV[b + 10] ~= '' then due = now + tonumber(ARGV[b + 10]) end
-    local status, children = 'pending', tonumber(ARGV[b + 14])
+    if ARGV[b + 2] ~= '' then due = tonumber(ARGV[b + 2]) end
+    if ARGV[b + 3] ~= '' then due = now + tonumber(ARGV[b + 3]) end
+    local status, children = 'pending', tonumber(ARGV[b + 6])
     if due > now then status = 'scheduled' end
     if children > 0 then status = 'running' end
-    redis.call('HSET', KEYS[1] .. id, 'id', id, 'type', ARGV[b + 1], 'priority', ARGV[b + 2],
-      'payload', ARGV[b + 3], 'session', ARGV[b + 4], 'max_retries', ARGV[b + 5],
-      'retry_delay', ARGV[b + 6], 'backoff', ARGV[b + 7], 'max_retry_delay', ARGV[b + 8],
-      'timeout', ARGV[b + 12], 'parent', ARGV[b + 13], 'status', status, 'created_at', now,
-      'enqueued_at', now, 'due_at', due, 'attempt', 0, 'fence', 0, 'stalls', 0)
-    if ARGV[b + 13] ~= '' then redis.call('RPUSH', KEYS[15] .. ARGV[b + 13], id) end
+    -- attempt, fence, stalls and enqueued_at are left out while they hold their defaults
+    -- (0, 0, 0, created_at): fewer fields make the hottest write of a task's life cheaper.
+    redis.call('HSET', KEYS[1] .. id, 'id', id, 'priority', priority, 'status', status,
+      'created_at', now, 'due_at', due, unpack(ARGV, b + 8, last))
+    if parent ~= '' then redis.call('RPUSH', KEYS[15] .. parent, id) end
     if children > 0 then
       redis.call('HSET', KEYS[1] .. id, 'total', children, 'n_completed', 0, 'n_failed', 0,
         'n_cancelled', 0, 'started_at', now)
       redis.call('ZADD', KEYS[16], now, id)
     elseif status == 'pending' then
-      local q = queued[QUEUE_INDEX[ARGV[b + 2]]]
+      local q = queued[QUEUE_INDEX[priority]]
       q[#q + 1] = id
       pending[#pending + 1] = now
       pending[#pending + 1] = id
@@ -58,6 +62,7 @@ for i = 0, n - 1 do
     ids[#ids + 1] = id
     submitted = submitted + 1
   end
+  b = last + 1
 end
 for q = 1, 4 do
   if #queued[q] > 0 then bulk('RPUSH', KEYS[q + 1], queued[q]) end
@@ -78,4 +83,5 @@ if submitted > 0 then
   redis.call('HINCRBY', KEYS[12], 'submitted', submitted)
   bump_minute(KEYS[13], now, { submitted = submitted })
 end
+flush_events()
 return ids

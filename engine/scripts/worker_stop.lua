@@ -13,4 +13,5 @@ redis.call('PEXPIRE', KEYS[2], ARGV[4])
 redis.call('ZREM', KEYS[1], ARGV[3])
 emit_raw(KEYS[3], KEYS[4], ARGV[2], '{"type":"worker.stopped","data":{"worker_id":"' .. ARGV[3] ..
   '","ts":' .. string.format('%d', now) .. '}}')
+flush_events()
 return 1
