@@ -35,6 +35,7 @@ class Keys:
         self.events_log = p + "events:log"    # capped stream of the same events
         self.stats = p + "stats"              # lifetime counters
         self.idempotency_prefix = p + "idem:"
+        self.schedules = p + "schedules"      # recurring schedule names, scored by next fire time
 
     def queue(self, priority_name: str) -> str:
         """The pending list of one priority (``urgent``, ``high``, ``normal``, ``low``)."""
@@ -63,10 +64,14 @@ class Keys:
 
     @property
     def batch_keys(self) -> list[str]:
-        """The nine keys every script that ends or reopens a task takes last (see lib.lua)."""
+        """The ten keys every script that ends or reopens a task takes last (see lib.lua)."""
         return [self.task_prefix, self.result_prefix, self.done_prefix, self.status["running"],
                 self.status["completed"], self.status["cancelled"], self.events_log, self.events,
-                self.stats]
+                self.stats, self.children_prefix]
+
+    def schedule(self, name: str) -> str:
+        """The hash holding one recurring schedule (cron, timezone, task template, next fire)."""
+        return self.prefix + "schedule:" + name
 
     def worker(self, worker_id: str) -> str:
         """The hash holding one worker's details."""

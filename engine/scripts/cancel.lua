@@ -5,7 +5,7 @@
   KEYS[9]  status:scheduled KEYS[10] status:retry    KEYS[11] status:running
   KEYS[12] status:cancelled KEYS[13] result key      KEYS[14] waiter list
   KEYS[15] events:log       KEYS[16] events (channel) KEYS[17] stats
-  KEYS[-9..-1] the nine batch keys (see lib.lua)
+  KEYS[-10..-1] the ten batch keys (see lib.lua)
   ARGV[1] now override in ms ('' = Redis TIME)   ARGV[2] events stream max length
   ARGV[3] TTL of the cancelled task in ms   ARGV[4] task id   ARGV[5] result document
   Returns: {1, previous status} cancelled; {-1, ''} no such task;
@@ -26,6 +26,7 @@ redis.call('PEXPIRE', KEYS[1], ARGV[3])
 redis.call('SET', KEYS[13], ARGV[5], 'PX', ARGV[3])
 if f[3] then redis.call('RPUSH', KEYS[14], ARGV[5]); redis.call('PEXPIRE', KEYS[14], 60000) end
 redis.call('ZADD', KEYS[12], now, id)
+redis.call('ZREMRANGEBYSCORE', KEYS[12], '-inf', now - tonumber(ARGV[3]))   -- keep the index bounded
 redis.call('HINCRBY', KEYS[17], 'cancelled', 1)
 emit(KEYS[15], KEYS[16], ARGV[2], 'task.cancelled', id, 'cancelled', now, ',"previous":"' .. status .. '"')
 child_ended(f[4], 'cancelled', now, ARGV[2], ARGV[3])

@@ -78,14 +78,14 @@ end
 
 --[[ Batch bookkeeping. A BATCH_QUERY parent tracks its children: each child that ends
   counts in the parent (n_completed / n_failed / n_cancelled) and the last one ends the
-  parent. Scripts that end or reopen tasks take nine "batch keys" as their LAST nine KEYS:
+  parent. Scripts that end or reopen tasks take ten "batch keys" as their LAST ten KEYS:
   task prefix, result prefix, waiter prefix, status:running, status:completed,
-  status:cancelled, events:log, events channel, stats. ]]
+  status:cancelled, events:log, events channel, stats, children list prefix. ]]
 local function batch_keys()
-  local b = #KEYS - 9
+  local b = #KEYS - 10
   return { task = KEYS[b + 1], result = KEYS[b + 2], done = KEYS[b + 3], running = KEYS[b + 4],
     completed = KEYS[b + 5], cancelled = KEYS[b + 6], log = KEYS[b + 7], channel = KEYS[b + 8],
-    stats = KEYS[b + 9] }
+    stats = KEYS[b + 9], children = KEYS[b + 10] }
 end
 
 local function finish_parent(K, parent, f, now, maxlen, ttl)
@@ -96,6 +96,7 @@ local function finish_parent(K, parent, f, now, maxlen, ttl)
     cancelled = tonumber(f[4]), duration = (now - tonumber(f[7])) / 1000 })
   redis.call('HSET', pkey, 'status', status, 'finished_at', now)
   redis.call('PEXPIRE', pkey, ttl)
+  redis.call('PEXPIRE', K.children .. parent, ttl)
   redis.call('SET', K.result .. parent, doc, 'PX', ttl)
   if f[6] then redis.call('RPUSH', K.done .. parent, doc); redis.call('PEXPIRE', K.done .. parent, 60000) end
   redis.call('ZREM', K.running, parent)
@@ -128,6 +129,7 @@ local function child_reopened(parent, outcome, now, maxlen)
   redis.call('HINCRBY', pkey, 'n_' .. outcome, -1)
   if status == 'completed' or status == 'cancelled' then
     redis.call('PERSIST', pkey)
+    redis.call('PERSIST', K.children .. parent)
     redis.call('DEL', K.result .. parent)
     redis.call('HSET', pkey, 'status', 'running', 'finished_at', '')
     redis.call('ZREM', status == 'completed' and K.completed or K.cancelled, parent)
