@@ -80,6 +80,8 @@ class TaskWorker:
         self._unwritten: list[tuple] = []                # outcomes Redis has not taken yet
         self._lock = threading.RLock()
         self._stopping = threading.Event()
+        self._left = threading.Event()   # set once the worker has left; ends the heartbeat
+        self._beat_lock = threading.Lock()
         self._aborting = False
         self._in_handler = False
         self._avg_run = 0.0                              # EWMA of handler seconds
@@ -118,6 +120,7 @@ class TaskWorker:
         """Run until :meth:`stop` (or a signal), or with ``burst`` until nothing is due.
         Returns the worker's counters."""
         self._stopping.clear()
+        self._left.clear()
         self._aborting = False
         self._state = "running"
         self._register()
@@ -437,9 +440,14 @@ class TaskWorker:
 
     # -- heartbeat ----------------------------------------------------------------------
     def _heartbeat_loop(self) -> None:
-        while not self._stopping.wait(self.heartbeat_interval):
+        # Keeps beating while a graceful stop finishes the tasks in hand: their leases
+        # must not lapse just because no new work is being claimed.
+        while not self._left.wait(self.heartbeat_interval):
             try:
-                self._heartbeat_now()
+                with self._beat_lock:   # never beat after worker_stop: it would re-register us
+                    if self._left.is_set():
+                        return
+                    self._heartbeat_now()
                 self.store.reap(int(self.queue.settings.lease_timeout * 1000))
             except REDIS_DOWN as exc:
                 self._note_redis_down(exc)
@@ -498,6 +506,8 @@ class TaskWorker:
             unfinished = [t for t in self._held.values()
                           if not any(o[1] is t for o in self._unwritten)]
         self._release(unfinished)
+        with self._beat_lock:
+            self._left.set()
         try:
             self.store.worker_stop(self.worker_id, {
                 "processed": self.stats["processed"], "failed": self.stats["failed"],
