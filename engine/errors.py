@@ -33,6 +33,13 @@ class TaskNotFound(QueueError, KeyError):
         return self.args[0] if self.args else "task not found"
 
 
+class ScheduleNotFound(QueueError, KeyError):
+    """No recurring schedule with that name."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return self.args[0] if self.args else "schedule not found"
+
+
 class InvalidTransition(QueueError):
     """The task is not in a status that allows this verb (e.g. cancel a completed task)."""
 
@@ -98,4 +105,7 @@ def translate_redis_errors():
     try:
         yield
     except (redis.ConnectionError, redis.TimeoutError) as exc:
+        if isinstance(exc, redis.AuthenticationError):
+            raise QueueUnavailable("Redis refused the credentials (check the password in "
+                                   "REDIS_URL or REDIS_PASSWORD)") from exc
         raise QueueUnavailable(f"Redis is unreachable ({type(exc).__name__})") from exc
