@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import zoneinfo
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -56,6 +57,11 @@ class Settings:
     default_max_retries: int = field(default=3, metadata={"env": "QUEUE_MAX_RETRIES"})
     default_retry_delay: float = field(default=60.0, metadata={"env": "QUEUE_RETRY_DELAY"})
     data_dir: str = field(default="data", metadata={"env": "QUEUE_DATA_DIR"})
+    # CSV jobs (see engine.csv_jobs) and recurring schedules (see engine.scheduler).
+    csv_max_bytes: int = field(default=20 * 1024 * 1024, metadata={"env": "QUEUE_CSV_MAX_BYTES"})
+    csv_max_rows: int = field(default=100_000, metadata={"env": "QUEUE_CSV_MAX_ROWS"})
+    schedule_timezone: str = field(default="UTC", metadata={"env": "QUEUE_SCHEDULE_TIMEZONE"})
+    schedule_misfire_grace: float = field(default=60.0, metadata={"env": "QUEUE_SCHEDULE_MISFIRE_GRACE"})
     # Agent (see engine.agent).
     agent_backend: str = field(default="demo", metadata={"env": "AGENT_BACKEND"})
     agent_model: str | None = field(default=None, metadata={"env": "AGENT_MODEL"})
@@ -77,7 +83,8 @@ class Settings:
 
     def _validate(self) -> None:
         positive = ("heartbeat_interval", "lease_timeout", "result_ttl", "failed_ttl",
-                    "max_payload_bytes", "max_result_bytes", "events_max_len", "console_refresh_seconds")
+                    "max_payload_bytes", "max_result_bytes", "events_max_len", "console_refresh_seconds",
+                    "csv_max_bytes", "csv_max_rows", "agent_timeout")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigurationError(f"{_env_name(name)} must be greater than 0")
@@ -85,11 +92,15 @@ class Settings:
             raise ConfigurationError(
                 "QUEUE_LEASE_TIMEOUT must be longer than QUEUE_HEARTBEAT_INTERVAL "
                 "(a lease must survive at least one missed heartbeat)")
-        for name in ("max_stalls", "default_max_retries", "redis_db", "max_finished_index"):
+        for name in ("max_stalls", "default_max_retries", "redis_db", "max_finished_index",
+                     "schedule_misfire_grace"):
             if getattr(self, name) < 0:
                 raise ConfigurationError(f"{_env_name(name)} must not be negative")
         if not 0.0 <= self.agent_demo_failure_rate <= 1.0:
             raise ConfigurationError("AGENT_DEMO_FAILURE_RATE must be between 0 and 1")
+        if not _is_timezone(self.schedule_timezone):
+            raise ConfigurationError(f"QUEUE_SCHEDULE_TIMEZONE: unknown timezone {self.schedule_timezone!r} "
+                                     "(use an IANA name such as Europe/Paris, or UTC)")
         if self.redis_url and urlsplit(self.redis_url).scheme not in ("redis", "rediss", "unix"):
             raise ConfigurationError("REDIS_URL must start with redis://, rediss:// or unix://")
 
@@ -118,6 +129,8 @@ class Settings:
         kwargs = {f.name: _parse(f, values[env]) for env, f in by_env.items() if env in values}
         if "openai_api_key" not in kwargs and values.get("OPENAI_API_KEY"):
             kwargs["openai_api_key"] = values["OPENAI_API_KEY"]
+        if "openai_base_url" not in kwargs and values.get("OPENAI_BASE_URL"):
+            kwargs["openai_base_url"] = values["OPENAI_BASE_URL"]
         kwargs.update(overrides)
         return cls(**kwargs)
 
@@ -140,6 +153,14 @@ class Settings:
                 value = mask_url(value)
             out[f.metadata["env"]] = value
         return out
+
+
+def _is_timezone(name: str) -> bool:
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, TypeError):
+        return False
+    return True
 
 
 def _env_name(field_name: str) -> str:
@@ -171,7 +192,11 @@ def _parse(f: dataclasses.Field, raw: str) -> Any:
 
 def read_env_file(path: str | os.PathLike) -> dict[str, str]:
     """Parse a ``.env`` file (``KEY=value`` lines, ``#`` comments, optional quotes,
-    optional ``export``). A malformed line is an error naming its number."""
+    optional ``export``). A malformed line is an error naming its number.
+
+    Our own few lines rather than python-dotenv: it skips a malformed line with a logged
+    warning, and a setting that silently does not apply is what this module exists to stop.
+    """
     values = {}
     for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
         line = line.strip()
@@ -183,12 +208,22 @@ def read_env_file(path: str | os.PathLike) -> dict[str, str]:
         key, value = key.strip(), value.strip()
         if not sep or not key.replace("_", "").isalnum():
             raise ConfigurationError(f"{path}, line {number}: expected KEY=value")
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
-        elif " #" in value:
-            value = value.split(" #", 1)[0].rstrip()
-        values[key] = value
+        values[key] = _env_value(value)
     return values
+
+
+def _env_value(value: str) -> str:
+    """A value as shells and python-dotenv read it: inside quotes ``#`` is text, and a
+    comment may follow the closing quote (``KEY='5' # why``); unquoted, `` #`` starts one."""
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+        return value[1:-1]
+    if value[:1] in ("'", '"'):
+        end = value.find(value[0], 1)
+        if end > 0 and value[end + 1:].lstrip().startswith("#"):
+            return value[1:end]
+    if " #" in value:
+        value = value.split(" #", 1)[0].rstrip()
+    return value
 
 
 def mask_url(url: str) -> str:
