@@ -22,8 +22,9 @@ _UNFINISHED = ("pending", "scheduled", "retry", "running")
 
 
 def is_batch(task: Task) -> bool:
-    """Whether ``task`` is a batch to fan out."""
-    return task.type_name == TaskType.BATCH_QUERY.value
+    """Whether ``task`` is a batch to fan out (anything but a Task is left to the caller's
+    validation, which names the bad input)."""
+    return isinstance(task, Task) and task.type_name == TaskType.BATCH_QUERY.value
 
 
 def batch_queries(payload: dict[str, Any]) -> list[str]:
@@ -66,6 +67,8 @@ def submit_batch(queue: "TaskQueue", task: Task) -> str:
     parent_row = queue._row(parent, children=len(children))
     child_rows = [queue._row(child) for child in children]
     with translate_redis_errors():
+        if queue.client.exists(queue.keys.task(parent.task_id)):
+            return parent.task_id           # the same Task submitted again: already fanned out
         parent_id = queue.store.submit([parent_row])[0]
         if parent_id != parent.task_id:     # idempotent resubmit: the batch exists already
             return parent_id
@@ -154,3 +157,24 @@ def _act_on_children(queue: "TaskQueue", batch_id: str, statuses: Sequence[str],
         raise InvalidTransition(f"cannot {verb} batch {batch_id}: no child is "
                                 f"{' or '.join(statuses)}")
     return len(targets)
+
+
+# -- CSV jobs (implemented in engine.csv_jobs) -----------------------------------------------
+def submit_csv(file: Any, query_column: str = "query", priority: Any = "low",
+               queue: "TaskQueue | None" = None, **task_options: Any) -> str:
+    """Submit every data row of a CSV file (a path, bytes, or an open file) as one query of
+    a new batch; returns the batch id. Each row's task keeps the input row, for
+    :func:`export_results_csv`. A rejected file (too large, too many rows, not UTF-8, no
+    such column, blank queries) raises ValidationError naming the rows, and writes nothing.
+    Limits: ``QUEUE_CSV_MAX_BYTES``, ``QUEUE_CSV_MAX_ROWS``."""
+    from .csv_jobs import submit_csv as submit
+    return submit(file, query_column=query_column, priority=priority, queue=queue, **task_options)
+
+
+def export_results_csv(batch_id: str, queue: "TaskQueue | None" = None,
+                       path_or_buffer: Any = None) -> str | None:
+    """The batch's input rows with ``answer``, ``status``, ``error`` and ``duration`` added,
+    in input order: returned as text, or written to ``path_or_buffer`` (a path or an open
+    file; then None is returned)."""
+    from .csv_jobs import export_results_csv as export
+    return export(batch_id, queue=queue, path_or_buffer=path_or_buffer)

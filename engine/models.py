@@ -100,14 +100,15 @@ class Task:
     ``backoff="exponential"`` it doubles per attempt (with jitter), capped at
     ``max_retry_delay``. ``run_at`` / ``delay`` schedule it for later.
     ``idempotency_key`` makes a second submit with the same key return the first id.
-    ``timeout`` (seconds) is passed to handlers that honour it.
+    ``timeout`` (seconds) is passed to handlers that honour it. ``max_retries`` and
+    ``retry_delay`` left at None take the queue's ``QUEUE_MAX_RETRIES`` / ``QUEUE_RETRY_DELAY``.
     """
 
     task_type: TaskType | str = TaskType.CUSTOM
     payload: dict[str, Any] = field(default_factory=dict)
     priority: TaskPriority | int | str = TaskPriority.NORMAL
-    max_retries: int = 3
-    retry_delay: float = 60.0
+    max_retries: int | None = None
+    retry_delay: float | None = None
     backoff: Backoff | str = Backoff.FIXED
     max_retry_delay: float = 3600.0
     session_id: str | None = None
@@ -127,9 +128,12 @@ class Task:
             raise ValidationError(f"backoff must be 'fixed' or 'exponential', got {self.backoff!r}") from None
         if not isinstance(self.payload, dict):
             raise ValidationError(f"payload must be a dict, got {type(self.payload).__name__}")
-        if isinstance(self.max_retries, bool) or not isinstance(self.max_retries, int) or self.max_retries < 0:
+        if self.max_retries is not None and (isinstance(self.max_retries, bool) or
+                                             not isinstance(self.max_retries, int) or self.max_retries < 0):
             raise ValidationError(f"max_retries must be a whole number >= 0, got {self.max_retries!r}")
         for name in ("retry_delay", "max_retry_delay"):
+            if name == "retry_delay" and self.retry_delay is None:
+                continue   # the queue's default, filled in at submit
             if not isinstance(getattr(self, name), (int, float)) or getattr(self, name) < 0:
                 raise ValidationError(f"{name} must be a number of seconds >= 0")
         if self.delay is not None and (not isinstance(self.delay, (int, float)) or self.delay < 0):

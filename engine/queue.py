@@ -20,6 +20,7 @@ from .store import Store
 
 SUBMIT_CHUNK = 2000          # tasks per script call in bulk submits
 WAIT_SLICE_SECONDS = 2.0     # longest single blocking call (see DESIGN.md, known traps)
+MERGED_PAGE_DEPTH = 10_000   # deepest row search_tasks pages to across several statuses
 _STATUS_FIELDS = ("status", "created_at", "started_at", "worker", "finished_at", "attempt",
                   "priority", "type", "error", "due_at", "max_retries")
 
@@ -57,12 +58,19 @@ class TaskQueue:
             raise ValidationError(f"expected a Task, got {type(task).__name__}")
         payload = dumps(task.payload, "payload", self.settings.max_payload_bytes)
         due = task.due_ms()
-        return [task.task_id, task.type_name, int(task.priority), payload, task.session_id or "",
-                task.max_retries, int(task.retry_delay * 1000), task.backoff.value,
-                int(task.max_retry_delay * 1000), "" if due is None else due,
-                "" if task.delay is None else int(task.delay * 1000),
-                task.idempotency_key or "", "" if task.timeout is None else task.timeout,
-                task.parent_id or "", children]
+        # Unset retry policy takes the settings' defaults (QUEUE_MAX_RETRIES, QUEUE_RETRY_DELAY).
+        retries = self.settings.default_max_retries if task.max_retries is None else task.max_retries
+        delay = self.settings.default_retry_delay if task.retry_delay is None else task.retry_delay
+        fields = ["type", task.type_name, "payload", payload, "max_retries", retries,
+                  "retry_delay", int(delay * 1000), "backoff", task.backoff.value,
+                  "max_retry_delay", int(task.max_retry_delay * 1000)]
+        for name, value in (("session", task.session_id), ("timeout", task.timeout),
+                            ("parent", task.parent_id)):
+            if value is not None and value != "":
+                fields += [name, value]
+        return [task.task_id, int(task.priority), "" if due is None else due,
+                "" if task.delay is None else int(task.delay * 1000), task.idempotency_key or "",
+                task.parent_id or "", children, len(fields) // 2, *fields]
 
     def submit_task(self, task: Task) -> str:
         """Submit one task (one round trip); returns its id. Raises ValidationError (and
@@ -75,18 +83,18 @@ class TaskQueue:
 
     def submit_tasks(self, tasks: Iterable[Task]) -> list[str]:
         """Submit many tasks: every task is validated first (nothing is written if any is
-        bad), then they go in chunks of 2,000 per script call, all in one round trip."""
+        bad), then they stream to Redis in chunks of 2,000 per script call, in one
+        pipelined round trip that overlaps encoding the next chunk with Redis running
+        the last."""
         tasks = list(tasks)
         if any(batch.is_batch(t) for t in tasks):
             raise ValidationError("submit batches with submit_task, one at a time")
         rows = [self._row(t) for t in tasks]
         if not rows:
             return []
+        chunks = [rows[i:i + SUBMIT_CHUNK] for i in range(0, len(rows), SUBMIT_CHUNK)]
         with translate_redis_errors():
-            pipe = self.client.pipeline(transaction=False)
-            for i in range(0, len(rows), SUBMIT_CHUNK):
-                self.store.submit(rows[i:i + SUBMIT_CHUNK], client=pipe)
-            return [task_id for chunk in pipe.execute() for task_id in chunk]
+            return [task_id for reply in self.store.submit_streamed(chunks) for task_id in reply]
 
     # -- reading ------------------------------------------------------------------------
     def get_task(self, task_id: str) -> dict[str, Any] | None:
@@ -260,6 +268,154 @@ class TaskQueue:
                          "run_p95_ms": metrics.percentile_ms(run, 0.95)})
         return rows
 
+    # -- console reads: each one a fixed number of round trips, however many tasks exist ----
+    def search_tasks(self, *, status: Any = None, priority: Any = None,
+                     task_type: str | None = None, session_id: str | None = None,
+                     since_ms: int | None = None, until_ms: int | None = None,
+                     text: str | None = None, limit: int = 50, offset: int = 0,
+                     scan_limit: int = 5000) -> dict[str, Any]:
+        """A page of tasks for a table, newest first by when they entered their status.
+
+        ``status`` is one status, a list of them, or None for all. ``since_ms`` /
+        ``until_ms`` (epoch ms) bound the time a task entered its status (its last
+        change). ``priority``, ``task_type``, ``session_id`` and ``text`` (a
+        case-insensitive substring of the id or of the payload JSON) are checked on at
+        most ``scan_limit`` index entries, newest first. Without those filters, paging
+        across several statuses reaches at most ``MERGED_PAGE_DEPTH`` rows deep (narrow
+        to one status to go deeper).
+
+        Returns ``{"tasks", "total", "exact", "scanned"}``: ``total`` counts every match
+        when ``exact``, else only the matches among the ``scanned`` newest entries. Each
+        task carries ``updated_at``. Two or three round trips.
+        """
+        limit, offset = _page_bounds(limit, offset)
+        names = [_status_name(s) for s in (status if isinstance(status, (list, tuple, set))
+                                           else [status])] if status else list(STATUS_NAMES)
+        hi = "+inf" if until_ms is None else int(until_ms)
+        lo = "-inf" if since_ms is None else int(since_ms)
+        want_priority = int(TaskPriority.parse(priority)) if priority is not None else None
+        needle = (text or "").strip().lower()
+        filtered = want_priority is not None or bool(task_type) or bool(session_id) or bool(needle)
+        if not filtered and len(names) > 1 and offset + limit > MERGED_PAGE_DEPTH:
+            raise ValidationError(f"pages across statuses reach {MERGED_PAGE_DEPTH:,} rows deep: "
+                                  "filter on one status to page further")
+        # One status needs no merging, so Redis can skip to the offset itself.
+        start, window = (offset, limit) if not filtered and len(names) == 1 else (
+            0, scan_limit if filtered else offset + limit)
+        with translate_redis_errors():
+            pipe = self.client.pipeline(transaction=False)
+            for name in names:
+                pipe.zrevrangebyscore(self.keys.status[name], hi, lo, start=start, num=window,
+                                      withscores=True)
+                pipe.zcount(self.keys.status[name], lo, hi)
+            replies = pipe.execute()
+        in_range = sum(int(n) for n in replies[1::2])
+        pairs = sorted((p for reply in replies[0::2] for p in reply), key=lambda p: -p[1])[:window]
+        scores = dict(pairs)
+        ids = [task_id for task_id, _ in pairs]
+        if not filtered:
+            page = ids if len(names) == 1 else ids[offset:offset + limit]
+            return {"tasks": self._with_updated(self._load_records(page), scores),
+                    "total": in_range, "exact": True, "scanned": len(ids)}
+        fields = ("priority", "type", "session", "payload")
+        with translate_redis_errors():
+            pipe = self.client.pipeline(transaction=False)
+            for task_id in ids:
+                pipe.hmget(self.keys.task(task_id), fields if needle else fields[:3])
+            values = pipe.execute()
+        matches = [task_id for task_id, v in zip(ids, values)
+                   if v[0] is not None and _row_matches(task_id, v, want_priority, task_type,
+                                                         session_id, needle)]
+        records = self._load_records(matches[offset:offset + limit])
+        return {"tasks": self._with_updated(records, scores), "total": len(matches),
+                "exact": in_range <= len(ids), "scanned": len(ids)}
+
+    @staticmethod
+    def _with_updated(records: list[dict[str, Any]], scores: dict[str, float]) -> list[dict[str, Any]]:
+        for record in records:
+            record["updated_at"] = clock.to_iso(scores.get(record["task_id"]))
+        return records
+
+    def get_task_statuses(self, task_ids: Sequence[str]) -> list[dict[str, Any] | None]:
+        """:meth:`get_task_status` for many ids in one round trip, in the same order
+        (None for an id with no task)."""
+        if not task_ids:
+            return []
+        with translate_redis_errors():
+            pipe = self.client.pipeline(transaction=False)
+            for task_id in task_ids:
+                pipe.hmget(self.keys.task(task_id), _STATUS_FIELDS)
+            replies = pipe.execute()
+        return [task_record(dict(zip(_STATUS_FIELDS, values)), task_id) if values[0] is not None
+                else None for task_id, values in zip(task_ids, replies)]
+
+    def list_scheduled(self, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
+        """Tasks waiting for a due time (scheduled ones, and retries waiting out their
+        delay), soonest first, each with ``due_at`` from the ``scheduled`` set. Two round
+        trips; the number waiting is ``scheduled_tasks + retry_tasks`` of the stats."""
+        limit, offset = _page_bounds(limit, offset)
+        with translate_redis_errors():
+            pairs = self.client.zrange(self.keys.scheduled, offset, offset + limit - 1,
+                                       withscores=True)
+        due = dict(pairs)
+        records = self._load_records([task_id for task_id, _ in pairs])
+        for record in records:
+            record["due_at"] = clock.to_iso(due.get(record["task_id"]))
+        return records
+
+    def failed_task_groups(self, scan_limit: int = 2000) -> list[dict[str, Any]]:
+        """Dead letters grouped by the first line of their error, largest group first:
+        ``{"error", "count", "task_types", "first_failed_at", "last_failed_at",
+        "task_ids"}`` (ids newest first). Looks at the newest ``scan_limit`` failed tasks;
+        two round trips."""
+        with translate_redis_errors():
+            pairs = self.client.zrevrange(self.keys.status["failed"], 0, scan_limit - 1,
+                                          withscores=True)
+            pipe = self.client.pipeline(transaction=False)
+            for task_id, _ in pairs:
+                pipe.hmget(self.keys.task(task_id), ("status", "error", "type"))
+            values = pipe.execute() if pairs else []
+        groups: dict[str, dict[str, Any]] = {}
+        for (task_id, score), (status, error, task_type) in zip(pairs, values):
+            if status != "failed":      # expired, or moved on since the index was read
+                continue
+            key = (error or "(no error recorded)").strip().splitlines()[0][:300]
+            group = groups.setdefault(key, {"error": key, "count": 0, "task_types": set(),
+                                            "first_ms": score, "last_ms": score, "task_ids": []})
+            group["count"] += 1
+            group["task_types"].add(task_type or "?")
+            group["first_ms"] = min(group["first_ms"], score)
+            group["last_ms"] = max(group["last_ms"], score)
+            group["task_ids"].append(task_id)
+        out = []
+        for group in sorted(groups.values(), key=lambda g: (-g["count"], -g["last_ms"])):
+            out.append({"error": group["error"], "count": group["count"],
+                        "task_types": sorted(group["task_types"]),
+                        "first_failed_at": clock.to_iso(group["first_ms"]),
+                        "last_failed_at": clock.to_iso(group["last_ms"]),
+                        "task_ids": group["task_ids"]})
+        return out
+
+    def get_workers(self, worker_ids: Sequence[str]) -> list[dict[str, Any]]:
+        """Stored details of the given workers, also of ones that already left the
+        registry (lost or stopped: their record is kept for a day), shaped like
+        :meth:`list_workers`; unknown ids are skipped. One round trip."""
+        if not worker_ids:
+            return []
+        with translate_redis_errors():
+            pipe = self.client.pipeline(transaction=False)
+            for worker_id in worker_ids:
+                pipe.hgetall(self.keys.worker(worker_id))
+            replies = pipe.execute()
+        out = []
+        for worker_id, info in zip(worker_ids, replies):
+            if info:
+                info = dict(info)
+                info["worker_id"] = worker_id
+                info["last_heartbeat"] = clock.to_iso(info.get("last_heartbeat"))
+                out.append(info)
+        return out
+
     # -- steering -----------------------------------------------------------------------
     def cancel_task(self, task_id: str, reason: str = "cancelled by request") -> str:
         """Cancel an unfinished task; returns the status it had. Raises TaskNotFound, or
@@ -391,6 +547,18 @@ def _matches(record: dict, priority: int | None, task_type: str | None, session_
     if task_type and record.get("task_type") != str(task_type):
         return False
     return not session_id or record.get("session_id") == session_id
+
+
+def _row_matches(task_id: str, values: Sequence[str | None], priority: int | None,
+                 task_type: str | None, session_id: str | None, needle: str) -> bool:
+    """Whether a task's (priority, type, session[, payload]) pass search_tasks' filters."""
+    if priority is not None and values[0] != str(priority):
+        return False
+    if task_type and values[1] != str(task_type):
+        return False
+    if session_id and values[2] != session_id:
+        return False
+    return not needle or needle in task_id.lower() or needle in (values[3] or "").lower()
 
 
 def _status_name(status: TaskStatus | str) -> str:

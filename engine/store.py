@@ -5,6 +5,7 @@ only build each script's KEYS and ARGV (in the order its header documents) and c
 """
 from __future__ import annotations
 
+import threading
 from typing import Any, Callable, Iterable, Sequence
 
 import redis
@@ -70,6 +71,44 @@ class Store:
             flat.extend(row)
         return self._run("submit", self._submit_keys,
                          [len(rows), IDEMPOTENCY_TTL_MS, *flat], client=client)
+
+    def submit_streamed(self, chunks: Sequence[Sequence[Sequence[Any]]]) -> list[list[str]]:
+        """Submit several chunks of rows on one connection: this thread encodes and sends
+        chunk after chunk while a reader thread collects the replies, so Python's encoding
+        of one chunk overlaps Redis running the one before. Chunks run in order."""
+        if len(chunks) == 1:
+            return [self.submit(chunks[0])]
+        script = self._scripts["submit"]
+        sha = self.client.script_load(script.script)   # EVALSHA must not meet NOSCRIPT midway
+        conn = self.client.connection_pool.get_connection()
+        replies: list[Any] = []
+
+        def read_all() -> None:
+            try:
+                for _ in chunks:
+                    replies.append(conn.read_response())
+            except Exception as exc:  # handed to the sending thread below
+                replies.append(exc)
+
+        reader = threading.Thread(target=read_all, daemon=True)
+        try:
+            reader.start()
+            for rows in chunks:
+                flat = [v for row in rows for v in row]
+                args = [self.now_arg(), self._maxlen, len(rows), IDEMPOTENCY_TTL_MS, *flat]
+                conn.send_packed_command(conn.pack_command(
+                    "EVALSHA", sha, len(self._submit_keys), *self._submit_keys, *args), False)
+            reader.join()
+        except BaseException:
+            conn.disconnect()
+            raise
+        finally:
+            self.client.connection_pool.release(conn)
+        for reply in replies:
+            if isinstance(reply, BaseException):
+                conn.disconnect()
+                raise reply
+        return replies
 
     def claim(self, worker_id: str, count: int) -> list[str]:
         """Claim up to ``count`` pending tasks; returns claim.lua's flat array."""

@@ -130,7 +130,7 @@ local function child_reopened(parent, outcome, now, maxlen)
   if status == 'completed' or status == 'cancelled' then
     redis.call('PERSIST', pkey)
     redis.call('PERSIST', K.children .. parent)
-    redis.call('DEL', K.result .. parent)
+    redis.call('DEL', K.result .. parent, K.done .. parent)   -- waiters must not see the old end
     redis.call('HSET', pkey, 'status', 'running', 'finished_at', '')
     redis.call('ZREM', status == 'completed' and K.completed or K.cancelled, parent)
     redis.call('ZADD', K.running, now, parent)

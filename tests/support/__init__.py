@@ -1,0 +1,1 @@
+"""Helpers shared by the engine's behaviour tests (index checks, handlers, worker processes)."""
