@@ -1,34 +1,63 @@
 """Agent execution on the queue: the executor users call and the handlers workers run.
 
 ``AgentExecutor.execute_async`` submits an AGENT_QUERY task; a worker runs it with
-:meth:`AgentExecutor.execute`, through the backend chosen by ``AGENT_BACKEND``.
+:meth:`AgentExecutor.execute`, through the backend chosen by ``AGENT_BACKEND``:
+
+- ``demo`` (default): the offline demo agent, labelled as such in every answer;
+- ``openai``: any OpenAI-compatible chat-completions server (:mod:`.openai_backend`);
+- ``module.path:callable``: the user's own agent (:mod:`.custom`).
+
+A backend is any object with ``name``, ``model`` and ``run(query, session_id) -> dict``
+returning at least ``{"answer", "backend", "model", "usage"}``.
 """
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+from typing import Any, Mapping
 
 from ..config import Settings
-from ..errors import ValidationError
+from ..errors import ConfigurationError, PermanentError, ValidationError
 from ..models import AgentTask, RunningTask, TaskPriority, TaskType
 from ..queue import TaskQueue, get_task_queue
+from .custom import CallableBackend
 from .demo import DEMO_NOTICE, DemoBackend
 
 MAX_QUERY_CHARS = 100_000
 
 
 def build_backend(settings: Settings) -> Any:
-    """The backend ``settings.agent_backend`` names."""
-    name = settings.agent_backend
+    """The backend ``AGENT_BACKEND`` names: ``demo``, ``openai`` or ``module.path:callable``.
+    Raises ConfigurationError for an unknown name or an incomplete configuration."""
+    name = (settings.agent_backend or "demo").strip()
     if name == "demo":
         return DemoBackend(settings.agent_demo_latency, settings.agent_demo_failure_rate)
-    raise ValidationError(f"unknown AGENT_BACKEND {name!r}: use demo")
+    if name == "openai":
+        from .openai_backend import OpenAIBackend   # imports the openai package only when used
+        return OpenAIBackend.from_settings(settings)
+    if ":" in name:
+        return CallableBackend.from_spec(name, model=settings.agent_model)
+    raise ConfigurationError(f"unknown AGENT_BACKEND {name!r}: use demo, openai, or "
+                             "module.path:callable (your own agent, e.g. myproject.agents:answer)")
+
+
+def as_backend(llm: Any) -> Any:
+    """``llm`` as a backend: a backend object as it is, anything else (a function, a
+    LangChain model, chain or agent) wrapped in :class:`CallableBackend`."""
+    if callable(getattr(llm, "run", None)) and hasattr(llm, "name") and hasattr(llm, "model"):
+        return llm
+    return CallableBackend(llm)
 
 
 class AgentExecutor:
     """Runs agent queries in the background through the queue (or in-process).
 
-    ``llm``, ``tool_registry`` and ``config`` are optional; ``backend`` overrides the one
-    the settings name; ``queue`` defaults to the process-wide queue.
+    All arguments are optional. ``llm`` is the agent :meth:`execute` runs in this process
+    (a function ``(query, session_id)``, a LangChain model/chain/agent, or a backend
+    object); without it the backend ``AGENT_BACKEND`` names is used (``python worker.py``
+    always runs the backend its own environment names). ``tool_registry`` is kept for the guide's
+    signature: tools belong to your agent. ``config`` is a :class:`Settings` or a mapping
+    of settings to override by field name (``{"agent_backend": "openai"}``).
+    ``queue`` defaults to the process-wide queue; ``backend`` overrides everything.
     """
 
     def __init__(self, llm: Any = None, tool_registry: Any = None, config: Any = None, *,
@@ -36,7 +65,9 @@ class AgentExecutor:
                  settings: Settings | None = None):
         self.llm, self.tool_registry, self.config = llm, tool_registry, config
         self._queue = queue
-        self.settings = settings or (queue.settings if queue is not None else Settings.from_env())
+        self.settings = _settings(settings, config, queue)
+        if backend is None and llm is not None:
+            backend = as_backend(llm)
         self.backend = backend or build_backend(self.settings)
 
     @property
@@ -69,8 +100,33 @@ class AgentExecutor:
         return self.backend.run(validate_query(query), session_id)
 
     def handle(self, task: RunningTask) -> dict[str, Any]:
-        """The AGENT_QUERY handler a worker registers."""
-        return self.execute(task.payload.get("query", ""), task.payload.get("session_id"))
+        """The AGENT_QUERY handler a worker registers (a task's ``timeout`` bounds the
+        call on backends that take one)."""
+        try:
+            query = validate_query(task.payload.get("query", ""))
+        except ValidationError as exc:   # retrying cannot fix the task's own input
+            raise PermanentError(str(exc)) from None
+        session_id = task.payload.get("session_id") or task.session_id
+        if task.timeout and getattr(self.backend, "accepts_timeout", False):
+            return self.backend.run(query, session_id, timeout=float(task.timeout))
+        return self.backend.run(query, session_id)
+
+
+def _settings(settings: Settings | None, config: Any, queue: TaskQueue | None) -> Settings:
+    base = settings or (queue.settings if queue is not None else None)
+    if isinstance(config, Settings):
+        return config
+    if base is None:
+        base = Settings.from_env()
+    if config is None:
+        return base
+    if not isinstance(config, Mapping):
+        raise ValidationError("config must be a Settings or a mapping of setting names to values")
+    known = {f.name for f in dataclasses.fields(Settings)}
+    unknown = sorted(set(config) - known)
+    if unknown:
+        raise ConfigurationError(f"unknown setting(s) in config: {', '.join(unknown)}")
+    return dataclasses.replace(base, **config)
 
 
 def validate_query(query: Any) -> str:
@@ -90,5 +146,5 @@ def register_handlers(worker: Any, settings: Settings | None = None,
     return executor
 
 
-__all__ = ["AgentExecutor", "DEMO_NOTICE", "DemoBackend", "build_backend", "register_handlers",
-           "validate_query"]
+__all__ = ["AgentExecutor", "CallableBackend", "DEMO_NOTICE", "DemoBackend", "as_backend",
+           "build_backend", "register_handlers", "validate_query"]

@@ -1,0 +1,163 @@
+"""The ``openai`` backend: any OpenAI-compatible chat-completions server (OpenAI, Ollama,
+vLLM, LM Studio, llama.cpp's server) through the official ``openai`` package.
+
+The client never retries (``max_retries=0``): the queue does, with its own policy, leases
+and dead letters. Provider errors are translated at this boundary:
+
+- 429, 408 and 5xx, timeouts, unreachable servers and malformed replies are passing
+  failures: :class:`RetryableError`, with the provider's ``Retry-After`` as the delay;
+- every other 4xx (bad request, wrong key, unknown model) is a :class:`PermanentError`
+  carrying the provider's own message, so the task fails at once with a reason.
+
+The API key never appears in a message, result or log line: messages are built here from
+the status and the provider's text with the key (and anything shaped like a key) masked,
+and the driver's exception is not chained (its text would land in the stored traceback).
+"""
+from __future__ import annotations
+
+import email.utils
+import math
+import re
+from typing import Any
+
+import openai
+
+from .. import clock
+from ..config import Settings, mask_url
+from ..errors import ConfigurationError, PermanentError, RetryableError
+
+DEFAULT_MODEL = "gpt-4o-mini"
+NO_KEY = "no-key"                 # local servers (Ollama, vLLM...) ignore the key but the client wants one
+MAX_RETRY_AFTER = 24 * 3600.0     # a provider asking for more than a day is not believed
+_KEY_SHAPED = re.compile(r"\b(?:sk|rk|pk|key)-[A-Za-z0-9_*.\-]{6,}")
+
+
+class OpenAIBackend:
+    """Answers a query with one chat completion: an optional system prompt, then the query.
+
+    ``client`` (tests) replaces the ``openai.OpenAI`` client the settings describe.
+    """
+
+    name = "openai"
+    accepts_timeout = True
+
+    def __init__(self, model: str | None = None, base_url: str | None = None,
+                 api_key: str | None = None, timeout: float = 60.0,
+                 system_prompt: str | None = None, client: Any = None):
+        if not api_key and not base_url and client is None:
+            raise ConfigurationError(
+                "AGENT_BACKEND=openai needs an API key: set AGENT_OPENAI_API_KEY (or "
+                "OPENAI_API_KEY), or set AGENT_OPENAI_BASE_URL to a local server that needs none")
+        self.model = model or DEFAULT_MODEL
+        self.base_url = base_url
+        self.timeout = timeout
+        self.system_prompt = system_prompt
+        self._secret = api_key or ""
+        self.label = f"{mask_url(base_url)}" if base_url else "the OpenAI API"
+        self._client = client or openai.OpenAI(api_key=api_key or NO_KEY, base_url=base_url,
+                                               timeout=timeout, max_retries=0)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "OpenAIBackend":
+        """The backend ``AGENT_MODEL``, ``AGENT_OPENAI_BASE_URL``, ``AGENT_OPENAI_API_KEY``,
+        ``AGENT_TIMEOUT`` and ``AGENT_SYSTEM_PROMPT`` describe."""
+        return cls(model=settings.agent_model, base_url=settings.openai_base_url,
+                   api_key=settings.openai_api_key, timeout=settings.agent_timeout,
+                   system_prompt=settings.agent_system_prompt)
+
+    def __repr__(self) -> str:  # no key in it
+        return f"OpenAIBackend(model={self.model!r}, base_url={self.label!r})"
+
+    def run(self, query: str, session_id: str | None = None,
+            timeout: float | None = None) -> dict[str, Any]:
+        """One chat completion: ``{"answer", "backend", "model", "usage", "finish_reason"}``.
+        ``timeout`` (seconds) overrides ``AGENT_TIMEOUT`` for this call."""
+        messages = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
+        messages.append({"role": "user", "content": query})
+        client = self._client if timeout is None else self._client.with_options(timeout=timeout)
+        try:
+            completion = client.chat.completions.create(model=self.model, messages=messages)
+        except openai.APIStatusError as exc:
+            raise self._status_error(exc) from None
+        except openai.APITimeoutError:
+            raise RetryableError(f"{self.label} did not answer within "
+                                 f"{timeout or self.timeout:g} s (AGENT_TIMEOUT)") from None
+        except openai.APIConnectionError as exc:
+            raise RetryableError(f"could not reach {self.label}: {self._redact(str(exc))}") from None
+        except (ValueError, openai.APIResponseValidationError) as exc:   # unparseable JSON
+            raise RetryableError(f"{self.label} sent a malformed response "
+                                 f"({type(exc).__name__})") from None
+        return self._result(completion)
+
+    # -- helpers ------------------------------------------------------------------------
+    def _result(self, completion: Any) -> dict[str, Any]:
+        choices = getattr(completion, "choices", None)
+        if not choices or getattr(choices[0], "message", None) is None:
+            raise RetryableError(f"{self.label} sent a malformed response (no choices: not a "
+                                 "chat-completions reply)")
+        usage = getattr(completion, "usage", None)
+        counts = {name: getattr(usage, name, None)
+                  for name in ("prompt_tokens", "completion_tokens", "total_tokens")} if usage else {}
+        return {"answer": choices[0].message.content or "", "backend": self.name,
+                "model": getattr(completion, "model", None) or self.model, "usage": counts,
+                "finish_reason": getattr(choices[0], "finish_reason", None)}
+
+    def _status_error(self, exc: openai.APIStatusError) -> Exception:
+        status = exc.status_code
+        detail = self._redact(_provider_message(exc))[:1000]
+        message = f"{self.label} answered HTTP {status}: {detail}"
+        if status == 429 or status == 408 or status >= 500:
+            return RetryableError(message, retry_after=retry_after_seconds(exc.response.headers))
+        return PermanentError(message)
+
+    def _redact(self, text: str) -> str:
+        if self._secret and len(self._secret) >= 4:
+            text = text.replace(self._secret, "***")
+        return _KEY_SHAPED.sub("***", text)
+
+
+def _provider_message(exc: openai.APIStatusError) -> str:
+    """The provider's own words: OpenAI's ``{"error": {"message"}}``, Ollama's
+    ``{"error": "..."}``, or the raw body."""
+    body = exc.body
+    if isinstance(body, dict):
+        text = body.get("message") or body.get("error") or body.get("detail")
+        if isinstance(text, dict):
+            text = text.get("message")
+        if text:
+            return str(text)
+    if isinstance(body, str) and body.strip():
+        return body.strip()
+    try:
+        return exc.response.text.strip() or exc.response.reason_phrase or "no message"
+    except Exception:  # a streamed or closed body: the status says enough
+        return "no message"
+
+
+def retry_after_seconds(headers: Any, now: float | None = None) -> float | None:
+    """The delay a ``Retry-After`` (seconds or an HTTP date) or ``retry-after-ms`` header
+    asks for, in seconds; None when absent or unreadable."""
+    raw_ms = headers.get("retry-after-ms")
+    if raw_ms:
+        try:
+            return _bounded(float(raw_ms) / 1000)
+        except ValueError:
+            pass
+    raw = headers.get("retry-after")
+    if not raw:
+        return None
+    try:
+        return _bounded(float(raw))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError):
+        return None
+    return _bounded(when.timestamp() - (clock.now_ms() / 1000 if now is None else now))
+
+
+def _bounded(seconds: float) -> float | None:
+    if not math.isfinite(seconds):
+        return None
+    return min(max(0.0, seconds), MAX_RETRY_AFTER)
