@@ -7,7 +7,8 @@ The public API, under the names the guide uses::
 """
 from .config import Settings
 from .errors import (ConfigurationError, InvalidTransition, LeaseLost, NoHandler, PayloadTooLarge,
-                     PermanentError, QueueError, QueueUnavailable, RetryableError, TaskNotFound,
+                     PermanentError, QueueError, QueueUnavailable, RetryableError, ScheduleNotFound,
+                     TaskNotFound,
                      TaskTimeout, ValidationError)
 from .models import (ACTIVE_STATUSES, TERMINAL_STATUSES, AgentTask, Backoff, QueueStats,
                      RunningTask, Task, TaskPriority, TaskStatus, TaskType)
@@ -18,7 +19,8 @@ from .worker import TaskWorker
 __all__ = [
     "ACTIVE_STATUSES", "TERMINAL_STATUSES", "AgentTask", "Backoff", "ConfigurationError",
     "InvalidTransition", "LeaseLost", "NoHandler", "PayloadTooLarge", "PermanentError",
-    "QueueError", "QueueStats", "QueueUnavailable", "RetryableError", "RunningTask", "Settings",
+    "QueueError", "QueueStats", "QueueUnavailable", "RetryableError", "RunningTask",
+    "ScheduleNotFound", "Settings",
     "Task", "TaskNotFound", "TaskPriority", "TaskQueue", "TaskScheduler", "TaskStatus",
     "TaskTimeout", "TaskType", "TaskWorker", "ValidationError", "get_task_queue",
     "reset_task_queue",

@@ -7,7 +7,7 @@ The parent's result lists every child's answer in input order, read from the chi
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from .errors import InvalidTransition, TaskNotFound, ValidationError, translate_redis_errors
 from .models import Task, TaskType
@@ -63,7 +63,11 @@ def submit_batch(queue: "TaskQueue", task: Task) -> str:
     parent_payload = {k: v for k, v in task.payload.items() if k != "queries"}
     parent_payload["count"] = len(queries)
     parent = Task(**{**task.__dict__, "payload": parent_payload})
-    children = child_tasks(task, queries)
+    return submit_family(queue, parent, child_tasks(task, queries))
+
+
+def submit_family(queue: "TaskQueue", parent: Task, children: Sequence[Task]) -> str:
+    """Submit a batch parent and the children built for it (see :func:`submit_batch`)."""
     parent_row = queue._row(parent, children=len(children))
     child_rows = [queue._row(child) for child in children]
     with translate_redis_errors():
@@ -100,8 +104,14 @@ def batch_progress(queue: "TaskQueue", batch_id: str) -> dict[str, Any]:
 def batch_items(queue: "TaskQueue", batch_id: str) -> list[dict[str, Any]]:
     """Every child's outcome, in input order: index, task_id, query, status, answer,
     result, error, duration."""
+    return [_item(index, task_id, status, payload, error, doc)
+            for index, task_id, status, payload, error, doc in child_records(queue, batch_id)]
+
+
+def child_records(queue: "TaskQueue", batch_id: str) -> Iterator[tuple]:
+    """(index, task_id, status, payload, error, result document) of every child, in input
+    order, read a chunk per round trip."""
     ids = child_ids(queue, batch_id)
-    items = []
     for start in range(0, len(ids), _CHUNK):
         chunk = ids[start:start + _CHUNK]
         with translate_redis_errors():
@@ -112,8 +122,7 @@ def batch_items(queue: "TaskQueue", batch_id: str) -> list[dict[str, Any]]:
             replies = pipe.execute()
         for offset, task_id in enumerate(chunk):
             (status, payload, error), doc = replies[2 * offset], loads(replies[2 * offset + 1])
-            items.append(_item(start + offset, task_id, status, loads(payload, {}), error, doc))
-    return items
+            yield start + offset, task_id, status, loads(payload, {}), error, doc
 
 
 def _item(index: int, task_id: str, status: str | None, payload: dict, error: str | None,

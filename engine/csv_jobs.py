@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from .queue import TaskQueue
 
 RESULT_COLUMNS = ("answer", "status", "error", "duration")
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 _SHOWN_ROWS = 10       # rows named in one error message at most
 
 
@@ -47,14 +48,15 @@ def submit_csv(file: Any, query_column: str = "query", priority: Any = "low",
         raise ValidationError("submit_csv builds the payload from the file: pass Task options "
                               "such as max_retries or timeout, not payload or task_type")
     text = _decode(_read_bytes(file, settings.csv_max_bytes))
-    columns, rows = parse_rows(text, settings.csv_max_rows)
+    # A CSV job is one batch, so the batch limit caps the row limit whatever it is set to.
+    columns, rows = parse_rows(text, min(settings.csv_max_rows, batch.MAX_BATCH_SIZE))
     column = _find_column(columns, query_column)
     queries = _queries(rows, column)
     parent = Task(task_type=TaskType.BATCH_QUERY, priority=priority, **task_options,
                   payload={"source": "csv", "query_column": column, "columns": columns})
     children = _children(parent, queries, rows, settings.max_payload_bytes)
     parent.payload["count"] = len(children)
-    return _submit(queue, parent, children)
+    return batch.submit_family(queue, parent, children)
 
 
 def export_results_csv(batch_id: str, queue: "TaskQueue | None" = None,
@@ -79,7 +81,7 @@ def export_results_csv(batch_id: str, queue: "TaskQueue | None" = None,
     writer.writerow([*columns, *_result_names(columns)])
     for row, item in _rows_with_outcomes(queue, batch_id):
         writer.writerow([_cell(row.get(name, "")) for name in columns] +
-                        [_cell(item["answer"]), item["status"], item["error"] or "",
+                        [_untrusted(item["answer"]), item["status"], _untrusted(item["error"]),
                          "" if item["duration"] is None else round(float(item["duration"]), 3)])
     return _write(out.getvalue(), path_or_buffer)
 
@@ -243,42 +245,15 @@ def _children(parent: Task, queries: list[str], rows: list[dict[str, str] | None
     return children
 
 
-def _submit(queue: "TaskQueue", parent: Task, children: list[Task]) -> str:
-    """Like :func:`engine.batch.submit_batch`, for children built here (they carry their
-    rows): everything validated first, the parent, then the children in one pipeline."""
-    parent_row = queue._row(parent, children=len(children))
-    child_rows = [queue._row(child) for child in children]
-    with translate_redis_errors():
-        parent_id = queue.store.submit([parent_row])[0]
-        if parent_id != parent.task_id:     # idempotent resubmit: the batch exists already
-            return parent_id
-        pipe = queue.client.pipeline(transaction=False)
-        for i in range(0, len(child_rows), batch._CHUNK):
-            queue.store.submit(child_rows[i:i + batch._CHUNK], client=pipe)
-        pipe.execute()
-    return parent_id
-
-
 # -- exporting ------------------------------------------------------------------------------
 def _result_names(columns: Sequence[str]) -> list[str]:
     return [f"queue_{name}" if name in columns else name for name in RESULT_COLUMNS]
 
 
 def _rows_with_outcomes(queue: "TaskQueue", batch_id: str) -> Iterable[tuple[dict, dict]]:
-    ids = batch.child_ids(queue, batch_id)
-    for start in range(0, len(ids), batch._CHUNK):
-        chunk = ids[start:start + batch._CHUNK]
-        with translate_redis_errors():
-            pipe = queue.client.pipeline(transaction=False)
-            for task_id in chunk:
-                pipe.hmget(queue.keys.task(task_id), ("status", "payload", "error"))
-                pipe.get(queue.keys.result(task_id))
-            replies = pipe.execute()
-        for offset, task_id in enumerate(chunk):
-            (status, payload, error), doc = replies[2 * offset], loads(replies[2 * offset + 1])
-            payload = loads(payload, {})
-            item = batch._item(start + offset, task_id, status, payload, error, doc)
-            yield payload.get("row") or {"query": item["query"] or ""}, item
+    for index, task_id, status, payload, error, doc in batch.child_records(queue, batch_id):
+        item = batch._item(index, task_id, status, payload, error, doc)
+        yield payload.get("row") or {"query": item["query"] or ""}, item
 
 
 def _cell(value: Any) -> Any:
@@ -286,6 +261,16 @@ def _cell(value: Any) -> Any:
         return ""
     if isinstance(value, (dict, list)):
         return json.dumps(value, ensure_ascii=False)
+    return value
+
+
+def _untrusted(value: Any) -> Any:
+    """A cell the model or provider wrote. A spreadsheet would run an answer such as
+    "=HYPERLINK(...)" as a formula; a leading apostrophe makes it text (OWASP's advice).
+    The user's own input cells are written back as they came."""
+    value = _cell(value)
+    if isinstance(value, str) and value[:1] in FORMULA_STARTS:
+        return "'" + value
     return value
 
 

@@ -317,18 +317,23 @@ class TaskQueue:
             page = ids if len(names) == 1 else ids[offset:offset + limit]
             return {"tasks": self._with_updated(self._load_records(page), scores),
                     "total": in_range, "exact": True, "scanned": len(ids)}
-        fields = ("priority", "type", "session", "payload")
-        with translate_redis_errors():
-            pipe = self.client.pipeline(transaction=False)
-            for task_id in ids:
-                pipe.hmget(self.keys.task(task_id), fields if needle else fields[:3])
-            values = pipe.execute()
-        matches = [task_id for task_id, v in zip(ids, values)
-                   if v[0] is not None and _row_matches(task_id, v, want_priority, task_type,
-                                                         session_id, needle)]
+        matches = self._matching(ids, want_priority, task_type, session_id, needle)
         records = self._load_records(matches[offset:offset + limit])
         return {"tasks": self._with_updated(records, scores), "total": len(matches),
                 "exact": in_range <= len(ids), "scanned": len(ids)}
+
+    def _matching(self, ids: Sequence[str], priority: int | None, task_type: str | None,
+                  session_id: str | None, needle: str) -> list[str]:
+        """The ids (order kept) whose task passes search_tasks' filters; one round trip.
+        The payload is only read when there is text to look for."""
+        fields = ("priority", "type", "session") + (("payload",) if needle else ())
+        with translate_redis_errors():
+            pipe = self.client.pipeline(transaction=False)
+            for task_id in ids:
+                pipe.hmget(self.keys.task(task_id), fields)
+            values = pipe.execute() if ids else []
+        return [task_id for task_id, v in zip(ids, values) if v[0] is not None
+                and _row_matches(task_id, v, priority, task_type, session_id, needle)]
 
     @staticmethod
     def _with_updated(records: list[dict[str, Any]], scores: dict[str, float]) -> list[dict[str, Any]]:

@@ -213,3 +213,14 @@ def test_other_bad_arguments(queue, tmp_path):
     with pytest.raises(ValidationError, match="not payload or task_type"):
         submit_csv(QUESTIONS.encode(), queue=queue, payload={})
     assert no_keys(queue)
+
+
+def test_answers_that_look_like_formulas_are_exported_as_text(queue, make_worker):
+    batch_id = submit_csv(b"query\n=1+1\nplain\n", queue=queue)
+    worker = make_worker()
+    worker.register_handler(TaskType.AGENT_QUERY, lambda t: {"answer": "=HYPERLINK(\"x\")"
+                                                             if t.payload["query"] == "=1+1" else "ok"})
+    worker.start(burst=True)
+    rows = read(export_results_csv(batch_id, queue=queue))
+    assert [r["query"] for r in rows] == ["=1+1", "plain"]       # the user's own cells as given
+    assert [r["answer"] for r in rows] == ["'=HYPERLINK(\"x\")", "ok"]
