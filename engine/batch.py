@@ -76,7 +76,7 @@ def submit_family(queue: "TaskQueue", parent: Task, children: Sequence[Task]) ->
         parent_id = queue.store.submit([parent_row])[0]
         if parent_id != parent.task_id:     # idempotent resubmit: the batch exists already
             return parent_id
-        pipe = queue.client.pipeline(transaction=False)
+        pipe = queue.store.script_pipeline()
         for i in range(0, len(child_rows), _CHUNK):
             queue.store.submit(child_rows[i:i + _CHUNK], client=pipe)
         pipe.execute()
@@ -155,7 +155,7 @@ def _act_on_children(queue: "TaskQueue", batch_id: str, statuses: Sequence[str],
         targets = [i for i, status in zip(ids, pipe.execute()) if status in statuses]
         doc = '{"status":"cancelled","result":null,"error":"batch cancelled"}'
         for start in range(0, len(targets), _CHUNK):
-            pipe = queue.client.pipeline(transaction=False)
+            pipe = queue.store.script_pipeline()
             for task_id in targets[start:start + _CHUNK]:
                 if verb == "cancel":
                     queue.store.cancel(task_id, doc, client=pipe)

@@ -42,6 +42,7 @@ class Settings:
     redis_db: int = field(default=0, metadata={"env": "REDIS_DB"})
     redis_password: str | None = field(default=None, metadata={"env": "REDIS_PASSWORD"}, repr=False)
     redis_ssl_ca_certs: str | None = field(default=None, metadata={"env": "REDIS_SSL_CA_CERTS"})
+    redis_cluster: bool = field(default=False, metadata={"env": "REDIS_CLUSTER"})
     use_redis_queue: bool = field(default=True, metadata={"env": "USE_REDIS_QUEUE"})
     # Queue behaviour.
     namespace: str = field(default="agent_queue", metadata={"env": "QUEUE_NAMESPACE"})

@@ -3,14 +3,16 @@ from __future__ import annotations
 
 import redis
 from redis.backoff import ExponentialBackoff
+from redis.cluster import RedisCluster
 from redis.retry import Retry
 
 from .config import Settings
 
 
 def connect(url: str, *, ssl_ca_certs: str | None = None, socket_timeout: float = 10.0,
-            max_connections: int | None = None) -> redis.Redis:
-    """A client for ``url`` (``redis://``, ``rediss://``, ``unix://``).
+            max_connections: int | None = None, cluster: bool = False) -> redis.Redis:
+    """A client for ``url`` (``redis://``, ``rediss://``, ``unix://``); with ``cluster``, a
+    Redis Cluster client that finds the other nodes from this one.
 
     RESP2 is asked for explicitly: redis-py 8 negotiates RESP3 by default and several reply
     shapes differ. The socket timeout sits above the longest blocking call we make (2 s
@@ -25,9 +27,13 @@ def connect(url: str, *, ssl_ca_certs: str | None = None, socket_timeout: float 
         kwargs["max_connections"] = max_connections
     if ssl_ca_certs and url.startswith("rediss://"):
         kwargs["ssl_ca_certs"] = ssl_ca_certs
+    if cluster:
+        # Every key of a namespace shares one hash tag, so each script runs on one node.
+        return RedisCluster.from_url(url, **kwargs)
     return redis.Redis.from_url(url, **kwargs)
 
 
 def connect_settings(settings: Settings) -> redis.Redis:
     """A client for the connection the settings describe."""
-    return connect(settings.connection_url(), ssl_ca_certs=settings.redis_ssl_ca_certs)
+    return connect(settings.connection_url(), ssl_ca_certs=settings.redis_ssl_ca_certs,
+                   cluster=settings.redis_cluster)

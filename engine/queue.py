@@ -45,7 +45,8 @@ class TaskQueue:
     def from_url(cls, url: str, **kwargs: Any) -> "TaskQueue":
         """A queue on the Redis at ``url`` (``redis://``, ``rediss://`` or ``unix://``)."""
         settings = kwargs.pop("settings", None) or Settings.from_env()
-        return cls(connect(url, ssl_ca_certs=settings.redis_ssl_ca_certs), settings=settings, **kwargs)
+        return cls(connect(url, ssl_ca_certs=settings.redis_ssl_ca_certs,
+                           cluster=settings.redis_cluster), settings=settings, **kwargs)
 
     @property
     def namespace(self) -> str:
@@ -124,7 +125,11 @@ class TaskQueue:
         """None until the task has finished; then ``{'status': 'completed' | 'failed' |
         'cancelled', 'result', 'error', 'duration', 'attempts', ...}``."""
         with translate_redis_errors():
-            doc = loads(self.client.get(self.keys.result(task_id)))
+            return self._result_document(task_id, self.client.get(self.keys.result(task_id)))
+
+    def _result_document(self, task_id: str, text: str | None) -> dict[str, Any] | None:
+        """The stored result document; a batch's gets its children's answers, in order."""
+        doc = loads(text)
         if isinstance(doc, dict) and doc.get("batch"):
             items = batch.batch_items(self, task_id)
             doc["result"] = {"answers": [item["answer"] for item in items], "items": items}
@@ -144,7 +149,7 @@ class TaskQueue:
                 if not status:
                     raise TaskNotFound(f"task {task_id} not found")
                 if doc:
-                    return loads(doc)
+                    return self._result_document(task_id, doc)
                 left = WAIT_SLICE_SECONDS if deadline is None else deadline - clock.monotonic()
                 if left <= 0:
                     raise TaskTimeout(f"task {task_id} still {status} after {timeout} s")
@@ -153,7 +158,7 @@ class TaskQueue:
                 doc = self.client.brpoplpush(done_key, done_key,
                                              timeout=max(0.01, min(left, WAIT_SLICE_SECONDS)))
                 if doc:
-                    return loads(doc)
+                    return self._result_document(task_id, doc)
 
     def list_tasks(self, status: TaskStatus | str | None = None, limit: int = 50, offset: int = 0,
                    priority: Any = None, task_type: str | None = None,
@@ -208,16 +213,18 @@ class TaskQueue:
             pipe.hgetall(k.stats)
             for q in k.queues:
                 pipe.llen(q)
-            pipe.time()
             pipe.zrange(k.workers, 0, -1, withscores=True)
+            on_cluster = not hasattr(self.client, "connection_pool")
+            if not on_cluster:      # the cluster client refuses TIME in a pipeline
+                pipe.time()
             replies = pipe.execute()
+            server_time = _server_ms(self.client) if on_cluster else _ms(*replies[13])
         sizes = dict(zip(STATUS_NAMES, replies[:7]))
         counters = {name: int(v) for name, v in replies[7].items()}
         depths = dict(zip(PRIORITY_NAMES, replies[8:12]))
-        seconds, micros = replies[12]
-        now_ms = self.clock.now_ms() if self.clock else seconds * 1000 + micros // 1000
+        now_ms = self.clock.now_ms() if self.clock else server_time
         horizon = now_ms - self.settings.lease_timeout * 1000
-        active = sum(1 for _, beat in replies[13] if beat >= horizon)
+        active = sum(1 for _, beat in replies[12] if beat >= horizon)
         return QueueStats(
             pending_tasks=sizes["pending"], scheduled_tasks=sizes["scheduled"],
             running_tasks=sizes["running"], retry_tasks=sizes["retry"],
@@ -582,7 +589,11 @@ def _page_bounds(limit: int, offset: int) -> tuple[int, int]:
 
 
 def _server_ms(client: redis.Redis) -> int:
-    seconds, micros = client.time()
+    return _ms(*client.time())
+
+
+def _ms(seconds: int, micros: int) -> int:
+    """A TIME reply in epoch milliseconds."""
     return seconds * 1000 + micros // 1000
 
 

@@ -50,6 +50,14 @@ class Store:
                              k.status["running"]]
 
     # -- helpers ----------------------------------------------------------------------
+    def script_pipeline(self) -> Any:
+        """Collects many script calls (``client=`` of the methods below) for one round
+        trip. redis-py's cluster client refuses scripts in a pipeline; there the calls run
+        one by one, with the same ``execute()`` at the end."""
+        if hasattr(self.client, "connection_pool"):
+            return self.client.pipeline(transaction=False)
+        return _OneByOne(self.client)
+
     def now_arg(self) -> str:
         """ARGV[1] of every script: '' lets Redis read TIME; tests pass their clock."""
         return "" if self._now is None else str(int(self._now()))
@@ -76,8 +84,12 @@ class Store:
         """Submit several chunks of rows on one connection: this thread encodes and sends
         chunk after chunk while a reader thread collects the replies, so Python's encoding
         of one chunk overlaps Redis running the one before. Chunks run in order."""
-        if len(chunks) == 1:
-            return [self.submit(chunks[0])]
+        if len(chunks) == 1 or not hasattr(self.client, "connection_pool"):
+            # One chunk, or Redis Cluster (no single connection to stream on).
+            pipe = self.script_pipeline()
+            for rows in chunks:
+                self.submit(rows, client=pipe)
+            return pipe.execute()
         script = self._scripts["submit"]
         sha = self.client.script_load(script.script)   # EVALSHA must not meet NOSCRIPT midway
         conn = self.client.connection_pool.get_connection()
@@ -250,3 +262,26 @@ class Store:
     def remove_schedule(self, name: str) -> int:
         """1 removed, 0 missing."""
         return int(self._run("remove_schedule", self._schedule_keys(name), [name]))
+
+
+class _OneByOne:
+    """Stands in for a pipeline of script calls on Redis Cluster: runs each at once."""
+
+    def __init__(self, client: Any):
+        self._client = client
+        self._replies: list[Any] = []
+
+    def evalsha(self, *args: Any) -> Any:
+        """Run the script now; its reply is returned again by :meth:`execute`."""
+        reply = self._client.evalsha(*args)
+        self._replies.append(reply)
+        return reply
+
+    def script_load(self, script: str) -> str:
+        """Load a script the server lost (redis-py's Script retries with it)."""
+        return self._client.script_load(script)
+
+    def execute(self) -> list[Any]:
+        """The replies, in call order."""
+        replies, self._replies = self._replies, []
+        return replies

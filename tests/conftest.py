@@ -104,7 +104,7 @@ def redis_url(redis_server: ExternalRedis | RedisServerProcess) -> str:
     return redis_server.url
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def redis_server_bin() -> str:
     """Path of redis-server, for tests that start their own (fails in CI, skips elsewhere, if absent)."""
     return _require_binary()

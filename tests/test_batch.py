@@ -164,3 +164,15 @@ def test_a_10000_query_batch_submits_in_one_call(queue, capsys):
     ids = child_ids(queue, batch_id)
     assert len(ids) == 10_000
     assert queue.get_task(ids[-1])["payload"]["query"] == queries[-1]
+
+
+def test_wait_for_result_on_a_batch_gives_the_answers_like_get_task_result(queue, make_worker):
+    batch_id = queue.submit_task(Task(task_type=TaskType.BATCH_QUERY, payload={"queries": ["a", "b"]}))
+    worker = make_worker()
+    worker.register_handler(TaskType.AGENT_QUERY, lambda t: {"answer": t.payload["query"] * 2})
+    runner = threading.Thread(target=worker.start, kwargs={"burst": True})
+    runner.start()
+    waited = queue.wait_for_result(batch_id, timeout=10)
+    runner.join(timeout=10)
+    assert waited["result"]["answers"] == ["aa", "bb"]
+    assert waited == queue.get_task_result(batch_id)
