@@ -25,7 +25,7 @@ def _start_node(binary: str, directory, port: int) -> subprocess.Popen:
                             cwd=directory, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def _wait(predicate, what: str, seconds: float = 10) -> None:
+def _wait(predicate, what: str, seconds: float = 30) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         try:

@@ -22,9 +22,7 @@ if status == 'scheduled' or status == 'retry' then redis.call('ZREM', KEYS[6], i
 if status == 'running' then redis.call('ZREM', KEYS[7], id) end
 redis.call('ZREM', KEYS[index[status]], id)
 redis.call('HSET', KEYS[1], 'status', 'cancelled', 'finished_at', now)
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-redis.call('SET', KEYS[13], ARGV[5], 'PX', ARGV[3])
-if f[3] then redis.call('RPUSH', KEYS[14], ARGV[5]); redis.call('PEXPIRE', KEYS[14], 60000) end
+store_end(KEYS[1], KEYS[13], KEYS[14], ARGV[5], ARGV[3], f[3])
 redis.call('ZADD', KEYS[12], now, id)
 redis.call('ZREMRANGEBYSCORE', KEYS[12], '-inf', now - tonumber(ARGV[3]))   -- keep the index bounded
 redis.call('HINCRBY', KEYS[17], 'cancelled', 1)

@@ -22,12 +22,7 @@ for i = 0, n - 1 do
   if f[1] == ARGV[b + 1] and f[2] == 'running' then
     local ms = tonumber(ARGV[b + 3])
     redis.call('HSET', key, 'status', 'completed', 'finished_at', now, 'duration_ms', ms)
-    redis.call('PEXPIRE', key, ttl)
-    redis.call('SET', KEYS[2] .. id, doc, 'PX', ttl)
-    if f[3] then
-      redis.call('RPUSH', KEYS[3] .. id, doc)
-      redis.call('PEXPIRE', KEYS[3] .. id, 60000)
-    end
+    store_end(key, KEYS[2] .. id, KEYS[3] .. id, doc, ttl, f[3])
     ids[#ids + 1] = id
     entered[#entered + 1] = now
     entered[#entered + 1] = id

@@ -34,12 +34,7 @@ for i = 0, n - 1 do
     else
       redis.call('HSET', key, 'status', 'failed', 'error', err, 'traceback', ARGV[b + 3],
         'finished_at', now)
-      redis.call('PEXPIRE', key, ttl)
-      redis.call('SET', KEYS[2] .. id, doc, 'PX', ttl)
-      if f[5] then
-        redis.call('RPUSH', KEYS[3] .. id, doc)
-        redis.call('PEXPIRE', KEYS[3] .. id, 60000)
-      end
+      store_end(key, KEYS[2] .. id, KEYS[3] .. id, doc, ttl, f[5])
       failed[#failed + 1] = now
       failed[#failed + 1] = id
       emit(KEYS[9], KEYS[10], maxlen, 'task.failed', id, 'failed', now, extra)

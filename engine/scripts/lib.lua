@@ -8,6 +8,7 @@
   bucket(ms)         latency histogram bucket: buckets grow by 25%, so p50/p95 read
                      from them are within 25% of the truth.
   bump_minute(...)   per-minute counters with a 25 hour TTL (the console's charts).
+  store_end(...)     expire a finished task and hand its result to waiters.
   enqueue/dequeue    push to / remove from a priority list; such scripts take the four
                      queue keys as KEYS[2..5].
 ]]
@@ -65,6 +66,17 @@ local function bump_minute(prefix, now, counts)
   redis.call('PEXPIRE', key, 90000000)
 end
 
+-- A finished task: its hash and result document expire after ttl, and whoever waits on it
+-- (the hash carries `waiters`) gets the document pushed to its waiter list.
+local function store_end(task_key, result_key, done_key, doc, ttl, waited)
+  redis.call('PEXPIRE', task_key, ttl)
+  redis.call('SET', result_key, doc, 'PX', ttl)
+  if waited then
+    redis.call('RPUSH', done_key, doc)
+    redis.call('PEXPIRE', done_key, 60000)
+  end
+end
+
 local QUEUE_INDEX = { ['15'] = 1, ['10'] = 2, ['5'] = 3, ['0'] = 4 }
 
 -- Scripts that put tasks back in line take the four queue keys as KEYS[2..5].
@@ -95,10 +107,8 @@ local function finish_parent(K, parent, f, now, maxlen, ttl)
     total = tonumber(f[1]), completed = tonumber(f[2]), failed = tonumber(f[3]),
     cancelled = tonumber(f[4]), duration = (now - tonumber(f[7])) / 1000 })
   redis.call('HSET', pkey, 'status', status, 'finished_at', now)
-  redis.call('PEXPIRE', pkey, ttl)
   redis.call('PEXPIRE', K.children .. parent, ttl)
-  redis.call('SET', K.result .. parent, doc, 'PX', ttl)
-  if f[6] then redis.call('RPUSH', K.done .. parent, doc); redis.call('PEXPIRE', K.done .. parent, 60000) end
+  store_end(pkey, K.result .. parent, K.done .. parent, doc, ttl, f[6])
   redis.call('ZREM', K.running, parent)
   redis.call('ZADD', status == 'completed' and K.completed or K.cancelled, now, parent)
   redis.call('HINCRBY', K.stats, status, 1)

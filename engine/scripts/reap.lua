@@ -29,9 +29,7 @@ for _, id in ipairs(expired) do
       local doc = cjson.encode({ task_id = id, status = 'failed', error = err,
         attempts = tonumber(f[3] or 0), duration = 0 })
       redis.call('HSET', key, 'status', 'failed', 'error', err, 'finished_at', now)
-      redis.call('PEXPIRE', key, ARGV[5])
-      redis.call('SET', KEYS[10] .. id, doc, 'PX', ARGV[5])
-      if f[5] then redis.call('RPUSH', KEYS[11] .. id, doc); redis.call('PEXPIRE', KEYS[11] .. id, 60000) end
+      store_end(key, KEYS[10] .. id, KEYS[11] .. id, doc, ARGV[5], f[5])
       redis.call('ZADD', KEYS[9], now, id)
       redis.call('HINCRBY', KEYS[15], 'failed', 1)
       emit(KEYS[13], KEYS[14], maxlen, 'task.failed', id, 'failed', now, why)
