@@ -1,0 +1,439 @@
+"""What each page shows, read from the queue and shaped into tables. No Streamlit here.
+
+Every ``load_*`` function costs a fixed number of Redis round trips, however many tasks
+are stored: the pages call them on every live refresh, and the tests count the calls.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import pandas as pd
+
+from engine import QueueStats, TaskQueue, TaskPriority, clock
+from engine.queue import MERGED_PAGE_DEPTH
+
+from .theme import status_label, worker_state_label
+
+TIME_RANGES: dict[str, float | None] = {
+    "Any time": None, "Last 15 minutes": 15 * 60, "Last hour": 3600,
+    "Last 24 hours": 86400, "Last 7 days": 7 * 86400,
+}
+PAGE_SIZES = (25, 50, 100, 200)
+SEARCH_SCAN = 5000          # index entries a filtered or text search looks at
+EVENTS_SCAN = 1000          # stored events read to build timelines and lost-worker stories
+QUERY_PREVIEW_CHARS = 120
+
+
+# -- small formatting helpers ----------------------------------------------------------------
+def to_timestamp(iso: str | None) -> pd.Timestamp | None:
+    """An engine ISO time as a UTC pandas Timestamp (None stays None)."""
+    return pd.Timestamp(iso).tz_convert("UTC") if iso else None
+
+
+def iso_ms(iso: str | None) -> int | None:
+    """An engine ISO time as epoch ms."""
+    return int(pd.Timestamp(iso).value // 1_000_000) if iso else None
+
+
+def describe_age(seconds: float | None) -> str:
+    """``"12 s"``, ``"4 min"``, ``"3 h"``, ``"2 d"`` (``"—"`` when unknown)."""
+    if seconds is None:
+        return "—"
+    seconds = max(0.0, seconds)
+    for size, unit in ((86400, "d"), (3600, "h"), (60, "min")):
+        if seconds >= size:
+            digits = 0 if seconds >= 10 * size else 1
+            return f"{seconds / size:.{digits}f} {unit}"
+    return f"{seconds:.0f} s"
+
+
+def query_preview(payload: Any, limit: int = QUERY_PREVIEW_CHARS) -> str:
+    """The query text of a payload, shortened for a table cell."""
+    if not isinstance(payload, dict):
+        return ""
+    text = payload.get("query")
+    if text is None and "count" in payload:
+        text = f"batch of {payload['count']} queries"
+    if text is None:
+        text = json.dumps(payload, ensure_ascii=False) if payload else ""
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+# -- overview --------------------------------------------------------------------------------
+@dataclass
+class OverviewSnapshot:
+    """The Overview page's live numbers: stats, the last hour per minute, recent failures."""
+
+    stats: QueueStats
+    throughput: list[dict[str, Any]]
+    failures: list[dict[str, Any]]
+
+
+def load_overview(queue: TaskQueue, minutes: int = 60, failures: int = 8) -> OverviewSnapshot:
+    """Five round trips: stats (1), per-minute rows (2), newest failures (2)."""
+    return OverviewSnapshot(
+        stats=queue.get_queue_stats(), throughput=queue.throughput(minutes),
+        failures=queue.search_tasks(status="failed", limit=failures)["tasks"])
+
+
+def summary_numbers(stats: QueueStats) -> dict[str, str]:
+    """The compact summary's six numbers, formatted."""
+    done = stats.completed_tasks + stats.failed_tasks
+    return {
+        "Pending": f"{stats.pending_tasks:,}", "Running": f"{stats.running_tasks:,}",
+        "Completed": f"{stats.completed_tasks:,}", "Failed": f"{stats.failed_tasks:,}",
+        "Workers": f"{stats.active_workers:,}",
+        "Success rate": f"{stats.success_rate:.1%}" if done else "—",
+    }
+
+
+def failures_frame(records: Sequence[dict[str, Any]]) -> pd.DataFrame:
+    """Recent failures: when, task id, type, error."""
+    return pd.DataFrame([{
+        "Failed at (UTC)": to_timestamp(r.get("finished_at") or r.get("updated_at")),
+        "Task id": r["task_id"], "Type": r.get("task_type"),
+        "Error": (r.get("error") or "").splitlines()[0] if r.get("error") else "",
+        "Attempts": r.get("attempts"),
+    } for r in records], columns=["Failed at (UTC)", "Task id", "Type", "Error", "Attempts"])
+
+
+# -- tasks -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TaskFilters:
+    """The Tasks page's filters; ``None``/``""`` means "any"."""
+
+    status: str | None = None
+    priority: str | None = None
+    task_type: str | None = None
+    session_id: str | None = None
+    time_range: str = "Any time"
+    search: str = ""
+
+    def search_kwargs(self, now_ms: int) -> dict[str, Any]:
+        """Keyword arguments for ``TaskQueue.search_tasks``."""
+        seconds = TIME_RANGES.get(self.time_range)
+        return {"status": self.status or None, "priority": self.priority or None,
+                "task_type": self.task_type or None, "session_id": self.session_id or None,
+                "since_ms": now_ms - int(seconds * 1000) if seconds else None,
+                "text": self.search.strip() or None}
+
+    @property
+    def scans(self) -> bool:
+        """Whether the filters look inside tasks (and so scan a bounded window)."""
+        return bool(self.priority or self.task_type or self.session_id or self.search.strip())
+
+
+@dataclass
+class TaskPage:
+    """One page of the Tasks table."""
+
+    records: list[dict[str, Any]]
+    total: int
+    exact: bool
+    page: int
+    page_size: int
+    exact_id: str | None = None          # the search named this task id exactly
+    max_rows: int | None = None          # deepest row the pager can reach, when capped
+    fetched_ms: int = field(default_factory=clock.now_ms)
+
+    @property
+    def pages(self) -> int:
+        """Number of pages the pager offers."""
+        reachable = self.total if self.max_rows is None else min(self.total, self.max_rows)
+        return max(1, -(-reachable // self.page_size))
+
+    @property
+    def first_row(self) -> int:
+        """1-based number of the first row shown (0 when the page is empty)."""
+        return self.page * self.page_size + 1 if self.records else 0
+
+    @property
+    def ids(self) -> list[str]:
+        """Task ids on this page, in table order."""
+        return [r["task_id"] for r in self.records]
+
+
+def load_task_page(queue: TaskQueue, filters: TaskFilters, page: int = 0, page_size: int = 50,
+                   now_ms: int | None = None) -> TaskPage:
+    """A page of tasks for the filters: two or three round trips (plus one when the
+    search box holds a single word, which is first tried as an exact task id)."""
+    search = filters.search.strip()
+    if search and " " not in search and len(search) <= 200:
+        record = queue.get_task(search)
+        if record is not None:
+            return TaskPage([record], 1, True, 0, page_size, exact_id=search)
+    merged = not filters.status and not filters.scans
+    max_rows = MERGED_PAGE_DEPTH if merged else None
+    if max_rows is not None:
+        page = min(page, max(0, max_rows // page_size - 1))
+    result = queue.search_tasks(**filters.search_kwargs(now_ms or clock.now_ms()),
+                                limit=page_size, offset=page * page_size,
+                                scan_limit=SEARCH_SCAN)
+    return TaskPage(result["tasks"], result["total"], result["exact"], page, page_size,
+                    max_rows=max_rows)
+
+
+TASK_COLUMNS = ["Status", "Task id", "Type", "Priority", "Query", "Session", "Worker",
+                "Attempts", "Created (UTC)", "Updated (UTC)", "Error"]
+
+
+def tasks_frame(records: Sequence[dict[str, Any]]) -> pd.DataFrame:
+    """The Tasks table: one row per task, newest change first."""
+    return pd.DataFrame([{
+        "Status": status_label(r.get("status")), "Task id": r["task_id"],
+        "Type": r.get("task_type"), "Priority": r.get("priority"),
+        "Query": query_preview(r.get("payload")), "Session": r.get("session_id") or "",
+        "Worker": r.get("worker_id") or "",
+        "Attempts": f"{r.get('attempts', 0)} / {r.get('max_retries', 0) + 1}",
+        "Created (UTC)": to_timestamp(r.get("created_at")),
+        "Updated (UTC)": to_timestamp(r.get("updated_at")),
+        "Error": (r.get("error") or "").splitlines()[0] if r.get("error") else "",
+    } for r in records], columns=TASK_COLUMNS)
+
+
+def allowed_actions(status: str | None, is_batch: bool = False) -> set[str]:
+    """The verbs the engine accepts for a task in ``status`` (delete: always)."""
+    allowed = {"delete"}
+    if status in ("pending", "scheduled", "running", "retry"):
+        allowed |= {"cancel", "requeue"}
+    if status in ("failed", "cancelled"):
+        allowed.add("retry")
+    if is_batch:
+        # A batch parent waits in "running": cancel and retry act on its children,
+        # and there is nothing of its own to put back in line.
+        allowed = {"delete", "cancel", "retry"}
+    return allowed
+
+
+def task_timeline(queue: TaskQueue, record: dict[str, Any],
+                  events_scan: int = EVENTS_SCAN) -> pd.DataFrame:
+    """What happened to a task, oldest first: its stored timestamps plus its events in
+    the newest ``events_scan`` of the stored event log (one round trip)."""
+    task_id = record["task_id"]
+    rows = []
+    for label, name in (("created", "created_at"), ("last started", "started_at"),
+                        ("finished", "finished_at")):
+        if record.get(name):
+            rows.append({"Time (UTC)": to_timestamp(record[name]), "What": label,
+                         "Status": "", "Detail": "from the task record"})
+    for event in queue.read_events(count=events_scan):
+        data = event.get("data") or {}
+        if data.get("task_id") != task_id:
+            continue
+        detail = ", ".join(f"{k}: {v}" for k, v in data.items() if k not in ("task_id", "status", "ts"))
+        rows.append({"Time (UTC)": _event_time(event), "What": event.get("type") or "",
+                     "Status": status_label(data.get("status")), "Detail": detail})
+    frame = pd.DataFrame(rows, columns=["Time (UTC)", "What", "Status", "Detail"])
+    return frame.sort_values("Time (UTC)", kind="stable").reset_index(drop=True)
+
+
+def _event_time(event: dict[str, Any]) -> pd.Timestamp:
+    ts = (event.get("data") or {}).get("ts")
+    if ts is None:                         # stream ids start with the ms they were added
+        ts = int(str(event.get("id", "0-0")).split("-")[0])
+    return pd.Timestamp(int(ts), unit="ms", tz="UTC")
+
+
+# -- workers ---------------------------------------------------------------------------------
+@dataclass
+class LostWorker:
+    """A worker whose heartbeat stopped, and what became of the tasks it held."""
+
+    info: dict[str, Any]
+    tasks: pd.DataFrame
+
+
+@dataclass
+class WorkersView:
+    """Every registered worker, plus recently lost or stopped ones."""
+
+    table: pd.DataFrame
+    lost: list[LostWorker]
+    counts: dict[str, int]
+
+
+WORKER_COLUMNS = ["State", "Name", "Worker id", "Host", "PID", "Concurrency", "In hand",
+                  "Processed", "Failed", "Retried", "Uptime", "Last heartbeat (UTC)",
+                  "Heartbeat age", "Handlers"]
+
+
+def load_workers(queue: TaskQueue, events_scan: int = EVENTS_SCAN,
+                 now_ms: int | None = None) -> WorkersView:
+    """At most five round trips: the registry (2), recent worker events (1), the
+    records of workers that already left the registry (1), their tasks' statuses (1)."""
+    now_ms = now_ms or clock.now_ms()
+    workers = queue.list_workers()
+    listed = {w["worker_id"] for w in workers}
+    events = queue.read_events(count=events_scan)
+    departed: list[str] = []
+    recovered: dict[str, list[dict[str, Any]]] = {}
+    for event in reversed(events):      # newest first
+        data = event.get("data") or {}
+        if event.get("type") in ("worker.lost", "worker.stopped"):
+            wid = data.get("worker_id")
+            if wid and wid not in listed and wid not in departed and len(departed) < 50:
+                departed.append(wid)
+        elif data.get("reason") == "lease expired" and data.get("worker_id"):
+            recovered.setdefault(data["worker_id"], []).append({**data, "type": event.get("type")})
+    workers = workers + queue.get_workers(departed)
+    lost = [w for w in workers if w.get("state") == "lost"]
+    held = {w["worker_id"]: _current_ids(w) for w in lost}
+    all_ids = [task_id for ids in held.values() for task_id in ids]
+    statuses = dict(zip(all_ids, queue.get_task_statuses(all_ids)))
+    stories = [LostWorker(w, _lost_tasks_frame(held[w["worker_id"]], statuses,
+                                               recovered.get(w["worker_id"], [])))
+               for w in lost]
+    counts = {state: sum(1 for w in workers if w.get("state") == state)
+              for state in ("running", "lost", "stopped", "stopping")}
+    return WorkersView(workers_frame(workers, now_ms), stories, counts)
+
+
+def _current_ids(worker: dict[str, Any]) -> list[str]:
+    try:
+        ids = json.loads(worker.get("current") or "[]")
+    except ValueError:
+        return []
+    return [str(i) for i in ids][:50] if isinstance(ids, list) else []
+
+
+def _lost_tasks_frame(ids: list[str], statuses: dict[str, dict | None],
+                      recovered: list[dict[str, Any]]) -> pd.DataFrame:
+    """For each task a lost worker held: what the reaper did and where it is now."""
+    what_happened = {}
+    for data in recovered:
+        what_happened.setdefault(data.get("task_id"), (
+            "failed: stalled too often" if data.get("type") == "task.failed"
+            else "lease expired: put back in line"))
+    for task_id in what_happened:
+        if task_id not in ids:
+            ids = ids + [task_id]
+    rows = []
+    for task_id in ids:
+        now = statuses.get(task_id)
+        rows.append({"Task id": task_id,
+                     "What happened": what_happened.get(task_id, "lease not expired yet"
+                                                        if now and now.get("status") == "running"
+                                                        else "—"),
+                     "Status now": status_label(now["status"]) if now else "gone (expired or deleted)",
+                     "Now held by": (now or {}).get("worker_id") or ""})
+    return pd.DataFrame(rows, columns=["Task id", "What happened", "Status now", "Now held by"])
+
+
+def workers_frame(workers: Sequence[dict[str, Any]], now_ms: int) -> pd.DataFrame:
+    """The Workers table."""
+    rows = []
+    for w in workers:
+        beat_ms = iso_ms(w.get("last_heartbeat"))
+        started = _int(w.get("started_at"))
+        ended = _int(w.get("stopped_at")) or _int(w.get("lost_at")) or beat_ms
+        end_ms = now_ms if w.get("state") in ("running", "starting", "stopping") else (ended or now_ms)
+        rows.append({
+            "State": worker_state_label(w.get("state")), "Name": w.get("name") or w["worker_id"],
+            "Worker id": w["worker_id"], "Host": w.get("host", ""), "PID": w.get("pid", ""),
+            "Concurrency": _int(w.get("concurrency")), "In hand": _int(w.get("in_hand")),
+            "Processed": _int(w.get("processed")), "Failed": _int(w.get("failed")),
+            "Retried": _int(w.get("retried")),
+            "Uptime": describe_age((end_ms - started) / 1000) if started else "—",
+            "Last heartbeat (UTC)": to_timestamp(w.get("last_heartbeat")),
+            "Heartbeat age": describe_age((now_ms - beat_ms) / 1000) + " ago" if beat_ms else "—",
+            "Handlers": w.get("handlers", ""),
+        })
+    return pd.DataFrame(rows, columns=WORKER_COLUMNS)
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return int(float(value))
+    except (TypeError, ValueError):
+        return None
+
+
+# -- schedules, dead letters, events ------------------------------------------------------------
+SCHEDULE_COLUMNS = ["Due (UTC)", "Due in", "Status", "Task id", "Type", "Priority", "Query",
+                    "Attempts", "Error"]
+
+
+def scheduled_frame(records: Sequence[dict[str, Any]], now_ms: int) -> pd.DataFrame:
+    """Tasks waiting for their due time, soonest first."""
+    rows = []
+    for r in records:
+        due = iso_ms(r.get("due_at"))
+        rows.append({"Due (UTC)": to_timestamp(r.get("due_at")),
+                     "Due in": "due now" if due is not None and due <= now_ms
+                     else describe_age((due - now_ms) / 1000) if due else "—",
+                     "Status": status_label(r.get("status")), "Task id": r["task_id"],
+                     "Type": r.get("task_type"), "Priority": r.get("priority"),
+                     "Query": query_preview(r.get("payload")), "Attempts": r.get("attempts"),
+                     "Error": (r.get("error") or "").splitlines()[0] if r.get("error") else ""})
+    return pd.DataFrame(rows, columns=SCHEDULE_COLUMNS)
+
+
+def failed_groups_frame(groups: Sequence[dict[str, Any]]) -> pd.DataFrame:
+    """Dead letters grouped by error, largest group first."""
+    return pd.DataFrame([{
+        "Error": g["error"], "Count": g["count"], "Task types": ", ".join(g["task_types"]),
+        "Last failed (UTC)": to_timestamp(g["last_failed_at"]),
+        "First failed (UTC)": to_timestamp(g["first_failed_at"]),
+    } for g in groups], columns=["Error", "Count", "Task types", "Last failed (UTC)",
+                                 "First failed (UTC)"])
+
+
+def failed_tasks_frame(records: Sequence[dict[str, Any] | None]) -> pd.DataFrame:
+    """Failed tasks (from ``search_tasks`` or ``get_task_statuses`` rows)."""
+    return pd.DataFrame([{
+        "Task id": r["task_id"], "Type": r.get("task_type"), "Priority": r.get("priority"),
+        "Error": (r.get("error") or "").splitlines()[0] if r.get("error") else "",
+        "Attempts": r.get("attempts"), "Worker": r.get("worker_id") or "",
+        "Failed at (UTC)": to_timestamp(r.get("finished_at")),
+    } for r in records if r], columns=["Task id", "Type", "Priority", "Error", "Attempts",
+                                       "Worker", "Failed at (UTC)"])
+
+
+EVENT_TYPES = ("task.submitted", "task.status_changed", "task.completed", "task.failed",
+               "task.retry", "task.cancelled", "task.deleted", "batch.progress",
+               "worker.started", "worker.stopped", "worker.lost", "schedule.paused",
+               "schedule.resumed", "schedule.removed")
+EVENT_COLUMNS = ["Time (UTC)", "Event", "Task id", "Status", "Worker", "Detail", "Event id"]
+
+
+def filter_events(events: Sequence[dict[str, Any]], types: Sequence[str] | None = None,
+                  text: str = "") -> list[dict[str, Any]]:
+    """Events whose type is in ``types`` (None or empty = every type, also ones this
+    console does not know yet) and whose ids or details contain ``text``
+    (case-insensitive)."""
+    wanted = set(types) if types else None
+    needle = text.strip().lower()
+    out = []
+    for event in events:
+        if wanted is not None and event.get("type") not in wanted:
+            continue
+        if needle and needle not in json.dumps(event.get("data") or {}, ensure_ascii=False).lower():
+            continue
+        out.append(event)
+    return out
+
+
+def events_frame(events: Sequence[dict[str, Any]]) -> pd.DataFrame:
+    """Events newest first."""
+    rows = []
+    for event in reversed(events):
+        data = event.get("data") or {}
+        rows.append({
+            "Time (UTC)": _event_time(event), "Event": event.get("type") or "",
+            "Task id": data.get("task_id", ""),
+            "Status": status_label(data.get("status")) if data.get("status") else "",
+            "Worker": data.get("worker_id") or data.get("worker") or "",
+            "Detail": ", ".join(f"{k}: {v}" for k, v in data.items()
+                                if k not in ("task_id", "status", "ts", "worker_id", "worker")),
+            "Event id": event.get("id", ""),
+        })
+    return pd.DataFrame(rows, columns=EVENT_COLUMNS)
+
+
+def priority_choices() -> list[str]:
+    """Priority names, most urgent first."""
+    return [p.label for p in sorted(TaskPriority, reverse=True)]
+

@@ -1,0 +1,63 @@
+"""Events: the live event stream, filterable, caught up from the stored log after a reload."""
+from __future__ import annotations
+
+import streamlit as st
+
+from ..components import live, plain_table, redis_guard, updated_caption
+from ..data import EVENT_TYPES, events_frame, filter_events
+from ..runtime import ConsoleContext
+
+KEY = "events"
+KEEP_CHOICES = (200, 500, 1000, 2000)
+READ_BATCH = 1000     # most events read per refresh: a flood cannot stall the page
+
+
+def render(ctx: ConsoleContext) -> None:
+    """Draw the Events page."""
+    st.caption("Every state change, as the engine writes it. The stored log keeps the newest "
+               f"{ctx.settings.events_max_len:,} events, so a reload (or a new browser) catches "
+               "up from there.")
+    types_col, text_col, keep_col, pause_col = st.columns([3, 2, 1, 1], vertical_alignment="bottom")
+    types = types_col.multiselect("Event types", EVENT_TYPES, key=f"{KEY}_types",
+                                  placeholder="All event types", accept_new_options=True)
+    text = text_col.text_input("Filter by task or worker id", key=f"{KEY}_text",
+                               placeholder="any id or word in the event")
+    keep = keep_col.selectbox("Keep last", KEEP_CHOICES, index=1, key=f"{KEY}_keep")
+    paused = pause_col.toggle("Pause", key=f"{KEY}_paused")
+    live(_live_body, ctx, types, text or "", int(keep), paused, seconds=ctx.refresh_seconds)
+
+
+def _catch_up(ctx: ConsoleContext, keep: int) -> str:
+    """Read what arrived since the last refresh; the first read of a session (a reload)
+    starts from the newest ``keep`` stored events. Returns a note for the caption."""
+    buffer = st.session_state.setdefault(f"{KEY}_buffer", [])
+    last_id = st.session_state.get(f"{KEY}_last_id")
+    if last_id is None:
+        buffer[:] = ctx.queue.read_events(count=keep)
+        note = f"caught up from the stored log ({len(buffer):,} events)"
+    else:
+        new = ctx.queue.read_events(after=last_id, count=READ_BATCH)
+        note = f"{len(new):,} new"
+        if len(new) >= READ_BATCH:
+            # More arrived than one read takes: jump to the newest rather than lag behind.
+            new = ctx.queue.read_events(count=keep)
+            buffer.clear()
+            note = "events arrived faster than shown: skipped ahead to the newest"
+        buffer.extend(new)
+    del buffer[:-keep]
+    if buffer:
+        st.session_state[f"{KEY}_last_id"] = buffer[-1]["id"]
+    elif last_id is None:
+        st.session_state[f"{KEY}_last_id"] = "0-0"
+    return note
+
+
+def _live_body(ctx: ConsoleContext, types: list[str], text: str, keep: int, paused: bool) -> None:
+    with redis_guard("the event log"):
+        note = "paused" if paused else _catch_up(ctx, keep)
+        events = filter_events(st.session_state.get(f"{KEY}_buffer", []), types, text)
+        st.markdown(f"**{len(events):,} events** shown · {note}")
+        plain_table(f"{KEY}_table", events_frame(events), height=560,
+                    column_config={"Time (UTC)": st.column_config.DatetimeColumn(
+                         format="YYYY-MM-DD HH:mm:ss.SSS")})
+        updated_caption()

@@ -1,0 +1,75 @@
+"""Overview: the live numbers, the last hour's throughput and latency, recent failures."""
+from __future__ import annotations
+
+import streamlit as st
+
+from ..charts import latency_figure, throughput_figure, totals
+from ..components import live, page_link, plain_table, redis_guard, updated_caption
+from ..data import OverviewSnapshot, failures_frame, load_overview
+from ..runtime import ConsoleContext
+
+KEY = "overview"
+
+
+def render(ctx: ConsoleContext) -> None:
+    """Draw the Overview page."""
+    st.caption("Live numbers for the whole queue; they refresh every "
+               f"{ctx.refresh_seconds:g} s without reloading the page.")
+    live(_live_body, ctx, seconds=ctx.refresh_seconds)
+
+
+def _live_body(ctx: ConsoleContext) -> None:
+    with st.container(key=f"{KEY}_live"), redis_guard("the queue overview"):
+        snapshot = load_overview(ctx.queue)
+        _numbers(snapshot)
+        _charts(snapshot)
+        _failures(snapshot)
+        updated_caption()
+
+
+def _numbers(snapshot: OverviewSnapshot) -> None:
+    stats = snapshot.stats
+    done = stats.completed_tasks + stats.failed_tasks
+    cells = [
+        ("Pending", f"{stats.pending_tasks:,}", "Waiting in line, all priorities"),
+        ("Running", f"{stats.running_tasks:,}", "Held by a worker right now"),
+        ("Completed", f"{stats.completed_tasks:,}", "Finished successfully (lifetime)"),
+        ("Failed", f"{stats.failed_tasks:,}", "Out of attempts (lifetime)"),
+        ("Active workers", f"{stats.active_workers:,}", "Heartbeat within the lease timeout"),
+        ("Success rate", f"{stats.success_rate:.1%}" if done else "—",
+         "completed / (completed + failed)"),
+    ]
+    for column, (label, value, help_text) in zip(st.columns(len(cells)), cells):
+        column.metric(label, value, help=help_text, border=True)
+    depth = stats.depth_by_priority
+    st.markdown("**Waiting** · pending by priority, then tasks waiting for a time or a retry")
+    more = [("Urgent", depth.get("urgent", 0)), ("High", depth.get("high", 0)),
+            ("Normal", depth.get("normal", 0)), ("Low", depth.get("low", 0)),
+            ("Scheduled", stats.scheduled_tasks), ("Retry waiting", stats.retry_tasks),
+            ("Dead letters", stats.failed_in_index)]
+    for column, (label, value) in zip(st.columns(len(more)), more):
+        column.metric(label, f"{value:,}")
+
+
+def _charts(snapshot: OverviewSnapshot) -> None:
+    hour = totals(snapshot.throughput)
+    st.markdown(f"**Last hour:** {hour['submitted']:,} submitted · {hour['completed']:,} "
+                f"completed · {hour['failed']:,} failed · {hour['retried']:,} retried")
+    left, right = st.columns(2)
+    left.plotly_chart(throughput_figure(snapshot.throughput), width="stretch",
+                      key=f"{KEY}_throughput_chart")
+    right.plotly_chart(latency_figure(snapshot.throughput), width="stretch",
+                       key=f"{KEY}_latency_chart")
+
+
+def _failures(snapshot: OverviewSnapshot) -> None:
+    head, link = st.columns([4, 1], vertical_alignment="bottom")
+    head.markdown("**Most recent failures**")
+    with link:
+        page_link("pages/5_Failed_tasks.py", "All failed tasks", ":material/arrow_forward:")
+    if not snapshot.failures:
+        st.caption("No failed tasks are stored. ✨")
+        return
+    plain_table(f"{KEY}_failures_table", failures_frame(snapshot.failures),
+                column_config={"Failed at (UTC)": st.column_config.DatetimeColumn(
+                    format="YYYY-MM-DD HH:mm:ss")})

@@ -1,0 +1,220 @@
+"""Schedules: tasks waiting for a due time (run now, cancel, delete) and recurring schedules."""
+from __future__ import annotations
+
+from dataclasses import asdict, is_dataclass
+from typing import Any, Sequence
+
+import pandas as pd
+import streamlit as st
+
+from engine import AgentTask, TaskScheduler, ValidationError, clock
+
+from ..actions import apply_action
+from ..components import (REDIS_DOWN, clear_selection, flash, live, redis_guard, selectable_table,
+                          selected_rows, show_flash, updated_caption)
+from ..data import query_preview, scheduled_frame, to_timestamp
+from ..forms import PRIORITY_OPTIONS, check_query
+from ..runtime import ConsoleContext
+
+KEY = "schedules"
+RECURRING = "recurring"
+PAGE_SIZE = 100
+SCHEDULE_ID_FIELDS = ("name", "schedule_id", "id")
+TIME = "YYYY-MM-DD HH:mm:ss"
+
+
+def render(ctx: ConsoleContext) -> None:
+    """Draw the Schedules page."""
+    st.subheader("Waiting for a due time")
+    st.caption("Tasks submitted to run later, and retries waiting out their delay, soonest first. "
+               "Workers move each one into its queue when it is due.")
+    live(_live_body, ctx, seconds=ctx.refresh_seconds)
+    st.divider()
+    st.subheader("Recurring schedules")
+    scheduler = TaskScheduler(ctx.queue)
+    if hasattr(scheduler, "list_schedules"):
+        if hasattr(scheduler, "add_schedule"):
+            _add_schedule_form(scheduler)
+        live(_recurring_body, ctx, scheduler, seconds=ctx.refresh_seconds)
+    else:
+        st.info("Recurring schedules are not available in this engine version.")
+
+
+def _live_body(ctx: ConsoleContext) -> None:
+    show_flash(KEY)
+    with redis_guard("the scheduled tasks"):
+        page = st.session_state.get(f"{KEY}_page", 0)
+        stats = ctx.queue.get_queue_stats()
+        waiting = stats.scheduled_tasks + stats.retry_tasks
+        st.metric("Waiting for a due time", f"{waiting:,}",
+                  help=f"{stats.scheduled_tasks:,} scheduled, {stats.retry_tasks:,} retries waiting")
+        records, rows, paused = selectable_table(
+            KEY, lambda: ctx.queue.list_scheduled(limit=PAGE_SIZE, offset=page * PAGE_SIZE),
+            lambda recs: scheduled_frame(recs, clock.now_ms()),
+            column_config={"Due (UTC)": st.column_config.DatetimeColumn(format=TIME)})
+        pages = max(1, -(-waiting // PAGE_SIZE))
+        previous, where, following = st.columns([1, 2, 1], vertical_alignment="center")
+        previous.button("Previous page", key=f"{KEY}_prev", disabled=page <= 0,
+                        on_click=_turn, args=(-1,), width="stretch")
+        where.caption(f"Page {page + 1} of {pages}")
+        following.button("Next page", key=f"{KEY}_next", disabled=page + 1 >= pages,
+                         on_click=_turn, args=(1,), width="stretch")
+        selected = [records[i]["task_id"] for i in rows]
+        if selected:
+            _selection_bar(ctx, selected, paused)
+        updated_caption()
+
+
+def _turn(step: int) -> None:
+    st.session_state[f"{KEY}_page"] = max(0, st.session_state.get(f"{KEY}_page", 0) + step)
+    clear_selection(KEY)
+
+
+def _selection_bar(ctx: ConsoleContext, selected: list[str], paused: bool) -> None:
+    with st.container(border=True, key=f"{KEY}_selection"):
+        st.markdown(f"**{len(selected)} selected**" + (" · live updates paused while rows are "
+                                                        "selected" if paused else ""))
+        run, cancel, delete, clear = st.columns(4)
+        run.button("Run selected now", key=f"{KEY}_run_now", type="primary", width="stretch",
+                   on_click=_act, args=(ctx, "requeue", selected))
+        cancel.button("Cancel selected", key=f"{KEY}_cancel", width="stretch",
+                      on_click=_act, args=(ctx, "cancel", selected))
+        delete.button("Delete selected", key=f"{KEY}_delete", width="stretch",
+                      on_click=_act, args=(ctx, "delete", selected))
+        clear.button("Clear selection", key=f"{KEY}_clear", width="stretch",
+                     on_click=clear_selection, args=(KEY,))
+
+
+def _act(ctx: ConsoleContext, action: str, task_ids: Sequence[str]) -> None:
+    try:
+        report = apply_action(ctx.queue, action, task_ids)
+    except REDIS_DOWN as exc:
+        flash(KEY, "error", f"Nothing was changed: Redis did not answer ({exc}).")
+        return
+    text = report.summary()
+    if action == "requeue":
+        text = text.replace("Requeued", "Moved", 1) + " They run as soon as a worker is free."
+    flash(KEY, report.level, text)
+    clear_selection(KEY)
+
+
+# -- recurring schedules (engine.scheduler, when it provides them) ---------------------------------
+VERBS = (  # (label, method names in order of preference)
+    ("Run schedule now", ("run_schedule_now", "run_now")),
+    ("Pause schedule", ("pause_schedule", "pause")),
+    ("Resume schedule", ("resume_schedule", "resume")),
+    ("Remove schedule", ("remove_schedule", "remove")),
+)
+SCHEDULE_COLUMNS = ["Name", "State", "Cron", "Timezone", "Next run (UTC)", "Last run (UTC)",
+                    "Fires", "Skipped", "Task", "Last error"]
+
+
+def _as_row(schedule: Any) -> dict[str, Any]:
+    if is_dataclass(schedule):
+        return asdict(schedule)
+    if isinstance(schedule, dict):
+        return dict(schedule)
+    return dict(vars(schedule))
+
+
+def _schedule_id(row: dict[str, Any]) -> str | None:
+    return next((str(row[f]) for f in SCHEDULE_ID_FIELDS if row.get(f) not in (None, "")), None)
+
+
+def schedules_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """Recurring schedules as a table (any unknown shape is shown as it is)."""
+    if rows and not all("cron" in r for r in rows):
+        return pd.DataFrame(rows).astype(str)
+    out = []
+    for r in rows:
+        task = r.get("task") or {}
+        payload = task.get("payload") if isinstance(task, dict) else None
+        out.append({"Name": _schedule_id(r), "State": "⏸ paused" if r.get("paused") else "▶ active",
+                    "Cron": r.get("cron"), "Timezone": r.get("timezone"),
+                    "Next run (UTC)": to_timestamp(r.get("next_run")),
+                    "Last run (UTC)": to_timestamp(r.get("last_run")),
+                    "Fires": r.get("fires"), "Skipped": r.get("skipped"),
+                    "Task": f"{task.get('task_type', '?')}: {query_preview(payload)}"
+                    if isinstance(task, dict) else str(task),
+                    "Last error": r.get("last_error") or ""})
+    return pd.DataFrame(out, columns=SCHEDULE_COLUMNS)
+
+
+def _recurring_body(ctx: ConsoleContext, scheduler: Any) -> None:
+    show_flash(RECURRING)
+    with redis_guard("the recurring schedules"):
+        schedules = [_as_row(s) for s in scheduler.list_schedules()]
+        if not schedules and not selected_rows(RECURRING):
+            st.caption("No recurring schedule is defined.")
+            return
+        rows, picked, _ = selectable_table(
+            RECURRING, lambda: schedules, schedules_frame,
+            column_config={"Next run (UTC)": st.column_config.DatetimeColumn(format=TIME),
+                           "Last run (UTC)": st.column_config.DatetimeColumn(format=TIME)})
+        names = [n for n in (_schedule_id(rows[i]) for i in picked) if n]
+        if names:
+            for column, (label, methods) in zip(st.columns(len(VERBS)), VERBS):
+                method = next((m for m in methods if hasattr(scheduler, m)), None)
+                column.button(label, key=f"{RECURRING}_{methods[0]}", width="stretch",
+                              disabled=method is None, on_click=_schedule_verb,
+                              args=(scheduler, label, method, names))
+        updated_caption()
+
+
+def _schedule_verb(scheduler: Any, label: str, method: str, names: list[str]) -> None:
+    done, failed = 0, []
+    for name in names:
+        try:
+            getattr(scheduler, method)(name)
+            done += 1
+        except Exception as exc:   # the scheduler's own errors vary: report them, never crash
+            failed.append(f"{name}: {exc}")
+    flash(RECURRING, "warning" if failed else "success",
+          f"{label}: done for {done} schedule{'s' if done != 1 else ''}."
+          + (f" Failed: {'; '.join(failed)}" if failed else ""))
+    clear_selection(RECURRING)
+
+
+def _add_schedule_form(scheduler: Any) -> None:
+    k = f"{RECURRING}_add"
+    with st.expander("Add a recurring schedule"):
+        errors = st.session_state.get(f"{k}_errors", {})
+        with st.form(f"{k}_form", border=False):
+            name, cron, zone = st.columns(3)
+            name.text_input("Schedule name", key=f"{k}_name", placeholder="nightly-report")
+            cron.text_input("Cron expression", key=f"{k}_cron", placeholder="*/15 * * * *",
+                            help="Five fields (minute hour day month weekday), or @hourly, @daily…")
+            zone.text_input("Timezone", key=f"{k}_tz", value="UTC",
+                            help="An IANA name, e.g. Europe/Paris")
+            st.text_area("Query", key=f"{k}_query", height=80)
+            st.selectbox("Priority", PRIORITY_OPTIONS, index=2, key=f"{k}_priority")
+            for problem in errors.values():
+                st.error(problem, icon="✋")
+            st.form_submit_button("Add schedule", type="primary", on_click=_add_schedule,
+                                  args=(scheduler, k))
+
+
+def _add_schedule(scheduler: Any, k: str) -> None:
+    state = st.session_state
+    errors = {}
+    name = (state.get(f"{k}_name") or "").strip()
+    cron = (state.get(f"{k}_cron") or "").strip()
+    if not name:
+        errors["name"] = "Give the schedule a name."
+    if not cron:
+        errors["cron"] = "Enter a cron expression, e.g. */15 * * * *."
+    if (problem := check_query(state.get(f"{k}_query"))) is not None:
+        errors["query"] = problem
+    state[f"{k}_errors"] = errors
+    if errors:
+        return
+    task = AgentTask({"query": state[f"{k}_query"].strip()}, priority=state.get(f"{k}_priority"))
+    try:
+        scheduler.add_schedule(name, cron, task, timezone=(state.get(f"{k}_tz") or "").strip() or None)
+    except (ValidationError, ValueError) as exc:
+        state[f"{k}_errors"] = {"schedule": str(exc)}
+        return
+    except REDIS_DOWN as exc:
+        state[f"{k}_errors"] = {"schedule": f"Not added: Redis did not answer ({exc})."}
+        return
+    flash(RECURRING, "success", f"Added schedule {name} ({cron}).")

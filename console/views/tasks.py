@@ -1,0 +1,295 @@
+"""Tasks: a live, filtered, server-paged table; a task's details; actions alone and in bulk."""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import streamlit as st
+
+from engine import clock
+from engine.keys import PRIORITY_NAMES, STATUS_NAMES
+
+from ..actions import ACTIONS, BULK_LIMIT, apply_action, matching_ids
+from ..batch_jobs import batch_progress
+from ..components import (REDIS_DOWN, clear_selection, flash, live, plain_table, redis_guard,
+                          selectable_table, show_flash, status_badge, updated_caption)
+from ..data import (PAGE_SIZES, SEARCH_SCAN, TIME_RANGES, TaskFilters, TaskPage, allowed_actions,
+                    describe_age, load_task_page, task_timeline, tasks_frame)
+from ..runtime import ConsoleContext
+
+KEY = "tasks"
+ANY = "All"
+KNOWN_TYPES = ("agent_query", "batch_query", "custom")
+KEEP_PRIORITY = "keep current"
+TIME_FORMAT = "YYYY-MM-DD HH:mm:ss"
+COLUMNS = {
+    "Task id": st.column_config.TextColumn(width="medium"),
+    "Query": st.column_config.TextColumn(width="large"),
+    "Created (UTC)": st.column_config.DatetimeColumn(format=TIME_FORMAT),
+    "Updated (UTC)": st.column_config.DatetimeColumn(format=TIME_FORMAT),
+}
+
+
+def render(ctx: ConsoleContext) -> None:
+    """Draw the Tasks page."""
+    _open_from_link()
+    filters, page_size = _filter_bar()
+    live(_live_body, ctx, filters, page_size, seconds=ctx.refresh_seconds)
+
+
+# -- filters -----------------------------------------------------------------------------------
+def _open_from_link() -> None:
+    """``/Tasks?task=<id>`` opens that task (once per link, so closing it sticks)."""
+    task_id = st.query_params.get("task")
+    if task_id and st.session_state.get(f"{KEY}_linked") != task_id:
+        st.session_state[f"{KEY}_linked"] = task_id
+        st.session_state[f"{KEY}_open"] = task_id
+
+
+def _filters_changed() -> None:
+    st.session_state[f"{KEY}_page"] = 0
+    clear_selection(KEY)
+
+
+def _filter_bar() -> tuple[TaskFilters, int]:
+    columns = st.columns([1, 1, 1.2, 1.2, 1.2, 2.2, 0.9], vertical_alignment="bottom")
+    common = dict(on_change=_filters_changed)
+    status = columns[0].selectbox("Status", [ANY, *STATUS_NAMES], key=f"{KEY}_status", **common)
+    priority = columns[1].selectbox("Priority", [ANY, *PRIORITY_NAMES], key=f"{KEY}_priority",
+                                    **common)
+    task_type = columns[2].text_input("Task type", key=f"{KEY}_type", placeholder="any",
+                                      help="The exact type name, e.g. " + ", ".join(KNOWN_TYPES),
+                                      **common)
+    session = columns[3].text_input("Session id", key=f"{KEY}_session", placeholder="any",
+                                    **common)
+    time_range = columns[4].selectbox("Updated", list(TIME_RANGES), key=f"{KEY}_range",
+                                      help="When the task last changed status", **common)
+    search = columns[5].text_input("Search id or query text", key=f"{KEY}_search",
+                                   placeholder="a task id, or words from the query", **common)
+    page_size = columns[6].selectbox("Rows per page", PAGE_SIZES, index=1, key=f"{KEY}_page_size",
+                                     **common)
+    filters = TaskFilters(status=None if status == ANY else status,
+                          priority=None if priority == ANY else priority,
+                          task_type=(task_type or "").strip() or None,
+                          session_id=(session or "").strip() or None, time_range=time_range,
+                          search=search or "")
+    return filters, int(page_size)
+
+
+# -- the live part -------------------------------------------------------------------------------
+def _live_body(ctx: ConsoleContext, filters: TaskFilters, page_size: int) -> None:
+    show_flash(KEY)
+    summary = st.empty()
+    with redis_guard("the tasks"):
+        page_no = st.session_state.get(f"{KEY}_page", 0)
+        page, rows, paused = selectable_table(
+            KEY, lambda: load_task_page(ctx.queue, filters, page_no, page_size),
+            lambda p: tasks_frame(p.records), column_config=COLUMNS)
+        summary.markdown(_summary(page, filters))
+        _pager(page)
+        selected = [page.ids[i] for i in rows]
+        if len(selected) == 1:
+            st.session_state[f"{KEY}_open"] = selected[0]
+        if page.exact_id and st.session_state.get(f"{KEY}_open") != page.exact_id:
+            st.session_state[f"{KEY}_open"] = page.exact_id
+        if selected:
+            _selection_bar(ctx, selected, paused)
+        _bulk_matching(ctx, filters, page)
+        updated_caption()
+    st.divider()
+    _open_by_id()
+    task_id = st.session_state.get(f"{KEY}_open")
+    if task_id:
+        with redis_guard("the task"):
+            _detail(ctx, task_id)
+
+
+def _summary(page: TaskPage, filters: TaskFilters) -> str:
+    if page.exact_id:
+        return f"Task id **{page.exact_id}** found."
+    if not page.records:
+        return "**No tasks match these filters.**"
+    last = page.first_row + len(page.records) - 1
+    if page.exact:
+        text = f"Showing **{page.first_row:,}–{last:,}** of **{page.total:,}** tasks"
+    else:
+        text = (f"Showing **{page.first_row:,}–{last:,}** of **{page.total:,}** matches among "
+                f"the newest {SEARCH_SCAN:,} tasks (narrow the status or time range to look further)")
+    if page.max_rows is not None and page.total > page.max_rows:
+        text += f" · paging reaches {page.max_rows:,} rows: pick a status to go deeper"
+    return text
+
+
+def _pager(page: TaskPage) -> None:
+    previous, where, following = st.columns([1, 2, 1], vertical_alignment="center")
+    previous.button("Previous page", key=f"{KEY}_prev", disabled=page.page <= 0,
+                    on_click=_turn_page, args=(-1,), width="stretch")
+    where.markdown(f"<div style='text-align:center'>Page {page.page + 1:,} of {page.pages:,}</div>",
+                   unsafe_allow_html=True)
+    following.button("Next page", key=f"{KEY}_next", disabled=page.page + 1 >= page.pages,
+                     on_click=_turn_page, args=(1,), width="stretch")
+
+
+def _turn_page(step: int) -> None:
+    st.session_state[f"{KEY}_page"] = max(0, st.session_state.get(f"{KEY}_page", 0) + step)
+    clear_selection(KEY)
+
+
+# -- actions -------------------------------------------------------------------------------------
+def _selection_bar(ctx: ConsoleContext, selected: list[str], paused: bool) -> None:
+    with st.container(border=True, key=f"{KEY}_selection"):
+        st.markdown(f"**{len(selected)} selected**" + (" · live updates paused while rows are "
+                                                        "selected" if paused else ""))
+        columns = st.columns(5)
+        for column, action in zip(columns, ACTIONS):
+            column.button(f"{action.capitalize()} selected", key=f"{KEY}_sel_{action}",
+                          on_click=_act, args=(ctx, action, selected), width="stretch",
+                          type="primary" if action == "retry" else "secondary")
+        columns[4].button("Clear selection", key=f"{KEY}_sel_clear", on_click=clear_selection,
+                          args=(KEY,), width="stretch")
+
+
+def _bulk_matching(ctx: ConsoleContext, filters: TaskFilters, page: TaskPage) -> None:
+    with st.expander("Bulk action on every task matching the filters"):
+        st.caption(f"Acts on the newest {BULK_LIMIT:,} matching tasks per click; tasks the "
+                   "action does not apply to (say, retrying a completed task) are skipped.")
+        left, middle, right = st.columns([1, 2, 1], vertical_alignment="bottom")
+        action = left.selectbox("Bulk action", ACTIONS, format_func=str.capitalize,
+                                key=f"{KEY}_bulk_action")
+        confirmed = middle.checkbox("Yes, apply it to every matching task",
+                                    key=f"{KEY}_bulk_confirm")
+        right.button("Apply to all matching", key=f"{KEY}_bulk_apply", disabled=not confirmed,
+                     on_click=_act_on_matching, args=(ctx, action, filters), type="primary")
+
+
+def _act(ctx: ConsoleContext, action: str, task_ids: Sequence[str], priority: Any = None) -> None:
+    try:
+        report = apply_action(ctx.queue, action, task_ids, priority=priority)
+    except REDIS_DOWN as exc:
+        flash(KEY, "error", f"Nothing was changed: Redis did not answer ({exc}).")
+        return
+    flash(KEY, report.level, report.summary())
+    clear_selection(KEY)
+    if action == "delete" and st.session_state.get(f"{KEY}_open") in report.done:
+        st.session_state.pop(f"{KEY}_open", None)
+
+
+def _act_on_matching(ctx: ConsoleContext, action: str, filters: TaskFilters) -> None:
+    try:
+        ids, total = matching_ids(ctx.queue, filters, clock.now_ms(), limit=BULK_LIMIT)
+    except REDIS_DOWN as exc:
+        flash(KEY, "error", f"Nothing was changed: Redis did not answer ({exc}).")
+        return
+    if not ids:
+        flash(KEY, "warning", "No task matches the filters: nothing was changed.")
+        return
+    _act(ctx, action, ids)
+    st.session_state[f"{KEY}_bulk_confirm"] = False
+    if total > len(ids):
+        level, text = st.session_state[f"{KEY}__flash"]
+        flash(KEY, level, f"{text} {total - len(ids):,} more match: apply again for the next ones.")
+
+
+# -- one task ------------------------------------------------------------------------------------
+def _open_by_id() -> None:
+    left, middle, right = st.columns([3, 1, 1], vertical_alignment="bottom")
+    left.text_input("Task id", key=f"{KEY}_open_input", placeholder="paste a task id to open it")
+    middle.button("Open task", key=f"{KEY}_open_button", on_click=_open_typed, width="stretch")
+    if st.session_state.get(f"{KEY}_open"):
+        right.button("Close task", key=f"{KEY}_close", on_click=_close, width="stretch")
+
+
+def _open_typed() -> None:
+    typed = (st.session_state.get(f"{KEY}_open_input") or "").strip()
+    if typed:
+        st.session_state[f"{KEY}_open"] = typed
+
+
+def _close() -> None:
+    st.session_state.pop(f"{KEY}_open", None)
+    clear_selection(KEY)
+
+
+def _detail(ctx: ConsoleContext, task_id: str) -> None:
+    record = ctx.queue.get_task(task_id)
+    if record is None:
+        st.warning(f"No task `{task_id}`: it was never submitted, or it expired or was deleted.")
+        return
+    status = record.get("status")
+    is_batch = record.get("task_type") == "batch_query"
+    with st.container(border=True, key=f"{KEY}_detail"):
+        title, badge = st.columns([5, 1], vertical_alignment="center")
+        title.subheader(f"Task {task_id}")
+        with badge:
+            status_badge(status)
+        _facts(record)
+        if is_batch:
+            _batch_progress(ctx, task_id)
+        _detail_actions(ctx, record, allowed_actions(status, is_batch))
+        payload, result, error, timeline = st.tabs(["Payload", "Result", "Error", "Timeline"])
+        payload.json(record.get("payload") or {}, expanded=2)
+        with result:
+            if record.get("result") is None:
+                st.caption("No result stored (not finished yet, failed, or expired).")
+            else:
+                st.json(record["result"], expanded=2)
+        with error:
+            if record.get("error"):
+                st.code(record["error"], language=None, wrap_lines=True)
+            if record.get("traceback"):
+                st.markdown("**Traceback**")
+                st.code(record["traceback"], language="python")
+            if not record.get("error") and not record.get("traceback"):
+                st.caption("No error recorded.")
+        with timeline:
+            plain_table(f"{KEY}_timeline", task_timeline(ctx.queue, record),
+                        column_config={"Time (UTC)": st.column_config.DatetimeColumn(
+                            format="YYYY-MM-DD HH:mm:ss.SSS")})
+
+
+def _facts(record: dict[str, Any]) -> None:
+    cells = [("Type", record.get("task_type") or "—"), ("Priority", record.get("priority") or "—"),
+             ("Attempts", f"{record.get('attempts', 0)} of {record.get('max_retries', 0) + 1}"),
+             ("Worker", record.get("worker_id") or "—"),
+             ("Run time", _run_time(record.get("duration"))),
+             ("Session", record.get("session_id") or "—")]
+    for column, (label, value) in zip(st.columns(len(cells)), cells):
+        column.metric(label, value)
+    times = [("Created", "created_at"), ("Started", "started_at"), ("Finished", "finished_at"),
+             ("Due", "due_at")]
+    st.caption(" · ".join(f"{label}: {record[name]}" for label, name in times if record.get(name))
+               + (f" · Parent batch: {record['parent_id']}" if record.get("parent_id") else "")
+               + (f" · Stalls: {record['stalls']}" if record.get("stalls") else ""))
+
+
+def _run_time(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    return f"{seconds:.2f} s" if seconds < 10 else describe_age(seconds)
+
+
+def _batch_progress(ctx: ConsoleContext, batch_id: str) -> None:
+    try:
+        progress = batch_progress(ctx.queue, batch_id)
+    except Exception:   # an old or half-written batch: its details still show
+        return
+    st.progress(progress["fraction"], text=f"{progress['done']:,} of {progress['total']:,} queries "
+                f"done · {progress['completed']:,} completed · {progress['failed']:,} failed · "
+                f"{progress['cancelled']:,} cancelled")
+
+
+def _detail_actions(ctx: ConsoleContext, record: dict[str, Any], allowed: set[str]) -> None:
+    task_id = record["task_id"]
+    columns = st.columns([1.4, 1, 1, 1, 1], vertical_alignment="bottom")
+    columns[0].selectbox("Priority for retry / requeue", [KEEP_PRIORITY, *PRIORITY_NAMES],
+                         key=f"{KEY}_detail_priority")
+    for column, action in zip(columns[1:], ACTIONS):
+        column.button(f"{action.capitalize()} task", key=f"{KEY}_detail_{action}",
+                      disabled=action not in allowed, width="stretch",
+                      on_click=_act_on_open_task, args=(ctx, action, task_id))
+
+
+def _act_on_open_task(ctx: ConsoleContext, action: str, task_id: str) -> None:
+    # Read the priority now: arguments bound when the button was drawn would be stale.
+    chosen = st.session_state.get(f"{KEY}_detail_priority", KEEP_PRIORITY)
+    priority = None if chosen == KEEP_PRIORITY or action not in ("retry", "requeue") else chosen
+    _act(ctx, action, [task_id], priority=priority)

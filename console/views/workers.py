@@ -1,0 +1,49 @@
+"""Workers: every worker's state and counters; lost workers and what became of their tasks."""
+from __future__ import annotations
+
+import streamlit as st
+
+from ..components import live, plain_table, redis_guard, updated_caption
+from ..data import load_workers
+from ..runtime import ConsoleContext
+from ..theme import worker_state_label
+
+KEY = "workers"
+
+
+def render(ctx: ConsoleContext) -> None:
+    """Draw the Workers page."""
+    st.caption("Workers announce themselves with a heartbeat. One silent for longer than the "
+               f"lease timeout ({ctx.settings.lease_timeout:g} s) is shown as lost; the tasks it "
+               "held go back in line (or fail once they have stalled too often).")
+    if ctx.worker is not None:
+        st.info(f"This console runs an embedded worker, `{ctx.worker.worker_id}`. "
+                "Start more with `python worker.py` against a shared Redis.", icon="🧪")
+    live(_live_body, ctx, seconds=ctx.refresh_seconds)
+
+
+def _live_body(ctx: ConsoleContext) -> None:
+    with redis_guard("the workers"):
+        view = load_workers(ctx.queue)
+        cells = [("Running", view.counts["running"]), ("Stopping", view.counts["stopping"]),
+                 ("Lost", view.counts["lost"]), ("Stopped recently", view.counts["stopped"])]
+        for column, (label, value) in zip(st.columns(len(cells)), cells):
+            column.metric(label, f"{value:,}", border=True)
+        if view.table.empty:
+            st.info("No worker has reported yet. Start one with `python worker.py`.")
+        else:
+            plain_table(f"{KEY}_table", view.table,
+                        column_config={"Last heartbeat (UTC)": st.column_config.DatetimeColumn(
+                             format="YYYY-MM-DD HH:mm:ss")})
+        for story in view.lost:
+            info = story.info
+            with st.expander(f"{worker_state_label('lost')} {info.get('name') or info['worker_id']} "
+                             f"on {info.get('host', '?')} (pid {info.get('pid', '?')}): what happened "
+                             "to its tasks", expanded=True):
+                st.caption(f"Last heartbeat {info.get('last_heartbeat') or 'unknown'} · "
+                           f"processed {info.get('processed', 0)} · failed {info.get('failed', 0)}")
+                if story.tasks.empty:
+                    st.caption("It held no task when it went silent.")
+                else:
+                    plain_table(f"{KEY}_lost_{info['worker_id']}", story.tasks)
+        updated_caption()

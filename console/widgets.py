@@ -1,0 +1,148 @@
+"""Widgets any Streamlit app can embed. Both take a ``key`` prefix, so two copies on
+one page never collide, and find the queue themselves when not given one."""
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from engine import TaskQueue
+from engine.agent import AgentExecutor
+
+from .components import live, plain_table, redis_guard, updated_caption
+from .data import query_preview, summary_numbers
+from .forms import PRIORITY_OPTIONS, Checked, check_common, check_query
+from .runtime import default_queue
+from .theme import FINISHED, status_label
+
+MONITOR_MAX_WATCHED = 20
+
+
+# -- compact summary -----------------------------------------------------------------------
+def render_task_queue_dashboard(queue: TaskQueue | None = None, *, key: str = "task_queue_dashboard",
+                                container: Any = None, refresh_seconds: float | None = None,
+                                title: str = "Queue") -> None:
+    """The compact live summary: Pending, Running, Completed, Failed, Workers and
+    Success rate, drawn into ``container`` (default: the sidebar).
+
+    ``queue`` defaults to the console's cached queue; ``refresh_seconds`` to the
+    ``CONSOLE_REFRESH_SECONDS`` setting (0: draw once, no refresh).
+    """
+    queue = queue if queue is not None else default_queue()
+    seconds = queue.settings.console_refresh_seconds if refresh_seconds is None else refresh_seconds
+    with container if container is not None else st.sidebar:
+        live(_dashboard_body, queue, key, title, seconds=seconds)
+
+
+def _dashboard_body(queue: TaskQueue, key: str, title: str) -> None:
+    # The container key becomes a CSS class (st-key-<key>): a browser test can find
+    # this copy of the summary among others.
+    with st.container(key=key, border=True):
+        st.markdown(f"**{title}**")
+        with redis_guard("the queue summary"):
+            numbers = summary_numbers(queue.get_queue_stats())
+            cells = list(numbers.items())
+            for row in range(0, len(cells), 2):
+                for column, (label, value) in zip(st.columns(2), cells[row:row + 2]):
+                    column.metric(label, value)
+            updated_caption()
+
+
+# -- submit and watch ---------------------------------------------------------------------------
+def render_task_monitor(agent_executor: AgentExecutor, *, key: str = "task_monitor",
+                        queue: TaskQueue | None = None,
+                        refresh_seconds: float | None = None) -> None:
+    """A panel to submit queries through ``agent_executor`` and watch them finish.
+
+    The executor's own queue is used when it has one; otherwise ``queue``, else the
+    console's cached queue is bound to it (an unbound ``AgentExecutor`` would otherwise
+    build a queue from the environment's defaults).
+    """
+    queue = _bind_queue(agent_executor, queue)
+    seconds = queue.settings.console_refresh_seconds if refresh_seconds is None else refresh_seconds
+    with st.container(key=key, border=True):
+        _monitor_form(agent_executor, key)
+        live(watched_tasks, queue, key, seconds=seconds)
+
+
+def _bind_queue(executor: AgentExecutor, queue: TaskQueue | None) -> TaskQueue:
+    bound = getattr(executor, "_queue", None)
+    if bound is not None:
+        return bound
+    queue = queue if queue is not None else default_queue()
+    executor._queue = queue     # AgentExecutor.queue would build one from the environment
+    return queue
+
+
+def _monitor_form(executor: AgentExecutor, key: str) -> None:
+    errors = st.session_state.get(f"{key}_errors", {})
+    with st.form(f"{key}_form", clear_on_submit=False, border=False):
+        st.text_area("Query", key=f"{key}_query", height=90,
+                     placeholder="Ask the agent something…")
+        if errors.get("query"):
+            st.error(errors["query"])
+        left, right = st.columns(2)
+        left.selectbox("Priority", PRIORITY_OPTIONS, index=2, key=f"{key}_priority")
+        right.text_input("Session id", key=f"{key}_session", placeholder="optional")
+        if errors.get("session_id"):
+            right.error(errors["session_id"])
+        st.form_submit_button("Submit", type="primary", on_click=_monitor_submit,
+                              args=(executor, key))
+
+
+def _monitor_submit(executor: AgentExecutor, key: str) -> None:
+    state = st.session_state
+    query = state.get(f"{key}_query", "")
+    errors: dict[str, str] = {}
+    if (problem := check_query(query)) is not None:
+        errors["query"] = problem
+    common = Checked()
+    check_common(common, state.get(f"{key}_priority"), state.get(f"{key}_session"), 0)
+    errors.update(common.errors)
+    state[f"{key}_errors"] = errors
+    if errors:
+        return
+    try:
+        task_id = executor.execute_async(query.strip(), session_id=common.options["session_id"],
+                                         priority=common.options["priority"])
+    except Exception as exc:   # a Redis outage or a rejected task: say so next to the field
+        state[f"{key}_errors"] = {"query": f"Not submitted: {exc}"}
+        return
+    watched = state.setdefault(f"{key}_watched", [])
+    watched.insert(0, task_id)
+    del watched[MONITOR_MAX_WATCHED:]
+    state[f"{key}_query"] = ""
+
+
+def watched_tasks(queue: TaskQueue, key: str) -> None:
+    """The status and answer of each task id in ``st.session_state[key + "_watched"]``:
+    one Redis round trip, plus one per task the first time it is seen finished."""
+    watched: list[str] = st.session_state.get(f"{key}_watched", [])
+    if not watched:
+        st.caption("Submitted queries appear here with their answers.")
+        return
+    answers: dict[str, str] = st.session_state.setdefault(f"{key}_answers", {})
+    with redis_guard("the watched tasks"):
+        statuses = queue.get_task_statuses(watched)
+        rows = []
+        for task_id, status in zip(watched, statuses):
+            state = status["status"] if status else None
+            if state in FINISHED and task_id not in answers:
+                # A finished task's result never changes: read it once, keep it.
+                answers[task_id] = _outcome_text(queue.get_task_result(task_id))
+            rows.append({"Status": status_label(state) if state else "gone",
+                         "Answer / error": answers.get(task_id, ""), "Task id": task_id})
+        plain_table(f"{key}_watch_table", pd.DataFrame(rows))
+        updated_caption()
+
+
+def _outcome_text(doc: dict[str, Any] | None) -> str:
+    if not doc:
+        return ""
+    if doc.get("status") != "completed":
+        return doc.get("error") or doc.get("status") or ""
+    result = doc.get("result")
+    if isinstance(result, dict) and "answer" in result:
+        return str(result["answer"])
+    return query_preview({"query": result if isinstance(result, str) else str(result)}, 400)
