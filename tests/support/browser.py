@@ -1,0 +1,277 @@
+"""Helpers for the browser tests: a Streamlit server, a worker process and headless Chromium.
+
+- :class:`ConsoleServer` runs ``python -m streamlit run app.py`` on a free loopback port with
+  the environment a test gives it, waits for ``/_stcore/health`` against a deadline, and
+  keeps its output in a log file (so a failure can show the server's traceback).
+- :class:`LoggedProcess` runs any command (here ``python worker.py``) the same way.
+- :func:`require_chromium` skips when Debian's Chromium is missing, but fails under CI.
+- :func:`launch_chromium` starts that Chromium through Playwright's sync API; a browser is
+  never downloaded.
+- :func:`screenshot` saves ``test-artifacts/screenshots/<name>.png`` at the repository root.
+
+Nothing here sleeps for a fixed time: every wait polls a condition until a deadline.
+"""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import IO, Any, Mapping
+
+import pytest
+
+from engine.embedded import free_port
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SCREENSHOT_DIR = REPO_ROOT / "test-artifacts" / "screenshots"
+CHROMIUM = "/usr/bin/chromium"
+# The closed network refuses Chromium's background connections; without these flags it
+# retries them for the whole run (docs: DESIGN.md, "Known traps").
+CHROMIUM_ARGS = (
+    "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
+    "--disable-dev-shm-usage",
+)
+# Variables the console or the engine read: none of the caller's may leak into a test server.
+OWNED_PREFIXES = ("QUEUE_", "REDIS_", "AGENT_", "OPENAI_", "CONSOLE_")
+SERVER_START_TIMEOUT = 60.0
+
+
+# -- Chromium --------------------------------------------------------------------------------------
+def _unavailable(reason: str) -> None:
+    """Skip the test, or fail it when ``CI`` is set (a silent skip in CI would hide every
+    browser test)."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason} (CI is set, so this is an error, not a skip)", pytrace=False)
+    pytest.skip(reason)
+
+
+def require_chromium() -> str:
+    """The Chromium path, once Playwright and Debian's Chromium are both there; skips the
+    test otherwise (fails it under CI)."""
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        _unavailable("the playwright Python package is not installed (pip install playwright; "
+                     "no browser download is needed)")
+    if not (os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
+        _unavailable(f"{CHROMIUM} not found: install Debian's chromium package "
+                     "(apt-get install chromium) to run the browser tests")
+    return CHROMIUM
+
+
+def launch_chromium(playwright: Any) -> Any:
+    """Headless Debian Chromium through Playwright (never a downloaded browser)."""
+    return playwright.chromium.launch(executable_path=require_chromium(), headless=True,
+                                      args=list(CHROMIUM_ARGS))
+
+
+# Streamlit scrolls inside its main area and its sidebar, not the document, so a plain
+# full-page screenshot stops at the window's height: measure the tallest of them instead.
+_CONTENT_HEIGHT_JS = """() => Math.max(document.documentElement.scrollHeight, ...Array.from(
+    document.querySelectorAll('[data-testid="stMain"], [data-testid="stSidebarContent"]'),
+    (el) => el.scrollHeight))"""
+MAX_SCREENSHOT_HEIGHT = 8000
+
+
+def wait_idle(page: Any, timeout: float = 10_000) -> None:
+    """Wait until no script run is under way (``stApp``'s ``data-test-script-state``):
+    once it holds after a page opened, that page's run has drawn all it will draw."""
+    from playwright.sync_api import expect
+
+    expect(page.locator('[data-testid="stApp"]')).to_have_attribute(
+        "data-test-script-state", "notRunning", timeout=timeout)
+
+
+def settle(page: Any, timeout: float = 10_000) -> bool:
+    """Best effort: wait (up to ``timeout`` ms) for a quiet moment, when no script run is
+    under way and nothing is drawn as stale (greyed out, waiting for a rerun). Live parts
+    rerun every few seconds, so this can only catch a moment between two runs; returns
+    whether it did."""
+    from playwright.sync_api import expect
+
+    try:
+        wait_idle(page, timeout)
+        expect(page.locator('[data-stale="true"]')).to_have_count(0, timeout=timeout)
+        return True
+    except AssertionError:
+        return False
+
+
+def screenshot(page: Any, name: str) -> Path:
+    """Save a full-page screenshot as ``test-artifacts/screenshots/<name>.png``: the window
+    is made as tall as the page's content for the shot, then restored."""
+    SCREENSHOT_DIR.mkdir(parents=True, exist_ok=True)
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "page"
+    path = SCREENSHOT_DIR / f"{safe}.png"
+    viewport = page.viewport_size
+    height = min(int(page.evaluate(_CONTENT_HEIGHT_JS)), MAX_SCREENSHOT_HEIGHT)
+    try:
+        if viewport and height > viewport["height"]:
+            page.set_viewport_size({"width": viewport["width"], "height": height})
+        settle(page)
+        page.screenshot(path=str(path), full_page=True)
+    finally:
+        if viewport:
+            page.set_viewport_size(viewport)
+    return path
+
+
+# -- environments ----------------------------------------------------------------------------------
+def clean_env(**extra: str) -> dict[str, str]:
+    """This process's environment without any queue/console setting, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(OWNED_PREFIXES) and k != "USE_REDIS_QUEUE"}
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+def console_env(redis_url: str, namespace: str, **extra: str) -> dict[str, str]:
+    """The environment of a test console: the test's Redis and namespace (never the
+    embedded mode, never 127.0.0.1:6379), no login, a quick refresh, and ``extra``.
+    Values are set even when empty: a developer's ``.env`` (read by the console too) must
+    not turn the login on or point the console elsewhere."""
+    values = {"REDIS_URL": redis_url, "QUEUE_NAMESPACE": namespace, "CONSOLE_PASSWORD": "",
+              "CONSOLE_REFRESH_SECONDS": "1", "AGENT_BACKEND": "demo"}
+    values.update(extra)
+    return clean_env(**values)
+
+
+def worker_env(redis_url: str, namespace: str, **extra: str) -> dict[str, str]:
+    """The environment of a real ``worker.py`` with the demo agent answering quickly (set
+    explicitly: a developer's ``.env`` may name a real LLM backend)."""
+    values = {"REDIS_URL": redis_url, "QUEUE_NAMESPACE": namespace, "AGENT_BACKEND": "demo",
+              "AGENT_DEMO_LATENCY": "0.05", "AGENT_DEMO_FAILURE_RATE": "0",
+              "QUEUE_HEARTBEAT_INTERVAL": "0.5", "QUEUE_LEASE_TIMEOUT": "5"}
+    values.update(extra)
+    return clean_env(**values)
+
+
+# -- processes -------------------------------------------------------------------------------------
+class LoggedProcess:
+    """A subprocess in its own session whose stdout and stderr go to one log file."""
+
+    def __init__(self, args: list[str], env: Mapping[str, str], log_path: Path,
+                 cwd: Path = REPO_ROOT):
+        self.args = args
+        self.log_path = Path(log_path)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log: IO[bytes] = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(args, cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL,
+                                     stdout=self._log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+
+    @property
+    def running(self) -> bool:
+        """Whether the process has not exited yet."""
+        return self.proc.poll() is None
+
+    def output(self, last: int = 12000) -> str:
+        """The tail of what the process printed."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return text[-last:]
+
+    def wait_for_output(self, pattern: str, timeout: float = 30.0) -> re.Match:
+        """The first match of ``pattern`` in the output; fails after ``timeout`` or when the
+        process exits first."""
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while True:
+            match = regex.search(self.output(last=10**7))
+            if match:
+                return match
+            if not self.running:
+                raise AssertionError(f"{self.args[1:3]} exited ({self.proc.returncode}) before "
+                                     f"printing {pattern!r}:\n{self.output()}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no output matching {pattern!r} within {timeout} s:\n"
+                                     f"{self.output()}")
+            time.sleep(0.05)   # polling interval, not a wait for an outcome
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """SIGTERM, then SIGKILL after ``timeout``; returns the exit code."""
+        try:
+            if self.running:
+                self.proc.send_signal(signal.SIGTERM)
+                try:
+                    self.proc.wait(timeout=timeout)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait(timeout=10)
+            return self.proc.returncode
+        finally:
+            self._log.close()
+
+
+class WorkerProcess(LoggedProcess):
+    """``python worker.py --concurrency N`` with the agent handlers (the demo backend)."""
+
+    def __init__(self, env: Mapping[str, str], log_path: Path, concurrency: int = 4):
+        super().__init__([sys.executable, "worker.py", "--concurrency", str(concurrency)], env,
+                         log_path)
+
+    def wait_ready(self, timeout: float = 30.0) -> str:
+        """The worker id, once the worker says it is ready."""
+        return self.wait_for_output(r"Worker (\S+) ready", timeout).group(1)
+
+
+class ConsoleServer(LoggedProcess):
+    """``python -m streamlit run app.py`` headless on a free loopback port."""
+
+    def __init__(self, env: Mapping[str, str], log_path: Path, port: int | None = None):
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        super().__init__([
+            sys.executable, "-m", "streamlit", "run", "app.py",
+            "--server.headless", "true", "--server.port", str(self.port),
+            "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
+            "--server.fileWatcherType", "none", "--server.runOnSave", "false",
+        ], env, log_path)
+
+    def page_url(self, path: str = "/") -> str:
+        """The absolute URL of a page path such as ``/Tasks``."""
+        return self.url + (path if path.startswith("/") else "/" + path)
+
+    def wait_healthy(self, timeout: float = SERVER_START_TIMEOUT) -> None:
+        """Wait until ``/_stcore/health`` answers ``ok``; fails with the server's output
+        when the deadline passes or the process exits."""
+        deadline = time.monotonic() + timeout
+        health = self.url + "/_stcore/health"
+        last_error: object = None
+        while True:
+            if not self.running:
+                raise AssertionError(f"streamlit exited ({self.proc.returncode}) before it was "
+                                     f"healthy:\n{self.output()}")
+            try:
+                with urllib.request.urlopen(health, timeout=2) as response:
+                    if response.status == 200 and response.read().strip() == b"ok":
+                        return
+                    last_error = f"HTTP {response.status}"
+            except (urllib.error.URLError, OSError) as exc:
+                last_error = exc
+            if time.monotonic() > deadline:
+                raise AssertionError(f"streamlit at {self.url} not healthy within {timeout} s "
+                                     f"(last: {last_error}):\n{self.output()}")
+            time.sleep(0.1)   # polling interval
+
+    @classmethod
+    def start(cls, env: Mapping[str, str], log_path: Path,
+              timeout: float = SERVER_START_TIMEOUT) -> "ConsoleServer":
+        """Start a server and return it once healthy (stopped again if it never is)."""
+        server = cls(env, log_path)
+        try:
+            server.wait_healthy(timeout)
+        except BaseException:
+            server.stop()
+            raise
+        return server
