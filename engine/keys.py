@@ -64,10 +64,10 @@ class Keys:
 
     @property
     def batch_keys(self) -> list[str]:
-        """The ten keys every script that ends or reopens a task takes last (see lib.lua)."""
+        """The nine keys every script that ends or reopens a task takes last (see lib.lua)."""
         return [self.task_prefix, self.result_prefix, self.done_prefix, self.status["running"],
                 self.status["completed"], self.status["cancelled"], self.events_log, self.events,
-                self.stats, self.children_prefix]
+                self.children_prefix]
 
     def schedule(self, name: str) -> str:
         """The hash holding one recurring schedule (cron, timezone, task template, next fire)."""

@@ -21,7 +21,8 @@ def _start_node(binary: str, directory, port: int) -> subprocess.Popen:
     directory.mkdir()
     return subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1",
                              "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                             "--save", "", "--appendonly", "no", "--dir", str(directory)],
+                             "--save", "", "--appendonly", "no", "--dir", str(directory),
+                             "--logfile", str(directory / "redis.log")],
                             cwd=directory, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -34,7 +35,11 @@ def _wait(predicate, what: str, seconds: float = 30) -> None:
         except redis.RedisError:
             pass
         time.sleep(0.05)
-    raise AssertionError(f"{what} within {seconds} s")
+    raise AssertionError(f"{what() if callable(what) else what} within {seconds} s")
+
+
+def _tail(path) -> str:
+    return path.read_text()[-500:] if path.exists() else "(no log)"
 
 
 @pytest.fixture(scope="module")
@@ -47,11 +52,13 @@ def cluster_url(tmp_path_factory, redis_server_bin):
     ports = [free_port() for _ in range(3)]
     nodes = [_start_node(redis_server_bin, base / str(p), p) for p in ports]
     try:
-        for port in ports:
-            _wait(lambda: redis.Redis(port=port).ping(), f"node {port} did not answer")
+        for port, node in zip(ports, nodes):
+            _wait(lambda: redis.Redis(host="127.0.0.1", port=port).ping(),
+                  lambda: f"node {port} did not answer (exit code {node.poll()}, log: "
+                          f"{_tail(base / str(port) / 'redis.log')!r})")
         subprocess.run([cli, "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports),
                         "--cluster-replicas", "0", "--cluster-yes"], check=True, capture_output=True)
-        _wait(lambda: all(redis.Redis(port=p).cluster("info")["cluster_state"] == "ok" for p in ports),
+        _wait(lambda: all(redis.Redis(host="127.0.0.1", port=p).cluster("info")["cluster_state"] == "ok" for p in ports),
               "the cluster did not reach state ok")
         yield f"redis://127.0.0.1:{ports[0]}/0"
     finally:

@@ -5,7 +5,7 @@
   KEYS[9]  status:scheduled KEYS[10] status:retry    KEYS[11] status:running
   KEYS[12] status:cancelled KEYS[13] result key      KEYS[14] waiter list
   KEYS[15] events:log       KEYS[16] events (channel) KEYS[17] stats
-  KEYS[-10..-1] the ten batch keys (see lib.lua)
+  KEYS[-9..-1] the nine batch keys (see lib.lua)
   ARGV[1] now override in ms ('' = Redis TIME)   ARGV[2] events stream max length
   ARGV[3] TTL of the cancelled task in ms   ARGV[4] task id   ARGV[5] result document
   Returns: {1, previous status} cancelled; {-1, ''} no such task;

@@ -3,7 +3,7 @@
   KEYS[4]  status:running    KEYS[5] status:completed    KEYS[6] leases
   KEYS[7]  events:log        KEYS[8] events (channel)    KEYS[9] stats
   KEYS[10] minute stats prefix
-  KEYS[-10..-1] the ten batch keys (see lib.lua)
+  KEYS[-9..-1] the nine batch keys (see lib.lua)
   ARGV[1]  now override in ms ('' = Redis TIME)   ARGV[2] events stream max length
   ARGV[3]  TTL of result and task in ms   ARGV[4] most finished ids kept in the index
   ARGV[5]  number of tasks N

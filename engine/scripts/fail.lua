@@ -3,7 +3,7 @@
   KEYS[4]  status:running    KEYS[5] status:retry        KEYS[6] status:failed
   KEYS[7]  leases            KEYS[8] scheduled           KEYS[9] events:log
   KEYS[10] events (channel)  KEYS[11] stats              KEYS[12] minute stats prefix
-  KEYS[-10..-1] the ten batch keys (see lib.lua)
+  KEYS[-9..-1] the nine batch keys (see lib.lua)
   ARGV[1]  now override in ms ('' = Redis TIME)   ARGV[2] events stream max length
   ARGV[3]  TTL of a failed task and its result in ms   ARGV[4] number of tasks N
   ARGV[5..] per task, 6 values: id, token, error, traceback, retry delay in ms

@@ -90,14 +90,15 @@ end
 
 --[[ Batch bookkeeping. A BATCH_QUERY parent tracks its children: each child that ends
   counts in the parent (n_completed / n_failed / n_cancelled) and the last one ends the
-  parent. Scripts that end or reopen tasks take ten "batch keys" as their LAST ten KEYS:
+  parent. Scripts that end or reopen tasks take nine "batch keys" as their LAST nine KEYS:
   task prefix, result prefix, waiter prefix, status:running, status:completed,
-  status:cancelled, events:log, events channel, stats, children list prefix. ]]
+  status:cancelled, events:log, events channel, children list prefix. A parent is
+  bookkeeping, not work: the counters in `stats` count its children only. ]]
 local function batch_keys()
-  local b = #KEYS - 10
+  local b = #KEYS - 9
   return { task = KEYS[b + 1], result = KEYS[b + 2], done = KEYS[b + 3], running = KEYS[b + 4],
     completed = KEYS[b + 5], cancelled = KEYS[b + 6], log = KEYS[b + 7], channel = KEYS[b + 8],
-    stats = KEYS[b + 9], children = KEYS[b + 10] }
+    children = KEYS[b + 9] }
 end
 
 local function finish_parent(K, parent, f, now, maxlen, ttl)
@@ -111,7 +112,6 @@ local function finish_parent(K, parent, f, now, maxlen, ttl)
   store_end(pkey, K.result .. parent, K.done .. parent, doc, ttl, f[6])
   redis.call('ZREM', K.running, parent)
   redis.call('ZADD', status == 'completed' and K.completed or K.cancelled, now, parent)
-  redis.call('HINCRBY', K.stats, status, 1)
   emit(K.log, K.channel, maxlen, 'task.' .. status, parent, status, now, ',"batch":true')
 end
 

@@ -5,7 +5,7 @@
   KEYS[9]  status:failed     KEYS[10] result key prefix  KEYS[11] waiter list prefix
   KEYS[12] marker            KEYS[13] events:log      KEYS[14] events (channel)
   KEYS[15] stats             KEYS[16] workers         KEYS[17] worker hash prefix
-  KEYS[-10..-1] the ten batch keys (see lib.lua)
+  KEYS[-9..-1] the nine batch keys (see lib.lua)
   ARGV[1] now override in ms ('' = Redis TIME)   ARGV[2] events stream max length
   ARGV[3] most stalls before a task fails   ARGV[4] most tasks handled in one call
   ARGV[5] TTL of a failed task in ms        ARGV[6] worker silence before it is lost, ms

@@ -4,7 +4,7 @@
   KEYS[6] status:failed     KEYS[7] status:cancelled   KEYS[8] status:pending
   KEYS[9] result key        KEYS[10] marker            KEYS[11] events:log
   KEYS[12] events (channel)  KEYS[13] waiter list
-  KEYS[-10..-1] the ten batch keys (see lib.lua)
+  KEYS[-9..-1] the nine batch keys (see lib.lua)
   ARGV[1] now override in ms ('' = Redis TIME)   ARGV[2] events stream max length
   ARGV[3] task id   ARGV[4] new priority ('' = keep)
   Returns: {1, previous status}; {-1, ''} no such task; {-2, status} not failed or cancelled.

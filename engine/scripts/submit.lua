@@ -60,7 +60,8 @@ for i = 1, n do
     end
     emit(KEYS[10], KEYS[11], maxlen, 'task.submitted', id, status, now)
     ids[#ids + 1] = id
-    submitted = submitted + 1
+    -- Counters count work: a batch parent is bookkeeping over its children.
+    if children == 0 then submitted = submitted + 1 end
   end
   b = last + 1
 end
