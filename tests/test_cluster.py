@@ -5,7 +5,9 @@ redis-py's cluster client, whose pipelines refuse scripts and TIME.
 """
 from __future__ import annotations
 
+import random
 import shutil
+import socket
 import subprocess
 import threading
 import time
@@ -14,7 +16,20 @@ import pytest
 import redis
 
 from engine import Settings, Task, TaskQueue, TaskType, TaskWorker
-from engine.embedded import free_port
+
+
+def _cluster_port() -> int:
+    """A free port whose cluster bus port (port + 10000, so at most 55535) is free too."""
+    for _ in range(200):
+        port = random.randint(20000, 45000)
+        try:
+            for candidate in (port, port + 10000):
+                with socket.socket() as probe:
+                    probe.bind(("127.0.0.1", candidate))
+        except OSError:
+            continue
+        return port
+    raise AssertionError("no free pair of ports for a cluster node")
 
 
 def _start_node(binary: str, directory, port: int) -> subprocess.Popen:
@@ -49,7 +64,7 @@ def cluster_url(tmp_path_factory, redis_server_bin):
     if cli is None:
         pytest.skip("redis-cli is not installed: cannot form a cluster")
     base = tmp_path_factory.mktemp("cluster")
-    ports = [free_port() for _ in range(3)]
+    ports = [_cluster_port() for _ in range(3)]
     nodes = [_start_node(redis_server_bin, base / str(p), p) for p in ports]
     try:
         for port, node in zip(ports, nodes):
