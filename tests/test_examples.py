@@ -1,4 +1,5 @@
-"""Every ```python example in docs/AGENTS.md runs as written, against the test queue.
+"""Every ```python example in the README and docs/AGENTS.md runs as written, against the
+test queue (a ```py block is an illustration that is not run, such as Streamlit code).
 
 The examples take their queue from the environment, as a user's script would: the test sets
 ``REDIS_URL`` / ``QUEUE_NAMESPACE`` (this test's own namespace), resets the process-wide
@@ -20,13 +21,15 @@ from engine import Settings, TaskWorker, get_task_queue
 from engine.agent import build_backend, register_handlers
 from tests.support.processes import OWNED_PREFIXES
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "AGENTS.md"
+ROOT = Path(__file__).resolve().parents[1]
+DOC = ROOT / "docs" / "AGENTS.md"
+README = ROOT / "README.md"
 _BLOCK = re.compile(r"^```(\w+)\n(.*?)^```", re.S | re.M)
 
 
-def blocks(language: str) -> list[tuple[str, str]]:
+def blocks(language: str, doc: Path = DOC) -> list[tuple[str, str]]:
     """(heading above it, code) of every fenced block of ``language``, in order."""
-    text = DOC.read_text(encoding="utf-8")
+    text = doc.read_text(encoding="utf-8")
     found = []
     for match in _BLOCK.finditer(text):
         if match.group(1) == language:
@@ -36,6 +39,7 @@ def blocks(language: str) -> list[tuple[str, str]]:
 
 
 PYTHON = blocks("python")
+README_PYTHON = blocks("python", README)
 
 
 @pytest.fixture
@@ -101,3 +105,15 @@ def test_the_docs_describe_every_setting_they_add():
         assert f"`{name}`" in text
         Settings.from_mapping({name: "1" if "MAX" in name or "GRACE" in name or "TIMEOUT" in name
                                else "UTC" if "TIMEZONE" in name else "x"})
+
+
+def test_the_readme_shows_the_agent_batch_csv_and_schedule_examples():
+    code = "\n".join(block for _, block in README_PYTHON)
+    for wanted in ("execute_async(", "TaskType.BATCH_QUERY", "submit_csv(", "add_schedule("):
+        assert wanted in code, f"the README has no example using {wanted}"
+
+
+@pytest.mark.parametrize("code", [code for _, code in README_PYTHON],
+                         ids=[f"readme-{i}-{heading}" for i, (heading, _) in enumerate(README_PYTHON)])
+def test_readme_example_runs_as_written(docs_env, code):
+    exec(compile(code, str(README), "exec"), {"__name__": "__docs__"})
