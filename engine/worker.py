@@ -231,7 +231,7 @@ class TaskWorker:
             task = RunningTask(task_id=task_id, task_type=task_type, payload=json.loads(payload),
                                priority=TaskPriority(int(priority)), attempt=int(attempt),
                                max_retries=int(max_retries), session_id=session or None,
-                               created_at=clock.to_iso(created_at),
+                               created_at_ms=int(created_at) if created_at else None,
                                timeout=float(timeout) if timeout else None, token=str(token))
             task.extra = {"retry_delay": int(retry_delay) / 1000, "backoff": backoff,
                           "max_retry_delay": int(max_retry_delay) / 1000}
