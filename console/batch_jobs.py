@@ -1,17 +1,16 @@
 """Batches of queries from the Submit page: submit, follow, export. No Streamlit here.
 
 A batch is one ``BATCH_QUERY`` task that ``engine.batch`` fans out into one
-``AGENT_QUERY`` child per query; its progress and its children's answers come from
-``engine.batch``. This module adds what the console needs around that: a preview of an
-uploaded CSV and a guess at its query column. When the engine offers
-``engine.batch.submit_csv`` / ``export_results_csv`` (each row kept with its task, so a
-results file can be built from any browser, after any reload) they are used; otherwise
-the uploaded rows are kept in the job and the results file is built here.
+``AGENT_QUERY`` child per query; its progress, its children's answers and its results
+file come from ``engine.batch`` (``submit_csv`` keeps each uploaded row with its task and
+``export_results_csv`` gives them back with the answers, from any browser, after any
+reload). This module adds what the console needs around that: a preview of an uploaded
+CSV, a guess at its query column, and the idempotency key that makes a repeated click
+return the first batch.
 """
 from __future__ import annotations
 
 import io
-import json
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Sequence
@@ -25,24 +24,18 @@ from engine.errors import ValidationError
 from .forms import MAX_BATCH_QUERIES, check_queries
 
 QUERY_COLUMN_NAMES = ("query", "prompt", "question", "text", "input", "message")
-RESULT_COLUMNS = ("status", "answer", "error", "duration_seconds", "task_id")
 MAX_CSV_BYTES = 50 * 1024 * 1024
 
 
 @dataclass
 class BatchJob:
-    """A batch submitted from this console session.
-
-    ``source_rows`` are the uploaded CSV rows (as dicts) that became queries, in query
-    order, so the results file can carry every uploaded column.
-    """
+    """A batch submitted (or followed) from this console session."""
 
     batch_id: str
     label: str
     total: int
     created_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(
         timespec="seconds"))
-    source_rows: list[dict[str, Any]] | None = None
 
 
 def read_csv(data: bytes) -> pd.DataFrame:
@@ -106,48 +99,45 @@ def describe_blank_rows(numbers: list[int]) -> str | None:
 
 def submit_csv(queue: TaskQueue, data: bytes, query_column: str, *, priority: str = "normal",
                session_id: str | None = None, max_retries: int | None = None,
-               label: str = "") -> BatchJob:
+               label: str = "", idempotency_key: str | None = None) -> BatchJob:
     """Submit every data row of an uploaded CSV as one batch, the query read from
-    ``query_column``. Raises ValidationError (writing nothing) for a rejected file."""
-    options: dict[str, Any] = {"session_id": session_id or None}
-    if max_retries is not None:
-        options["max_retries"] = max_retries
-    engine_submit = getattr(engine_batch, "submit_csv", None)
-    if engine_submit is not None:
-        batch_id = engine_submit(data, query_column=query_column, priority=priority,
-                                 queue=queue, **options)
-        total = batch_progress(queue, batch_id)["total"]
-        return BatchJob(batch_id=batch_id, label=label or "CSV upload", total=total)
-    try:
-        frame = read_csv(data)
-        queries, blank = queries_from_column(frame, query_column)
-    except ValueError as exc:
-        raise ValidationError(str(exc)) from None
-    if blank:
-        raise ValidationError(describe_blank_rows(blank))
-    return submit_batch(queue, queries, priority=priority, session_id=session_id,
-                        max_retries=max_retries, label=label or "CSV upload",
-                        source_rows=frame.to_dict(orient="records"))
+    ``query_column`` (``engine.batch.submit_csv``). Raises ValidationError (writing
+    nothing) for a rejected file. A second call with the same ``idempotency_key``
+    returns the first call's batch and writes nothing."""
+    batch_id = engine_batch.submit_csv(data, query_column=query_column, priority=priority,
+                                       queue=queue, **_task_options(session_id, max_retries,
+                                                                    idempotency_key))
+    total = batch_progress(queue, batch_id)["total"]
+    return BatchJob(batch_id=batch_id, label=label or "CSV upload", total=total)
 
 
 def submit_batch(queue: TaskQueue, queries: Sequence[str], *, priority: str = "normal",
                  session_id: str | None = None, max_retries: int | None = None,
-                 label: str = "", source_rows: list[dict[str, Any]] | None = None) -> BatchJob:
+                 label: str = "", idempotency_key: str | None = None) -> BatchJob:
     """Submit ``queries`` as one batch (one parent task, one child per query) and return
-    the job to follow. Raises ValidationError, writing nothing, for bad input."""
+    the job to follow. Raises ValidationError, writing nothing, for bad input. A second
+    call with the same ``idempotency_key`` returns the first call's batch."""
     errors = check_queries(list(queries))
     if errors:
         raise ValidationError(next(iter(errors.values())))
     payload: dict[str, Any] = {"queries": list(queries)}
     if label:
         payload["source"] = label   # copied into every child: says where a query came from
-    options: dict[str, Any] = {"priority": priority, "session_id": session_id or None}
-    if max_retries is not None:
-        options["max_retries"] = max_retries
-    task = Task(task_type=TaskType.BATCH_QUERY, payload=payload, **options)
+    task = Task(task_type=TaskType.BATCH_QUERY, payload=payload, priority=priority,
+                **_task_options(session_id, max_retries, idempotency_key))
     batch_id = queue.submit_task(task)
     return BatchJob(batch_id=batch_id, label=label or f"{len(queries)} queries",
-                    total=len(queries), source_rows=source_rows)
+                    total=len(queries))
+
+
+def _task_options(session_id: str | None, max_retries: int | None,
+                  idempotency_key: str | None) -> dict[str, Any]:
+    options: dict[str, Any] = {"session_id": session_id or None}
+    if max_retries is not None:
+        options["max_retries"] = max_retries
+    if idempotency_key:
+        options["idempotency_key"] = idempotency_key
+    return options
 
 
 def batch_progress(queue: TaskQueue, job: BatchJob | str) -> dict[str, Any]:
@@ -162,36 +152,9 @@ def batch_progress(queue: TaskQueue, job: BatchJob | str) -> dict[str, Any]:
     return progress
 
 
-def results_frame(queue: TaskQueue, job: BatchJob) -> pd.DataFrame:
-    """One row per query, in input order: the uploaded columns (for a CSV) or the query,
-    then ``status``, ``answer``, ``error``, ``duration_seconds`` and ``task_id``."""
-    items = engine_batch.batch_items(queue, job.batch_id)
-    outcome = pd.DataFrame([{
-        "status": item["status"], "answer": _text(item.get("answer")),
-        "error": item.get("error") or "", "duration_seconds": item.get("duration"),
-        "task_id": item["task_id"]} for item in items], columns=list(RESULT_COLUMNS))
-    if job.source_rows and len(job.source_rows) == len(items):
-        source = pd.DataFrame(job.source_rows)
-        # An uploaded column with one of our names keeps its name; ours gets a suffix.
-        outcome.columns = [f"{c} (queue)" if c in source.columns else c for c in outcome.columns]
-        return pd.concat([source.reset_index(drop=True), outcome], axis=1)
-    queries = pd.DataFrame({"row": [item["index"] + 1 for item in items],
-                            "query": [item.get("query") or "" for item in items]})
-    return pd.concat([queries, outcome], axis=1)
-
-
-def results_csv(queue: TaskQueue, job: BatchJob) -> bytes:
-    """The results file as UTF-8 CSV bytes (with a BOM, so spreadsheet programs read
-    accents correctly): the engine's export when it has one, else :func:`results_frame`."""
-    export = getattr(engine_batch, "export_results_csv", None)
-    if export is not None and not job.source_rows:
-        return export(job.batch_id, queue=queue).encode("utf-8-sig")
-    return results_frame(queue, job).to_csv(index=False).encode("utf-8-sig")
-
-
-def _text(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, str):
-        return value
-    return json.dumps(value, ensure_ascii=False)
+def results_csv(queue: TaskQueue, job: BatchJob | str) -> bytes:
+    """The results file (``engine.batch.export_results_csv``) as UTF-8 CSV bytes, with a
+    BOM so spreadsheet programs read accents correctly: the uploaded columns (or
+    ``query``) with each row's answer, status, error and duration."""
+    batch_id = job.batch_id if isinstance(job, BatchJob) else job
+    return engine_batch.export_results_csv(batch_id, queue=queue).encode("utf-8-sig")

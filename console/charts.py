@@ -12,8 +12,13 @@ import plotly.graph_objects as go
 
 from .theme import CHART_COLORS
 
-_LAYOUT = dict(template="plotly_white", height=300, margin=dict(l=10, r=10, t=40, b=10),
-               legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1.0),
+# The legend goes under the plot, below the time axis' labels: above it, a legend of
+# four entries wrapped onto two lines and covered the title. The bottom margin holds a
+# legend of two lines, so charts side by side keep plots of one height (a longer legend
+# grows the margin: margin.autoexpand).
+_LAYOUT = dict(template="plotly_white", height=320, margin=dict(l=10, r=10, t=40, b=80),
+               legend=dict(orientation="h", yanchor="top", y=-0.2, xanchor="left", x=0.0,
+                           traceorder="normal"),
                hovermode="x unified")
 
 

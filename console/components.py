@@ -1,18 +1,23 @@
 """Small Streamlit building blocks the pages share: live fragments, selectable live
-tables, flash messages and a guard that turns a Redis outage into a warning."""
+tables with coloured statuses, flash messages, a guard that turns a Redis outage into a
+warning, and the generation counters that make each submit form send once."""
 from __future__ import annotations
 
 import contextlib
+import math
+import uuid
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
+import pandas as pd
 import redis
 import streamlit as st
 from streamlit.errors import StreamlitAPIException
 
 from engine import QueueError
 
-from .theme import STATUS_COLOR
+from .forms import idempotency_key
+from .theme import STATUS_COLOR, STATUS_COLUMNS, status_css
 
 REDIS_DOWN = (redis.RedisError, QueueError, OSError)
 
@@ -34,7 +39,7 @@ def redis_guard(what: str = "the queue") -> Iterator[None]:
         yield
     except REDIS_DOWN as exc:
         st.warning(f"Could not read {what}: Redis did not answer ({type(exc).__name__}: "
-                   f"{_short(exc)}). Retrying on the next refresh.", icon="⚠️")
+                   f"{_short(exc)}). Retrying on the next refresh.", icon=":material/warning:")
 
 
 def updated_caption(prefix: str = "Updated") -> None:
@@ -77,13 +82,15 @@ def clear_selection(key: str) -> None:
 
 
 def selectable_table(key: str, fetch: Callable[[], Any], to_frame: Callable[[Any], Any], *,
-                     column_config: dict | None = None,
+                     column_config: dict | None = None, column_order: Sequence[str] | None = None,
+                     short_ids: Sequence[str] = (),
                      height: int | str = "auto") -> tuple[Any, list[int], bool]:
     """A live table whose rows can be selected: ``(data, selected positions, paused)``.
 
     While rows are selected the table keeps the rows it showed (no Redis read), so a
     refresh can never move the selection onto other tasks; clearing the selection
-    resumes live updates.
+    resumes live updates. Statuses are coloured and ``short_ids`` columns shortened
+    (see :func:`styled`).
     """
     rows = selected_rows(key)
     snapshot_key = f"{key}__snapshot"
@@ -91,8 +98,9 @@ def selectable_table(key: str, fetch: Callable[[], Any], to_frame: Callable[[Any
     data = st.session_state[snapshot_key] if paused else fetch()
     st.session_state[snapshot_key] = data
     frame = to_frame(data)
-    st.dataframe(frame, key=table_key(key), on_select="rerun", selection_mode="multi-row",
-                 hide_index=True, column_config=column_config, width="stretch", height=height)
+    st.dataframe(styled(frame, short_ids), key=table_key(key), on_select="rerun",
+                 selection_mode="multi-row", hide_index=True, column_config=column_config,
+                 column_order=column_order, width="stretch", height=height)
     return data, [r for r in rows if r < len(frame)], paused
 
 
@@ -106,11 +114,82 @@ def page_link(page: str, label: str, icon: str | None = None,
         pass
 
 
-def plain_table(key: str, frame: Any, **kwargs: Any) -> None:
+def plain_table(key: str, frame: Any, *, short_ids: Sequence[str] = (), **kwargs: Any) -> None:
     """A read-only table inside a container keyed ``key``: the key finds it in tests and
-    becomes a CSS class (``st-key-<key>``) for browser tests."""
+    becomes a CSS class (``st-key-<key>``) for browser tests. Statuses are coloured and
+    ``short_ids`` columns shortened (see :func:`styled`)."""
     with st.container(key=key):
-        st.dataframe(frame, hide_index=True, width="stretch", **kwargs)
+        st.dataframe(styled(frame, short_ids), hide_index=True, width="stretch", **kwargs)
+
+
+# -- table styling -----------------------------------------------------------------------------
+SHORT_ID_CHARS = 12
+# A Styler costs some 50 µs a cell on every refresh: a larger table (the Events page
+# keeping 1,000 or 2,000 events) is drawn plain, its markers uncoloured.
+MAX_STYLED_CELLS = 5000
+
+
+def short_id(value: Any) -> str:
+    """The first 12 characters of an id, then "…" (a table cell's display only)."""
+    text = "" if value is None else str(value)
+    return text if len(text) <= SHORT_ID_CHARS + 1 else text[:SHORT_ID_CHARS] + "…"
+
+
+def styled(frame: pd.DataFrame, short_ids: Sequence[str] = ()) -> Any:
+    """``frame`` with its status columns coloured and its ``short_ids`` columns shown
+    shortened, as a pandas Styler; ``frame`` itself when there is nothing to style.
+
+    Only what is *displayed* changes: the cells keep their values, so sorting, copying,
+    the browser's accessible copy of the grid and tests all see the full ids. A Styler
+    gives every cell a display text, so the other cells are written as Streamlit would
+    show them (whole numbers without ".0", missing values blank). Past
+    ``MAX_STYLED_CELLS`` the frame is returned as it is.
+    """
+    statuses = {c: colors for c, colors in STATUS_COLUMNS.items() if c in frame.columns}
+    ids = [c for c in short_ids if c in frame.columns]
+    if (not statuses and not ids) or frame.size > MAX_STYLED_CELLS:
+        return frame
+    styler = frame.style.format(_cell_text, na_rep="")
+    if ids:
+        styler = styler.format(short_id, subset=ids, na_rep="")
+    for column, colors in statuses.items():
+        styler = styler.map(status_css, subset=[column], colors=colors)
+    return styler
+
+
+def _cell_text(value: Any) -> str:
+    if isinstance(value, float):
+        if math.isnan(value):
+            return ""
+        return str(int(value)) if value.is_integer() else f"{value:g}"
+    if isinstance(value, pd.Timestamp):
+        return value.strftime("%Y-%m-%d %H:%M:%S")
+    return str(value)
+
+
+# -- submit forms that send once -------------------------------------------------------------------
+def form_generation(key: str) -> int:
+    """How many times the form ``key`` has submitted in this session. It is part of the
+    form's submit-button key (and the uploader's, for a file) and of its idempotency key:
+    a repeated click of the filled-in form (a double click, or a click sent again before
+    the page redrew) names the same generation and is recognised; the emptied form that
+    follows a success is a new generation, so sending the same text again on purpose
+    makes a new task."""
+    return int(st.session_state.get(f"{key}__generation_submitted", 0))
+
+
+def next_form_generation(key: str) -> None:
+    """Start the form's next generation (after a successful submit)."""
+    st.session_state[f"{key}__generation_submitted"] = form_generation(key) + 1
+
+
+def submission_key(kind: str, generation: int, *parts: Any) -> str:
+    """The idempotency key of one submission of a form: ``kind``, this browser session,
+    the form's ``generation`` and what was submitted (``parts``). The session is part of
+    it so that another operator (or this one after a reload) sending the same text is a
+    new submission, not the first one's."""
+    session = st.session_state.setdefault("console__session_nonce", uuid.uuid4().hex)
+    return idempotency_key(kind, session, generation, *parts)
 
 
 def status_badge(status: str | None) -> None:

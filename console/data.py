@@ -49,6 +49,15 @@ def describe_age(seconds: float | None) -> str:
     return f"{seconds:.0f} s"
 
 
+def format_rate(rate: float) -> str:
+    """A success rate as a short percentage: ``"100%"``, ``"75%"``, ``"66.7%"``. Whole
+    percentages drop the decimal (it keeps the sidebar's narrow cells from cutting the
+    number off); a rate just under 1 never rounds up to ``"100%"``, nor one just over 0
+    down to ``"0%"``."""
+    tenths = min(max(round(rate * 1000), 1 if rate > 0 else 0), 999 if rate < 1 else 1000)
+    return f"{tenths // 10}%" if tenths % 10 == 0 else f"{tenths / 10:.1f}%"
+
+
 def query_preview(payload: Any, limit: int = QUERY_PREVIEW_CHARS) -> str:
     """The query text of a payload, shortened for a table cell."""
     if not isinstance(payload, dict):
@@ -86,7 +95,7 @@ def summary_numbers(stats: QueueStats) -> dict[str, str]:
         "Pending": f"{stats.pending_tasks:,}", "Running": f"{stats.running_tasks:,}",
         "Completed": f"{stats.completed_tasks:,}", "Failed": f"{stats.failed_tasks:,}",
         "Workers": f"{stats.active_workers:,}",
-        "Success rate": f"{stats.success_rate:.1%}" if done else "—",
+        "Success rate": format_rate(stats.success_rate) if done else "—",
     }
 
 

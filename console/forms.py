@@ -1,10 +1,11 @@
-"""Validation of the Submit page's inputs, without Streamlit.
+"""Validation of the Submit page's inputs, and their idempotency keys, without Streamlit.
 
 Each validator returns what to submit plus a ``{field: message}`` dict; the page shows
 every message next to its field and submits nothing while the dict is not empty.
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -96,6 +97,19 @@ def check_single(query: Any, priority: Any, session_id: Any, max_retries: Any, w
     elif when != WHEN_NOW:
         checked.errors["when"] = "Choose when to run it."
     return checked
+
+
+def idempotency_key(kind: str, *parts: Any) -> str:
+    """``console:<kind>:<sha256>``, an idempotency key for the engine: the same ``parts``
+    give the same key, and the engine answers a second submit with that key with the
+    first one's id instead of a new task. ``parts`` are text, bytes or anything ``str``
+    reads; each is length-prefixed, so ("ab", "c") and ("a", "bc") differ."""
+    digest = hashlib.sha256(kind.encode("utf-8"))
+    for part in parts:
+        data = part if isinstance(part, bytes) else str(part).encode("utf-8")
+        digest.update(len(data).to_bytes(8, "big"))
+        digest.update(data)
+    return f"console:{kind}:{digest.hexdigest()}"
 
 
 def parse_query_lines(text: str | None) -> list[str]:

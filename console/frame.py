@@ -19,7 +19,7 @@ from .runtime import ConsoleContext, connect_console, load_settings
 from .widgets import render_task_queue_dashboard
 
 APP_TITLE = "Agent Task Queue"
-APP_ICON = "🧭"
+APP_ICON = ":material/explore:"     # Streamlit's icon font: no emoji font needed
 PAGES = (
     ("app.py", "Overview", ":material/dashboard:"),
     ("pages/1_Submit.py", "Submit", ":material/send:"),
@@ -116,18 +116,18 @@ def _connection_panel(ctx: ConsoleContext) -> None:
             f"({EMBEDDED_CONCURRENCY} slots, demo agent) runs the tasks. Nothing is shared with "
             "other machines, and the tasks are gone when the console stops.\n\n"
             "Set `REDIS_URL` for a shared Redis, and run `python worker.py` for workers.",
-            icon="🧪")
+            icon=":material/science:")
         st.caption(f"Redis `{ctx.display_url}` · namespace `{ctx.queue.namespace}`")
     else:
-        st.success(f"Connected to `{ctx.display_url}`", icon="🟢")
+        st.success(f"Connected to `{ctx.display_url}`", icon=":material/check_circle:")
         st.caption(f"Namespace `{ctx.queue.namespace}` · start workers with `python worker.py`")
 
 
 def _access_panel(ctx: ConsoleContext) -> None:
     if ctx.settings.console_password:
         left, right = st.columns([2, 1], vertical_alignment="center")
-        left.caption("🔒 Signed in")
+        left.caption(":material/lock: Signed in")
         right.button("Sign out", key="sign_out", on_click=_sign_out)
     else:
-        st.caption("🔓 login disabled (set CONSOLE_PASSWORD)")
+        st.caption(":material/lock_open: login disabled (set CONSOLE_PASSWORD)")
 

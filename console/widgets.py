@@ -10,7 +10,8 @@ import streamlit as st
 from engine import TaskQueue
 from engine.agent import AgentExecutor
 
-from .components import live, plain_table, redis_guard, updated_caption
+from .components import (form_generation, live, next_form_generation, plain_table, redis_guard,
+                         submission_key, updated_caption)
 from .data import query_preview, summary_numbers
 from .forms import PRIORITY_OPTIONS, Checked, check_common, check_query
 from .runtime import default_queue
@@ -44,7 +45,11 @@ def _dashboard_body(queue: TaskQueue, key: str, title: str) -> None:
             numbers = summary_numbers(queue.get_queue_stats())
             cells = list(numbers.items())
             for row in range(0, len(cells), 2):
-                for column, (label, value) in zip(st.columns(2), cells[row:row + 2]):
+                pair = cells[row:row + 2]
+                # A sidebar column is narrow: the row with the success rate gives it the
+                # wider share (Workers is a small number), so "99.9%" is never cut off.
+                widths = [2, 3] if any(label == "Success rate" for label, _ in pair) else 2
+                for column, (label, value) in zip(st.columns(widths), pair):
                     column.metric(label, value)
             updated_caption()
 
@@ -77,6 +82,7 @@ def _bind_queue(executor: AgentExecutor, queue: TaskQueue | None) -> TaskQueue:
 
 def _monitor_form(executor: AgentExecutor, key: str) -> None:
     errors = st.session_state.get(f"{key}_errors", {})
+    generation = form_generation(key)
     with st.form(f"{key}_form", clear_on_submit=False, border=False):
         st.text_area("Query", key=f"{key}_query", height=90,
                      placeholder="Ask the agent something…")
@@ -87,11 +93,13 @@ def _monitor_form(executor: AgentExecutor, key: str) -> None:
         right.text_input("Session id", key=f"{key}_session", placeholder="optional")
         if errors.get("session_id"):
             right.error(errors["session_id"])
-        st.form_submit_button("Submit", type="primary", on_click=_monitor_submit,
-                              args=(executor, key))
+        # The generation in the button's key and in the idempotency key: a double click
+        # submits once (see console.components.form_generation).
+        st.form_submit_button("Submit", type="primary", key=f"{key}_submit_{generation}",
+                              on_click=_monitor_submit, args=(executor, key, generation))
 
 
-def _monitor_submit(executor: AgentExecutor, key: str) -> None:
+def _monitor_submit(executor: AgentExecutor, key: str, generation: int) -> None:
     state = st.session_state
     query = state.get(f"{key}_query", "")
     errors: dict[str, str] = {}
@@ -103,16 +111,20 @@ def _monitor_submit(executor: AgentExecutor, key: str) -> None:
     state[f"{key}_errors"] = errors
     if errors:
         return
+    idempotency_key = submission_key(f"monitor:{key}", generation, query.strip())
     try:
         task_id = executor.execute_async(query.strip(), session_id=common.options["session_id"],
-                                         priority=common.options["priority"])
+                                         priority=common.options["priority"],
+                                         idempotency_key=idempotency_key)
     except Exception as exc:   # a Redis outage or a rejected task: say so next to the field
         state[f"{key}_errors"] = {"query": f"Not submitted: {exc}"}
         return
-    watched = state.setdefault(f"{key}_watched", [])
-    watched.insert(0, task_id)
-    del watched[MONITOR_MAX_WATCHED:]
+    next_form_generation(key)
     state[f"{key}_query"] = ""
+    watched = state.setdefault(f"{key}_watched", [])
+    if task_id not in watched:   # else the same click again: the engine gave back the task
+        watched.insert(0, task_id)
+        del watched[MONITOR_MAX_WATCHED:]
 
 
 def watched_tasks(queue: TaskQueue, key: str) -> None:

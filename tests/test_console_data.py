@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import io
+import string
 from datetime import datetime, timezone
 
 import pandas as pd
 import pytest
 
-from console import actions, batch_jobs, charts, data, forms
+from console import actions, batch_jobs, charts, data, forms, theme
 from console.connection import configured_redis_url
 from engine import AgentTask, PermanentError, Settings, Task, ValidationError
 from engine.agent import AgentExecutor, DemoBackend, register_handlers
@@ -109,7 +110,7 @@ def test_task_page_and_frame(queue):
     frame = data.tasks_frame(exact.records)
     assert frame.columns.tolist() == data.TASK_COLUMNS
     row = frame.iloc[0]
-    assert row["Status"] == "🔵 pending" and row["Session"] == "s1" and row["Attempts"] == "0 / 4"
+    assert row["Status"] == "● pending" and row["Session"] == "s1" and row["Attempts"] == "0 / 4"
     assert len(row["Query"]) == data.QUERY_PREVIEW_CHARS and row["Query"].endswith("…")
     deep = data.load_task_page(queue, data.TaskFilters(), page=10_000, page_size=50)
     assert deep.page == 199                 # clamped to the deepest reachable page
@@ -148,6 +149,22 @@ def test_describe_age_and_query_preview():
         "—", "3 s", "1.5 min", "2.0 h", "12 d"]
     assert data.query_preview({"count": 4, "source": "x"}) == "batch of 4 queries"
     assert data.query_preview({"a": 1}) == '{"a": 1}' and data.query_preview(None) == ""
+
+
+def test_success_rate_is_short_and_never_rounds_to_a_false_100_or_0():
+    assert [data.format_rate(r) for r in (1.0, 0.75, 2 / 3, 0.9996, 0.0, 0.0004)] == [
+        "100%", "75%", "66.7%", "99.9%", "0%", "0.1%"]
+
+
+def test_status_markers_need_no_emoji_font():
+    labels = [theme.status_label(s) for s in theme.STATUSES] + [
+        theme.worker_state_label(s) for s in theme.WORKER_STATE_COLOR]
+    assert all(label.isascii() or set(label) - set(string.printable) <= {"●"} for label in labels)
+    assert theme.status_label("failed") == "● failed" and theme.status_label(None) == "—"
+    assert theme.status_css("● failed") == f"color: {theme.TEXT_HEX['red']}"
+    assert theme.status_css("● running", theme.STATE_COLOR) == f"color: {theme.TEXT_HEX['green']}"
+    assert theme.status_css("failed") == "" and theme.status_css(None) == ""
+    assert theme.status_markdown("lost", theme.STATE_COLOR) == ":red[●] lost"
 
 
 # -- forms -----------------------------------------------------------------------------------
@@ -201,31 +218,42 @@ def test_batch_submit_progress_and_results(queue, run_all):
     run_all()
     progress = batch_jobs.batch_progress(queue, job.batch_id)
     assert progress["finished"] and progress["fraction"] == 1.0 and progress["completed"] == 2
-    frame = batch_jobs.results_frame(queue, job)
-    assert frame["query"].tolist() == ["one", "two"] and set(frame["status"]) == {"completed"}
-    csv_text = batch_jobs.results_csv(queue, job).decode("utf-8-sig")
-    assert "one" in csv_text and "demo agent" in csv_text
+    results = pd.read_csv(io.BytesIO(batch_jobs.results_csv(queue, job)), encoding="utf-8-sig")
+    assert results["query"].tolist() == ["one", "two"] and set(results["status"]) == {"completed"}
+    assert results["answer"].str.contains("demo agent").all()
     with pytest.raises(ValidationError):
         batch_jobs.submit_batch(queue, ["ok", "  "])
 
 
-def test_results_keep_the_uploaded_columns_when_rows_are_kept_here(queue, run_all):
-    rows = [{"prompt": "p1", "status": "vip"}, {"prompt": "p2", "status": "normal"}]
-    job = batch_jobs.submit_batch(queue, ["p1", "p2"], source_rows=rows)
-    run_all()
-    frame = batch_jobs.results_frame(queue, job)
-    assert frame.columns.tolist()[:4] == ["prompt", "status", "status (queue)", "answer"]
-    assert frame["status"].tolist() == ["vip", "normal"]
-    assert frame["status (queue)"].tolist() == ["completed", "completed"]
+def batch_parents(queue) -> list[str]:
+    return [t["task_id"] for t in queue.search_tasks(task_type="batch_query", limit=100)["tasks"]]
 
 
-@pytest.mark.parametrize("engine_csv", [True, False], ids=["engine-csv", "console-csv"])
-def test_csv_submit_writes_nothing_for_a_rejected_file(queue, run_all, monkeypatch, engine_csv):
-    if not engine_csv:     # the console's own path, for engines without submit_csv
-        monkeypatch.delattr(batch_jobs.engine_batch, "submit_csv", raising=False)
-        monkeypatch.delattr(batch_jobs.engine_batch, "export_results_csv", raising=False)
-    elif not hasattr(batch_jobs.engine_batch, "submit_csv"):
-        pytest.skip("this engine has no engine.batch.submit_csv")
+def test_a_repeated_submit_with_the_same_idempotency_key_returns_the_first_batch(queue):
+    data = b"query,who\nfine,me\nthanks,you\n"
+    first = batch_jobs.submit_csv(queue, data, "query", idempotency_key="csv-key")
+    again = batch_jobs.submit_csv(queue, data, "query", idempotency_key="csv-key")
+    assert again.batch_id == first.batch_id and again.total == 2
+    lines = batch_jobs.submit_batch(queue, ["a", "b", "c"], idempotency_key="batch-key")
+    assert batch_jobs.submit_batch(queue, ["a", "b", "c"], idempotency_key="batch-key").batch_id \
+        == lines.batch_id
+    other = batch_jobs.submit_csv(queue, data, "query", idempotency_key="another-key")
+    assert sorted(batch_parents(queue)) == sorted([first.batch_id, lines.batch_id, other.batch_id])
+    assert queue.search_tasks(task_type="agent_query", limit=100)["total"] == 2 + 3 + 2
+
+
+def test_idempotency_keys_follow_every_part():
+    key = forms.idempotency_key("csv", "session", 0, "abc", "query")
+    assert key == forms.idempotency_key("csv", "session", 0, "abc", "query")
+    assert key.startswith("console:csv:")
+    assert len({key, forms.idempotency_key("csv", "session", 1, "abc", "query"),
+                forms.idempotency_key("csv", "session", 0, "abc", "prompt"),
+                forms.idempotency_key("csv", "other", 0, "abc", "query"),
+                forms.idempotency_key("batch", "session", 0, "abc", "query"),
+                forms.idempotency_key("csv", "session", 0, "ab", "cquery")}) == 6
+
+
+def test_csv_submit_writes_nothing_for_a_rejected_file(queue, run_all):
     with pytest.raises(ValidationError):
         batch_jobs.submit_csv(queue, b"query,n\nfine,1\n,2\n", "query")
     with pytest.raises(ValidationError):
@@ -287,6 +315,14 @@ def test_latency_figure_in_seconds_with_gaps():
     assert names == ["Queue wait p50", "Queue wait p95", "Run time p50", "Run time p95"]
     assert list(figure.data[0].y) == [0.012, None, 0.012]            # a gap, not a zero
     assert list(figure.data[3].y) == [1.5, 1.5, 1.5]
+
+
+def test_chart_legends_sit_below_the_plot_clear_of_the_title():
+    for figure in (charts.throughput_figure(throughput_rows()), charts.latency_figure(throughput_rows()),
+                   charts.latency_figure([])):
+        legend = figure.layout.legend
+        assert legend.orientation == "h" and legend.yanchor == "top" and legend.y < 0
+        assert figure.layout.title.text and figure.layout.margin.t >= 40
 
 
 def test_charts_on_an_empty_queue():

@@ -28,7 +28,7 @@ def assert_locked(at: AppTest) -> None:
     assert not at.exception, [e.value for e in at.exception]
     assert at.text_input(key="login_password") is not None
     assert not at.dataframe and not at.metric, "data shown before sign-in"
-    assert [t.value for t in at.title] == ["🧭 Agent Task Queue"]
+    assert [t.value for t in at.title] == [":material/explore: Agent Task Queue"]
 
 
 def test_password_gate_on_the_entry_page(locked_console, queue):

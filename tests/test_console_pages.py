@@ -99,13 +99,13 @@ def test_overview_shows_live_numbers_sidebar_and_recent_failures(console_env, qu
     metrics = {m.label: m.value for m in at.main.metric}
     assert metrics["Completed"] == "3" and metrics["Failed"] == "1"
     assert metrics["Pending"] == "1" and metrics["High"] == "1" and metrics["Scheduled"] == "1"
-    assert metrics["Success rate"] == "75.0%"
+    assert metrics["Success rate"] == "75%"
     failures = table(at, "overview_failures_table")
     assert failures["Task id"].tolist() == [failed_id]
     assert "content policy" in failures["Error"][0]
     sidebar = {m.label: m.value for m in at.sidebar.metric}
     assert sidebar == {"Pending": "1", "Running": "0", "Completed": "3", "Failed": "1",
-                       "Workers": "0", "Success rate": "75.0%"}
+                       "Workers": "0", "Success rate": "75%"}
     side_text = " ".join(c.value for c in at.sidebar.caption)
     assert "login disabled (set CONSOLE_PASSWORD)" in side_text
     assert queue.namespace in side_text
@@ -208,11 +208,12 @@ def test_submit_batch_with_no_queries_explains_and_sends_nothing(console_env, qu
 
 
 CSV = b"id,prompt,owner\n1,What is Redis?,ann\n2,What is a queue?,bob\n"
+CSV_UPLOADER = "submit_csv_file_0"      # the uploader's key until a CSV is submitted
 
 
 def test_csv_upload_preview_column_choice_submit_and_results(console_env, queue, drain):
     at = open_page("Submit")
-    at.file_uploader(key="submit_csv_file").set_value(("questions.csv", CSV, "text/csv")).run()
+    at.file_uploader(key=CSV_UPLOADER).set_value(("questions.csv", CSV, "text/csv")).run()
     assert not at.error, [e.value for e in at.error]
     preview = table(at, "submit_csv_preview")
     assert preview.columns.tolist() == ["id", "prompt", "owner"] and len(preview) == 2
@@ -234,13 +235,76 @@ def test_csv_upload_preview_column_choice_submit_and_results(console_env, queue,
 
 def test_csv_upload_with_blank_queries_cannot_be_submitted(console_env, queue):
     at = open_page("Submit")
-    at.file_uploader(key="submit_csv_file").set_value(
+    at.file_uploader(key=CSV_UPLOADER).set_value(
         ("q.csv", b"query,x\nhello,1\n,2\n", "text/csv")).run()
     assert any("no query (data row 2)" in e.value for e in at.error)
     assert button(at, "Submit CSV batch").disabled
-    at.file_uploader(key="submit_csv_file").set_value(("bad.csv", b"", "text/csv")).run()
+    at.file_uploader(key=CSV_UPLOADER).set_value(("bad.csv", b"", "text/csv")).run()
     assert any("empty" in e.value for e in at.error)
     assert queue.get_queue_stats().submitted_tasks == 0
+
+
+# -- each form submits once ---------------------------------------------------------------------
+def count_tasks(queue, task_type: str) -> int:
+    """Tasks of ``task_type`` stored in this test's namespace (batch parents or queries)."""
+    return queue.search_tasks(task_type=task_type, limit=100)["total"]
+
+
+def double_click(at: AppTest, label: str, between=None) -> AppTest:
+    """Click ``label`` twice, as a double click reaches the server: the second click
+    carries the same widget states as the first (the page the browser still showed: same
+    button, same form content) and arrives after the first was handled. ``between(at)``
+    runs in between. (AppTest re-reads a stale page's widgets from the session, so the
+    states are kept and sent again through its ``_run``.)"""
+    clicked = button(at, label).click()
+    states = clicked.root.get_widget_states()
+    clicked.run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    if between is not None:
+        between(at)
+    return at._run(states)
+
+
+def test_a_double_click_on_submit_csv_batch_submits_one_batch(console_env, queue):
+    at = open_page("Submit")
+    at.file_uploader(key=CSV_UPLOADER).set_value(("questions.csv", CSV, "text/csv")).run()
+    double_click(at, "Submit CSV batch")
+    assert not at.exception, [e.value for e in at.exception]
+    assert count_tasks(queue, "batch_query") == 1 and count_tasks(queue, "agent_query") == 2
+    assert len(at.session_state["submit_batches"]) == 1
+    # The uploader was replaced by an empty one: nothing left to submit again.
+    [uploader] = at.file_uploader
+    assert uploader.key != CSV_UPLOADER and not any(b.label == "Submit CSV batch" for b in at.button)
+    # Uploading the same file again is a new batch, on purpose.
+    uploader.set_value(("questions.csv", CSV, "text/csv")).run()
+    button(at, "Submit CSV batch").click().run()
+    assert count_tasks(queue, "batch_query") == 2 and len(at.session_state["submit_batches"]) == 2
+
+
+def test_a_double_click_on_submit_batch_submits_one_batch(console_env, queue):
+    at = open_page("Submit")
+    at.text_area(key="submit_batch_text").input("one\ntwo\n")
+
+    def emptied(at):
+        assert at.text_area(key="submit_batch_text").value == ""
+
+    double_click(at, "Submit batch", between=emptied)
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert count_tasks(queue, "batch_query") == 1 and count_tasks(queue, "agent_query") == 2
+    assert len(at.session_state["submit_batches"]) == 1
+    # The same text typed into the emptied form and sent is a new batch, on purpose.
+    at.text_area(key="submit_batch_text").input("one\ntwo\n")
+    button(at, "Submit batch").click().run()
+    assert count_tasks(queue, "batch_query") == 2
+
+
+def test_a_double_click_on_submit_query_submits_one_task(console_env, queue):
+    at = open_page("Submit")
+    at.text_area(key="submit_single_query").input("Only once, please")
+    double_click(at, "Submit query")
+    assert not at.exception, [e.value for e in at.exception]
+    assert count_tasks(queue, "agent_query") == 1
+    assert len(at.session_state["submit_single_watched"]) == 1
 
 
 # -- tasks ---------------------------------------------------------------------------------
@@ -396,9 +460,9 @@ def test_workers_page_lists_running_and_stopped_workers(console_env, queue, make
         at = open_page("Workers")
         workers = table(at, "workers_table")
         row = workers[workers["Worker id"] == worker.worker_id].iloc[0]
-        assert row["Name"] == "steady" and row["State"] == "🟢 running"
+        assert row["Name"] == "steady" and row["State"] == "● running"
         assert row["Concurrency"] == 2 and row["Heartbeat age"].endswith("ago")
-        assert (workers["State"] == "⚪ stopped").sum() == 1
+        assert (workers["State"] == "● stopped").sum() == 1
         metrics = {m.label: m.value for m in at.main.metric}
         assert metrics["Running"] == "1" and metrics["Stopped recently"] == "1"
     finally:
@@ -418,7 +482,7 @@ def test_lost_worker_is_shown_with_what_happened_to_its_tasks(console_env, queue
     time.sleep(1.2)                         # past the 1 s lease: silent, hence lost
     at = open_page("Workers")
     lost = table(at, "workers_table")
-    assert lost[lost["Worker id"] == "worker-doomed01"]["State"].tolist() == ["🔴 lost"]
+    assert lost[lost["Worker id"] == "worker-doomed01"]["State"].tolist() == ["● lost"]
     assert queue.reap_expired_leases() == (1, 0)    # what any live worker's heartbeat does
     at.run()
     stories = [e.label for e in at.expander if "doomed" in e.label]
@@ -426,7 +490,7 @@ def test_lost_worker_is_shown_with_what_happened_to_its_tasks(console_env, queue
     story = table(at, "workers_lost_worker-doomed01")
     assert story["Task id"].tolist() == [task_id]
     assert story["What happened"].tolist() == ["lease expired: put back in line"]
-    assert story["Status now"].tolist() == ["🔵 pending"]
+    assert story["Status now"].tolist() == ["● pending"]
 
 
 # -- schedules -------------------------------------------------------------------------------
@@ -449,12 +513,9 @@ def test_schedules_page_runs_now_cancels_and_deletes(console_env, queue):
     assert table(at, "schedules_table").empty
 
 
-def test_recurring_schedules_section_when_the_engine_has_them(console_env, queue):
+def test_recurring_schedules_add_pause_and_remove(console_env, queue):
     scheduler = TaskScheduler(queue)
     at = open_page("Schedules")
-    if not hasattr(scheduler, "list_schedules"):
-        assert any("not available" in i.value for i in at.info)
-        return
     at.text_input(key="recurring_add_name").input("every-quarter")
     at.text_input(key="recurring_add_cron").input("*/15 * * * *")
     at.text_area(key="recurring_add_query").input("quarterly check")

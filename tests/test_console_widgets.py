@@ -1,10 +1,12 @@
 """The embeddable widgets, dropped into bare Streamlit scripts (no console frame)."""
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
+from console import components, theme
 from console.testing import button
 from engine import AgentTask
 from engine.agent import AgentExecutor, DemoBackend, register_handlers
@@ -70,7 +72,7 @@ def test_monitor_submits_through_the_executor_and_watches_the_answer(bare_env, q
     worker.start(burst=True)
     at.run()                                                           # one live refresh
     watched = at.get_by_key("alpha_watch_table").dataframe[0].value
-    assert watched["Status"].tolist() == ["🟢 completed"]
+    assert watched["Status"].tolist() == ["● completed"]
     assert "What is 2 + 2?" in watched["Answer / error"][0]
 
 
@@ -86,3 +88,39 @@ def test_monitor_uses_the_executors_own_queue(bare_env, queue):
     at.text_area(key="own_query").input("bound")
     button(at, "Submit").click().run()
     assert queue.get_task(at.session_state["own_watched"][0])["payload"]["query"] == "bound"
+
+
+def test_monitor_submits_once_on_a_double_click(bare_env, queue):
+    def script(q):
+        from engine.agent import AgentExecutor
+
+        from console import render_task_monitor
+        render_task_monitor(AgentExecutor(queue=q), key="twice", refresh_seconds=0)
+
+    at = AppTest.from_function(script, args=(queue,), default_timeout=30).run()
+    at.text_area(key="twice_query").input("just once")
+    clicked = button(at, "Submit").click()
+    states = clicked.root.get_widget_states()
+    clicked.run()
+    at._run(states)     # the same click again, from the page as the browser still showed it
+    assert not at.exception, [e.value for e in at.exception]
+    assert queue.search_tasks(task_type="agent_query")["total"] == 1
+    assert len(at.session_state["twice_watched"]) == 1
+
+
+def test_tables_show_short_ids_and_coloured_statuses_but_keep_their_values():
+    task_id = "0123456789abcdef" * 2
+    frame = pd.DataFrame({"Status": ["● failed", "● completed"], "Task id": [task_id, "short"],
+                          "In hand": [2.0, None], "State": ["● running", "● lost"]})
+    styler = components.styled(frame, short_ids=("Task id",))
+    assert styler.data is frame                           # the values: full ids, raw numbers
+    html = styler.to_html()
+    assert ">0123456789ab…<" in html and task_id not in html and ">short<" in html
+    assert ">2<" in html and "nan" not in html and "None" not in html
+    for color in ("red", "green"):                       # failed, completed; running, lost
+        assert theme.TEXT_HEX[color] in html
+    assert theme.TEXT_HEX["yellow"] not in html          # a worker running is not a task running
+    plain = pd.DataFrame({"Name": ["x"]})
+    assert components.styled(plain) is plain             # nothing to style: the frame itself
+    large = pd.DataFrame({"Status": ["● failed"] * (components.MAX_STYLED_CELLS + 1)})
+    assert components.styled(large) is large             # too costly to style every refresh

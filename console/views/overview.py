@@ -5,7 +5,7 @@ import streamlit as st
 
 from ..charts import latency_figure, throughput_figure, totals
 from ..components import live, page_link, plain_table, redis_guard, updated_caption
-from ..data import OverviewSnapshot, failures_frame, load_overview
+from ..data import OverviewSnapshot, failures_frame, format_rate, load_overview
 from ..runtime import ConsoleContext
 
 KEY = "overview"
@@ -36,7 +36,7 @@ def _numbers(snapshot: OverviewSnapshot) -> None:
         ("Completed", f"{stats.completed_tasks:,}", "Finished successfully (lifetime)"),
         ("Failed", f"{stats.failed_tasks:,}", "Out of attempts (lifetime)"),
         ("Active workers", f"{stats.active_workers:,}", "Heartbeat within the lease timeout"),
-        ("Success rate", f"{stats.success_rate:.1%}" if done else "—",
+        ("Success rate", format_rate(stats.success_rate) if done else "—",
          "completed / (completed + failed)"),
     ]
     for column, (label, value, help_text) in zip(st.columns(len(cells)), cells):
@@ -68,7 +68,7 @@ def _failures(snapshot: OverviewSnapshot) -> None:
     with link:
         page_link("pages/5_Failed_tasks.py", "All failed tasks", ":material/arrow_forward:")
     if not snapshot.failures:
-        st.caption("No failed tasks are stored. ✨")
+        st.caption("No failed tasks are stored.")
         return
     plain_table(f"{KEY}_failures_table", failures_frame(snapshot.failures),
                 column_config={"Failed at (UTC)": st.column_config.DatetimeColumn(

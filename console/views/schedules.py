@@ -1,8 +1,7 @@
 """Schedules: tasks waiting for a due time (run now, cancel, delete) and recurring schedules."""
 from __future__ import annotations
 
-from dataclasses import asdict, is_dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import pandas as pd
 import streamlit as st
@@ -15,11 +14,11 @@ from ..components import (REDIS_DOWN, clear_selection, flash, live, redis_guard,
 from ..data import query_preview, scheduled_frame, to_timestamp
 from ..forms import PRIORITY_OPTIONS, check_query
 from ..runtime import ConsoleContext
+from ..theme import status_label
 
 KEY = "schedules"
 RECURRING = "recurring"
 PAGE_SIZE = 100
-SCHEDULE_ID_FIELDS = ("name", "schedule_id", "id")
 TIME = "YYYY-MM-DD HH:mm:ss"
 
 
@@ -32,12 +31,8 @@ def render(ctx: ConsoleContext) -> None:
     st.divider()
     st.subheader("Recurring schedules")
     scheduler = TaskScheduler(ctx.queue)
-    if hasattr(scheduler, "list_schedules"):
-        if hasattr(scheduler, "add_schedule"):
-            _add_schedule_form(scheduler)
-        live(_recurring_body, ctx, scheduler, seconds=ctx.refresh_seconds)
-    else:
-        st.info("Recurring schedules are not available in this engine version.")
+    _add_schedule_form(scheduler)
+    live(_recurring_body, ctx, scheduler, seconds=ctx.refresh_seconds)
 
 
 def _live_body(ctx: ConsoleContext) -> None:
@@ -98,52 +93,38 @@ def _act(ctx: ConsoleContext, action: str, task_ids: Sequence[str]) -> None:
     clear_selection(KEY)
 
 
-# -- recurring schedules (engine.scheduler, when it provides them) ---------------------------------
-VERBS = (  # (label, method names in order of preference)
-    ("Run schedule now", ("run_schedule_now", "run_now")),
-    ("Pause schedule", ("pause_schedule", "pause")),
-    ("Resume schedule", ("resume_schedule", "resume")),
-    ("Remove schedule", ("remove_schedule", "remove")),
+# -- recurring schedules (engine.scheduler) ------------------------------------------------------
+VERBS: tuple[tuple[str, str, Callable[[TaskScheduler, str], Any]], ...] = (
+    # (button label, key suffix, what it does to one schedule)
+    ("Run schedule now", "run_schedule_now", TaskScheduler.run_schedule_now),
+    ("Pause schedule", "pause_schedule", TaskScheduler.pause_schedule),
+    ("Resume schedule", "resume_schedule", TaskScheduler.resume_schedule),
+    ("Remove schedule", "remove_schedule", TaskScheduler.remove_schedule),
 )
 SCHEDULE_COLUMNS = ["Name", "State", "Cron", "Timezone", "Next run (UTC)", "Last run (UTC)",
                     "Fires", "Skipped", "Task", "Last error"]
 
 
-def _as_row(schedule: Any) -> dict[str, Any]:
-    if is_dataclass(schedule):
-        return asdict(schedule)
-    if isinstance(schedule, dict):
-        return dict(schedule)
-    return dict(vars(schedule))
-
-
-def _schedule_id(row: dict[str, Any]) -> str | None:
-    return next((str(row[f]) for f in SCHEDULE_ID_FIELDS if row.get(f) not in (None, "")), None)
-
-
 def schedules_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    """Recurring schedules as a table (any unknown shape is shown as it is)."""
-    if rows and not all("cron" in r for r in rows):
-        return pd.DataFrame(rows).astype(str)
+    """Recurring schedules (``TaskScheduler.list_schedules`` rows) as a table."""
     out = []
     for r in rows:
         task = r.get("task") or {}
-        payload = task.get("payload") if isinstance(task, dict) else None
-        out.append({"Name": _schedule_id(r), "State": "⏸ paused" if r.get("paused") else "▶ active",
+        state = "paused" if r.get("paused") else "active"
+        out.append({"Name": r["name"], "State": status_label(state),
                     "Cron": r.get("cron"), "Timezone": r.get("timezone"),
                     "Next run (UTC)": to_timestamp(r.get("next_run")),
                     "Last run (UTC)": to_timestamp(r.get("last_run")),
                     "Fires": r.get("fires"), "Skipped": r.get("skipped"),
-                    "Task": f"{task.get('task_type', '?')}: {query_preview(payload)}"
-                    if isinstance(task, dict) else str(task),
+                    "Task": f"{task.get('task_type', '?')}: {query_preview(task.get('payload'))}",
                     "Last error": r.get("last_error") or ""})
     return pd.DataFrame(out, columns=SCHEDULE_COLUMNS)
 
 
-def _recurring_body(ctx: ConsoleContext, scheduler: Any) -> None:
+def _recurring_body(ctx: ConsoleContext, scheduler: TaskScheduler) -> None:
     show_flash(RECURRING)
     with redis_guard("the recurring schedules"):
-        schedules = [_as_row(s) for s in scheduler.list_schedules()]
+        schedules = scheduler.list_schedules()
         if not schedules and not selected_rows(RECURRING):
             st.caption("No recurring schedule is defined.")
             return
@@ -151,23 +132,24 @@ def _recurring_body(ctx: ConsoleContext, scheduler: Any) -> None:
             RECURRING, lambda: schedules, schedules_frame,
             column_config={"Next run (UTC)": st.column_config.DatetimeColumn(format=TIME),
                            "Last run (UTC)": st.column_config.DatetimeColumn(format=TIME)})
-        names = [n for n in (_schedule_id(rows[i]) for i in picked) if n]
+        names = [rows[i]["name"] for i in picked]
         if names:
-            for column, (label, methods) in zip(st.columns(len(VERBS)), VERBS):
-                method = next((m for m in methods if hasattr(scheduler, m)), None)
-                column.button(label, key=f"{RECURRING}_{methods[0]}", width="stretch",
-                              disabled=method is None, on_click=_schedule_verb,
-                              args=(scheduler, label, method, names))
+            for column, (label, suffix, verb) in zip(st.columns(len(VERBS)), VERBS):
+                column.button(label, key=f"{RECURRING}_{suffix}", width="stretch",
+                              on_click=_schedule_verb, args=(scheduler, label, verb, names))
         updated_caption()
 
 
-def _schedule_verb(scheduler: Any, label: str, method: str, names: list[str]) -> None:
+def _schedule_verb(scheduler: TaskScheduler, label: str,
+                   verb: Callable[[TaskScheduler, str], Any], names: list[str]) -> None:
     done, failed = 0, []
     for name in names:
         try:
-            getattr(scheduler, method)(name)
+            verb(scheduler, name)
             done += 1
-        except Exception as exc:   # the scheduler's own errors vary: report them, never crash
+        # No such schedule (any more), a time zone gone from this host, Redis down:
+        # report it with the others, never crash the page.
+        except (*REDIS_DOWN, ValueError, KeyError) as exc:
             failed.append(f"{name}: {exc}")
     flash(RECURRING, "warning" if failed else "success",
           f"{label}: done for {done} schedule{'s' if done != 1 else ''}."
@@ -175,7 +157,7 @@ def _schedule_verb(scheduler: Any, label: str, method: str, names: list[str]) ->
     clear_selection(RECURRING)
 
 
-def _add_schedule_form(scheduler: Any) -> None:
+def _add_schedule_form(scheduler: TaskScheduler) -> None:
     k = f"{RECURRING}_add"
     with st.expander("Add a recurring schedule"):
         errors = st.session_state.get(f"{k}_errors", {})
@@ -189,12 +171,12 @@ def _add_schedule_form(scheduler: Any) -> None:
             st.text_area("Query", key=f"{k}_query", height=80)
             st.selectbox("Priority", PRIORITY_OPTIONS, index=2, key=f"{k}_priority")
             for problem in errors.values():
-                st.error(problem, icon="✋")
+                st.error(problem, icon=":material/front_hand:")
             st.form_submit_button("Add schedule", type="primary", on_click=_add_schedule,
                                   args=(scheduler, k))
 
 
-def _add_schedule(scheduler: Any, k: str) -> None:
+def _add_schedule(scheduler: TaskScheduler, k: str) -> None:
     state = st.session_state
     errors = {}
     name = (state.get(f"{k}_name") or "").strip()

@@ -1,6 +1,13 @@
-"""Submit: one query, a batch of queries, or a CSV; then watch batches and download results."""
+"""Submit: one query, a batch of queries, or a CSV; then watch batches and download results.
+
+Each form sends once: its submit button's key and its idempotency key carry the form's
+generation (see ``console.components.form_generation``), so a double click, or a click
+sent again before the page redrew, returns the first task or batch instead of a second;
+after a success the form is emptied (the CSV uploader replaced by a fresh one).
+"""
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime, timedelta, timezone
 
 import streamlit as st
@@ -10,8 +17,8 @@ from engine.agent import AgentExecutor
 
 from ..batch_jobs import (BatchJob, batch_progress, describe_blank_rows, guess_query_column,
                           queries_from_column, read_csv, results_csv, submit_batch, submit_csv)
-from ..components import (REDIS_DOWN, flash, live, page_link, plain_table, redis_guard, show_flash,
-                          updated_caption)
+from ..components import (REDIS_DOWN, flash, form_generation, live, next_form_generation, page_link,
+                          plain_table, redis_guard, show_flash, submission_key, updated_caption)
 from ..forms import (PRIORITY_OPTIONS, WHEN_AT, WHEN_DELAY, WHEN_OPTIONS, Checked, check_batch,
                      check_common, check_single)
 from ..runtime import ConsoleContext
@@ -39,13 +46,14 @@ def render(ctx: ConsoleContext) -> None:
 
 def _field_error(errors: dict[str, str], name: str) -> None:
     if errors.get(name):
-        st.error(errors[name], icon="✋")
+        st.error(errors[name], icon=":material/front_hand:")
 
 
 # -- one query ---------------------------------------------------------------------------------
 def _single(ctx: ConsoleContext) -> None:
     k = f"{KEY}_single"
     errors = st.session_state.get(f"{k}_errors", {})
+    generation = form_generation(k)
     # Outside the form: choosing "when" shows the matching field at once.
     when = st.radio("When to run", WHEN_OPTIONS, horizontal=True, key=f"{k}_when")
     with st.form(f"{k}_form", border=True):
@@ -61,8 +69,8 @@ def _single(ctx: ConsoleContext) -> None:
         elif when == WHEN_DELAY:
             st.number_input("Delay (seconds)", min_value=0, value=60, step=10, key=f"{k}_delay")
             _field_error(errors, "delay")
-        st.form_submit_button("Submit query", type="primary", on_click=_submit_single,
-                              args=(ctx, k))
+        st.form_submit_button("Submit query", type="primary", key=f"{k}_submit_{generation}",
+                              on_click=_submit_single, args=(ctx, k, generation))
     show_flash(k)
     watched = st.session_state.get(f"{k}_watched")
     if watched:
@@ -90,7 +98,7 @@ def _common_fields(ctx: ConsoleContext, k: str, errors: dict[str, str]) -> None:
         _field_error(errors, "max_retries")
 
 
-def _submit_single(ctx: ConsoleContext, k: str) -> None:
+def _submit_single(ctx: ConsoleContext, k: str, generation: int) -> None:
     state = st.session_state
     when = state.get(f"{k}_when")
     checked = check_single(state.get(f"{k}_query"), state.get(f"{k}_priority"),
@@ -103,35 +111,43 @@ def _submit_single(ctx: ConsoleContext, k: str) -> None:
         return
     options = dict(checked.options)
     query = options.pop("query")
+    key = submission_key("query", generation, query, when, options.get("run_at"),
+                         options.get("delay"))
     try:
-        task_id = AgentExecutor(queue=ctx.queue).execute_async(query, **options)
+        task_id = AgentExecutor(queue=ctx.queue).execute_async(query, idempotency_key=key,
+                                                                **options)
     except REDIS_DOWN as exc:
         state[f"{k}_errors"] = {"query": f"Not submitted: {exc}"}
         return
-    watched = state.setdefault(f"{k}_watched", [])
-    watched.insert(0, task_id)
-    del watched[20:]
+    next_form_generation(k)
     state[f"{k}_query"] = ""
+    watched = state.setdefault(f"{k}_watched", [])
+    # The same click again: the engine gave back the first task, already watched.
+    repeated = " The repeated click submitted nothing more." if task_id in watched else ""
+    if not repeated:
+        watched.insert(0, task_id)
+        del watched[20:]
     when_text = (f"to run at {options['run_at']:%Y-%m-%d %H:%M} UTC" if "run_at" in options else
                  f"to run in {options['delay']:g} s" if "delay" in options else "to run now")
-    flash(k, "success", f"Submitted task {task_id} {when_text}.")
+    flash(k, "success", f"Submitted task {task_id} {when_text}.{repeated}")
 
 
 # -- batches -----------------------------------------------------------------------------------
 def _batch_text(ctx: ConsoleContext) -> None:
     k = f"{KEY}_batch"
     errors = st.session_state.get(f"{k}_errors", {})
+    generation = form_generation(k)
     with st.form(f"{k}_form", border=True):
         st.text_area("Queries (one per line)", key=f"{k}_text", height=180,
                      placeholder="First query\nSecond query\n…")
         _field_error(errors, "queries")
         _common_fields(ctx, k, errors)
-        st.form_submit_button("Submit batch", type="primary", on_click=_submit_batch_text,
-                              args=(ctx, k))
+        st.form_submit_button("Submit batch", type="primary", key=f"{k}_submit_{generation}",
+                              on_click=_submit_batch_text, args=(ctx, k, generation))
     show_flash(k)
 
 
-def _submit_batch_text(ctx: ConsoleContext, k: str) -> None:
+def _submit_batch_text(ctx: ConsoleContext, k: str, generation: int) -> None:
     state = st.session_state
     checked = check_batch(state.get(f"{k}_text"), state.get(f"{k}_priority"),
                           state.get(f"{k}_session"), state.get(f"{k}_retries"))
@@ -139,31 +155,43 @@ def _submit_batch_text(ctx: ConsoleContext, k: str) -> None:
     if not checked.ok:
         return
     options = checked.options
+    key = submission_key("batch", generation, "\n".join(options["queries"]))
     try:
         job = submit_batch(ctx.queue, options["queries"], priority=options["priority"],
-                           session_id=options["session_id"], max_retries=options["max_retries"])
+                           session_id=options["session_id"], max_retries=options["max_retries"],
+                           idempotency_key=key)
     except ValidationError as exc:
         state[f"{k}_errors"] = {"queries": str(exc)}
         return
     except REDIS_DOWN as exc:
         flash(k, "error", f"Not submitted: {exc}")
         return
-    _remember(k, job)
+    next_form_generation(k)
     state[f"{k}_text"] = ""
+    _remember(k, job)
 
 
 def _remember(k: str, job: BatchJob) -> None:
-    st.session_state.setdefault(BATCHES, []).insert(0, job)
+    jobs = st.session_state.setdefault(BATCHES, [])
+    # The same click again: the engine gave back the first batch, already listed.
+    repeated = any(known.batch_id == job.batch_id for known in jobs)
+    if not repeated:
+        jobs.insert(0, job)
     flash(k, "success", f"Submitted batch {job.batch_id}: {job.total:,} queries. "
-                        "Its progress shows under Batches below.")
+                        + ("The repeated click submitted nothing more. " if repeated else "")
+                        + "Its progress shows under Batches below.")
 
 
 # -- CSV -----------------------------------------------------------------------------------------
 def _csv(ctx: ConsoleContext) -> None:
     k = f"{KEY}_csv"
-    upload = st.file_uploader("CSV file", type=["csv"], key=f"{k}_file",
-                              help="One query per row; the other columns come back in the "
-                                   "results file.")
+    generation = form_generation(k)
+    # A new key per generation: after a submit the uploader starts empty, so the same
+    # upload cannot be sent twice. The container keeps one key (and CSS class) throughout.
+    with st.container(key=f"{k}_file"):
+        upload = st.file_uploader("CSV file", type=["csv"], key=f"{k}_file_{generation}",
+                                  help="One query per row; the other columns come back in "
+                                       "the results file.")
     show_flash(k)
     if upload is None:
         st.caption("Upload a CSV with a column of queries; you choose the column after the preview.")
@@ -172,7 +200,7 @@ def _csv(ctx: ConsoleContext) -> None:
     try:
         frame = read_csv(data)
     except ValueError as exc:
-        st.error(f"{upload.name}: {exc}", icon="✋")
+        st.error(f"{upload.name}: {exc}", icon=":material/front_hand:")
         return
     st.markdown(f"**Preview** of {upload.name}: {len(frame):,} rows, {len(frame.columns)} columns")
     plain_table(f"{k}_preview", frame.head(20))
@@ -189,11 +217,14 @@ def _csv(ctx: ConsoleContext) -> None:
         st.markdown(f"**{len(queries):,} queries** from column *{column}*")
         _field_error(errors, "column")
         _common_fields(ctx, k, errors)
-        st.form_submit_button("Submit CSV batch", type="primary", on_click=_submit_csv,
-                              args=(ctx, k, upload.name, data, column), disabled=bool(problem))
+        key = submission_key("csv", generation, hashlib.sha256(data).hexdigest(), column)
+        st.form_submit_button("Submit CSV batch", type="primary", key=f"{k}_submit_{generation}",
+                              on_click=_submit_csv, args=(ctx, k, upload.name, data, column, key),
+                              disabled=bool(problem))
 
 
-def _submit_csv(ctx: ConsoleContext, k: str, name: str, data: bytes, column: str) -> None:
+def _submit_csv(ctx: ConsoleContext, k: str, name: str, data: bytes, column: str,
+                key: str) -> None:
     state = st.session_state
     checked = Checked()
     check_common(checked, state.get(f"{k}_priority"), state.get(f"{k}_session"),
@@ -204,13 +235,15 @@ def _submit_csv(ctx: ConsoleContext, k: str, name: str, data: bytes, column: str
     try:
         job = submit_csv(ctx.queue, data, column, priority=checked.options["priority"],
                          session_id=checked.options["session_id"],
-                         max_retries=checked.options["max_retries"], label=name)
+                         max_retries=checked.options["max_retries"], label=name,
+                         idempotency_key=key)
     except ValidationError as exc:
         state[f"{k}_errors"] = {"column": str(exc)}
         return
     except REDIS_DOWN as exc:
         flash(k, "error", f"Not submitted: {exc}")
         return
+    next_form_generation(k)     # a fresh, empty uploader
     _remember(k, job)
 
 

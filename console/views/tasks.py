@@ -20,13 +20,24 @@ KEY = "tasks"
 ANY = "All"
 KNOWN_TYPES = ("agent_query", "batch_query", "custom")
 KEEP_PRIORITY = "keep current"
-TIME_FORMAT = "YYYY-MM-DD HH:mm:ss"
+TABLE_TIME = "MM-DD HH:mm:ss"       # the year is in the task's details
+# Widths that fit the table in the main area of a 1400 px window with the sidebar open.
+# The session and the worker are left to the task's details; the Task id column shows
+# the first 12 characters (the cell keeps the full id: copy it, or select the row).
 COLUMNS = {
-    "Task id": st.column_config.TextColumn(width="medium"),
-    "Query": st.column_config.TextColumn(width="large"),
-    "Created (UTC)": st.column_config.DatetimeColumn(format=TIME_FORMAT),
-    "Updated (UTC)": st.column_config.DatetimeColumn(format=TIME_FORMAT),
+    "Status": st.column_config.TextColumn(width=96),
+    "Task id": st.column_config.TextColumn(
+        width=112, help="The first 12 characters of the id. Select the row to open the task "
+                        "with its full id below; copying the cell copies the full id."),
+    "Query": st.column_config.TextColumn(width=170),
+    "Type": st.column_config.TextColumn(width=88),
+    "Priority": st.column_config.TextColumn(width=64),
+    "Attempts": st.column_config.TextColumn(width=68, help="Attempts made / allowed"),
+    "Created (UTC)": st.column_config.DatetimeColumn(format=TABLE_TIME, width=104),
+    "Updated (UTC)": st.column_config.DatetimeColumn(format=TABLE_TIME, width=104),
+    "Error": st.column_config.TextColumn(width=80),
 }
+COLUMN_ORDER = list(COLUMNS)
 
 
 def render(ctx: ConsoleContext) -> None:
@@ -83,7 +94,8 @@ def _live_body(ctx: ConsoleContext, filters: TaskFilters, page_size: int) -> Non
         page_no = st.session_state.get(f"{KEY}_page", 0)
         page, rows, paused = selectable_table(
             KEY, lambda: load_task_page(ctx.queue, filters, page_no, page_size),
-            lambda p: tasks_frame(p.records), column_config=COLUMNS)
+            lambda p: tasks_frame(p.records), column_config=COLUMNS, column_order=COLUMN_ORDER,
+            short_ids=("Task id",))
         summary.markdown(_summary(page, filters))
         _pager(page)
         selected = [page.ids[i] for i in rows]

@@ -6,7 +6,7 @@ import streamlit as st
 from ..components import live, plain_table, redis_guard, updated_caption
 from ..data import load_workers
 from ..runtime import ConsoleContext
-from ..theme import worker_state_label
+from ..theme import STATE_COLOR, status_markdown
 
 KEY = "workers"
 
@@ -18,7 +18,8 @@ def render(ctx: ConsoleContext) -> None:
                "held go back in line (or fail once they have stalled too often).")
     if ctx.worker is not None:
         st.info(f"This console runs an embedded worker, `{ctx.worker.worker_id}`. "
-                "Start more with `python worker.py` against a shared Redis.", icon="🧪")
+                "Start more with `python worker.py` against a shared Redis.",
+                icon=":material/science:")
     live(_live_body, ctx, seconds=ctx.refresh_seconds)
 
 
@@ -37,9 +38,10 @@ def _live_body(ctx: ConsoleContext) -> None:
                              format="YYYY-MM-DD HH:mm:ss")})
         for story in view.lost:
             info = story.info
-            with st.expander(f"{worker_state_label('lost')} {info.get('name') or info['worker_id']} "
-                             f"on {info.get('host', '?')} (pid {info.get('pid', '?')}): what happened "
-                             "to its tasks", expanded=True):
+            label = (f"{status_markdown('lost', STATE_COLOR)} · {info.get('name') or info['worker_id']}"
+                     f" on {info.get('host', '?')} (pid {info.get('pid', '?')}): what happened to "
+                     "its tasks")
+            with st.expander(label, expanded=True):
                 st.caption(f"Last heartbeat {info.get('last_heartbeat') or 'unknown'} · "
                            f"processed {info.get('processed', 0)} · failed {info.get('failed', 0)}")
                 if story.tasks.empty:
