@@ -30,7 +30,7 @@ for i = 0, n - 1 do
     counts[r] = (counts[r] or 0) + 1
     emit(KEYS[7], KEYS[8], maxlen, 'task.completed', id, 'completed', now)
     codes[#codes + 1] = 1
-    child_ended(f[4], 'completed', now, maxlen, ttl)
+    if f[4] then child_ended(f[4], 'completed', now, maxlen, ttl) end
   else
     codes[#codes + 1] = -3
   end

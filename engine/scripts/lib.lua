@@ -29,9 +29,12 @@ local function emit_raw(stream, channel, maxlen, msg)
   redis.call('PUBLISH', channel, msg)
 end
 
+local NOW_TEXT = nil   -- every event of one call carries the same time: format it once
+
 local function emit(stream, channel, maxlen, etype, id, status, now, extra)
+  NOW_TEXT = NOW_TEXT or string.format('%d', now)
   emit_raw(stream, channel, maxlen, '{"type":"' .. etype .. '","data":{"task_id":"' .. id ..
-    '","status":"' .. status .. '","ts":' .. string.format('%d', now) .. (extra or '') .. '}}')
+    '","status":"' .. status .. '","ts":' .. NOW_TEXT .. (extra or '') .. '}}')
 end
 
 local function flush_events()
