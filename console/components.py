@@ -75,6 +75,30 @@ def selected_rows(key: str) -> list[int]:
         return []
 
 
+def turn_page(key: str, step: int) -> None:
+    """Move the paged table ``key`` by ``step`` pages (never before the first) and drop
+    its row selection, which would otherwise point at other tasks on the new page."""
+    st.session_state[f"{key}_page"] = max(0, st.session_state.get(f"{key}_page", 0) + step)
+    clear_selection(key)
+
+
+def selection_header(count: int, paused: bool) -> None:
+    """The first line of a selection bar: how many rows, and whether updates wait."""
+    st.markdown(f"**{count} selected**" + (" · live updates paused while rows are selected"
+                                           if paused else ""))
+
+
+def run_action(queue: Any, key: str, action: str, task_ids: Sequence[str], **options: Any) -> Any:
+    """Apply ``action`` to the tasks (see console.actions); on a Redis outage, say under
+    ``key`` that nothing changed and return None."""
+    from .actions import apply_action   # console.actions imports nothing of Streamlit
+    try:
+        return apply_action(queue, action, task_ids, **options)
+    except REDIS_DOWN as exc:
+        flash(key, "error", f"Nothing was changed: Redis did not answer ({exc}).")
+        return None
+
+
 def clear_selection(key: str) -> None:
     """Drop the table's selection (a fresh widget key: selection state cannot be
     written back to a dataframe)."""

@@ -5,9 +5,9 @@ from typing import Sequence
 
 import streamlit as st
 
-from ..actions import apply_action, retry_all_failed
+from ..actions import retry_all_failed
 from ..components import (REDIS_DOWN, clear_selection, flash, live, page_link, redis_guard,
-                          selectable_table, show_flash, updated_caption)
+                          run_action, selectable_table, show_flash, updated_caption)
 from ..data import failed_groups_frame, failed_tasks_frame
 from ..runtime import ConsoleContext
 
@@ -119,10 +119,8 @@ def _tasks_table(ctx: ConsoleContext, chosen: list[dict]) -> None:
 
 
 def _act(ctx: ConsoleContext, action: str, task_ids: Sequence[str]) -> None:
-    try:
-        report = apply_action(ctx.queue, action, task_ids)
-    except REDIS_DOWN as exc:
-        flash(KEY, "error", f"Nothing was changed: Redis did not answer ({exc}).")
+    report = run_action(ctx.queue, KEY, action, task_ids)
+    if report is None:
         return
     flash(KEY, report.level, report.summary())
     clear_selection(GROUPS)

@@ -8,9 +8,9 @@ import streamlit as st
 
 from engine import AgentTask, TaskScheduler, ValidationError, clock
 
-from ..actions import apply_action
-from ..components import (REDIS_DOWN, clear_selection, flash, live, redis_guard, selectable_table,
-                          selected_rows, show_flash, updated_caption)
+from ..components import (REDIS_DOWN, clear_selection, flash, live, redis_guard, run_action,
+                          selectable_table, selected_rows, selection_header, show_flash, turn_page,
+                          updated_caption)
 from ..data import query_preview, scheduled_frame, to_timestamp
 from ..forms import PRIORITY_OPTIONS, check_query
 from ..runtime import ConsoleContext
@@ -50,25 +50,20 @@ def _live_body(ctx: ConsoleContext) -> None:
         pages = max(1, -(-waiting // PAGE_SIZE))
         previous, where, following = st.columns([1, 2, 1], vertical_alignment="center")
         previous.button("Previous page", key=f"{KEY}_prev", disabled=page <= 0,
-                        on_click=_turn, args=(-1,), width="stretch")
+                        on_click=turn_page, args=(KEY, -1), width="stretch")
         where.caption(f"Page {page + 1} of {pages}")
         following.button("Next page", key=f"{KEY}_next", disabled=page + 1 >= pages,
-                         on_click=_turn, args=(1,), width="stretch")
+                         on_click=turn_page, args=(KEY, 1), width="stretch")
         selected = [records[i]["task_id"] for i in rows]
         if selected:
             _selection_bar(ctx, selected, paused)
         updated_caption()
 
 
-def _turn(step: int) -> None:
-    st.session_state[f"{KEY}_page"] = max(0, st.session_state.get(f"{KEY}_page", 0) + step)
-    clear_selection(KEY)
-
 
 def _selection_bar(ctx: ConsoleContext, selected: list[str], paused: bool) -> None:
     with st.container(border=True, key=f"{KEY}_selection"):
-        st.markdown(f"**{len(selected)} selected**" + (" · live updates paused while rows are "
-                                                        "selected" if paused else ""))
+        selection_header(len(selected), paused)
         run, cancel, delete, clear = st.columns(4)
         run.button("Run selected now", key=f"{KEY}_run_now", type="primary", width="stretch",
                    on_click=_act, args=(ctx, "requeue", selected))
@@ -81,10 +76,8 @@ def _selection_bar(ctx: ConsoleContext, selected: list[str], paused: bool) -> No
 
 
 def _act(ctx: ConsoleContext, action: str, task_ids: Sequence[str]) -> None:
-    try:
-        report = apply_action(ctx.queue, action, task_ids)
-    except REDIS_DOWN as exc:
-        flash(KEY, "error", f"Nothing was changed: Redis did not answer ({exc}).")
+    report = run_action(ctx.queue, KEY, action, task_ids)
+    if report is None:
         return
     text = report.summary()
     if action == "requeue":

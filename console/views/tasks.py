@@ -8,10 +8,11 @@ import streamlit as st
 from engine import clock
 from engine.keys import PRIORITY_NAMES, STATUS_NAMES
 
-from ..actions import ACTIONS, BULK_LIMIT, apply_action, matching_ids
+from ..actions import ACTIONS, BULK_LIMIT, matching_ids
 from ..batch_jobs import batch_progress
 from ..components import (REDIS_DOWN, clear_selection, flash, live, plain_table, redis_guard,
-                          selectable_table, show_flash, status_badge, updated_caption)
+                          run_action, selectable_table, selection_header, show_flash, status_badge,
+                          turn_page, updated_caption)
 from ..data import (PAGE_SIZES, SEARCH_SCAN, TIME_RANGES, TaskFilters, TaskPage, allowed_actions,
                     describe_age, load_task_page, task_timeline, tasks_frame)
 from ..runtime import ConsoleContext
@@ -134,23 +135,18 @@ def _summary(page: TaskPage, filters: TaskFilters) -> str:
 def _pager(page: TaskPage) -> None:
     previous, where, following = st.columns([1, 2, 1], vertical_alignment="center")
     previous.button("Previous page", key=f"{KEY}_prev", disabled=page.page <= 0,
-                    on_click=_turn_page, args=(-1,), width="stretch")
+                    on_click=turn_page, args=(KEY, -1), width="stretch")
     where.markdown(f"<div style='text-align:center'>Page {page.page + 1:,} of {page.pages:,}</div>",
                    unsafe_allow_html=True)
     following.button("Next page", key=f"{KEY}_next", disabled=page.page + 1 >= page.pages,
-                     on_click=_turn_page, args=(1,), width="stretch")
+                     on_click=turn_page, args=(KEY, 1), width="stretch")
 
-
-def _turn_page(step: int) -> None:
-    st.session_state[f"{KEY}_page"] = max(0, st.session_state.get(f"{KEY}_page", 0) + step)
-    clear_selection(KEY)
 
 
 # -- actions -------------------------------------------------------------------------------------
 def _selection_bar(ctx: ConsoleContext, selected: list[str], paused: bool) -> None:
     with st.container(border=True, key=f"{KEY}_selection"):
-        st.markdown(f"**{len(selected)} selected**" + (" · live updates paused while rows are "
-                                                        "selected" if paused else ""))
+        selection_header(len(selected), paused)
         columns = st.columns(5)
         for column, action in zip(columns, ACTIONS):
             column.button(f"{action.capitalize()} selected", key=f"{KEY}_sel_{action}",
@@ -174,10 +170,8 @@ def _bulk_matching(ctx: ConsoleContext, filters: TaskFilters, page: TaskPage) ->
 
 
 def _act(ctx: ConsoleContext, action: str, task_ids: Sequence[str], priority: Any = None) -> None:
-    try:
-        report = apply_action(ctx.queue, action, task_ids, priority=priority)
-    except REDIS_DOWN as exc:
-        flash(KEY, "error", f"Nothing was changed: Redis did not answer ({exc}).")
+    report = run_action(ctx.queue, KEY, action, task_ids, priority=priority)
+    if report is None:
         return
     flash(KEY, report.level, report.summary())
     clear_selection(KEY)
