@@ -71,7 +71,7 @@ def connect_with_backoff(settings: Settings) -> TaskQueue:
 def install_signal_handlers(worker: TaskWorker) -> None:
     """First signal: graceful stop. Second: hand tasks back and leave now."""
     def on_signal(signum, frame):
-        if worker._stopping.is_set():
+        if worker.stopping:
             print("\nSecond signal: handing unfinished tasks back to the queue...", flush=True)
             worker.abort()
         else:

@@ -94,6 +94,7 @@ class TaskWorker:
         self._slots = threading.Condition(self._lock)
         self._threads: list[threading.Thread] = []
         self._redis_down_since: float | None = None
+        self._backoff = 0.1                              # seconds; doubles while Redis is down
 
     # -- handlers -----------------------------------------------------------------------
     def register_handler(self, task_type: TaskType | str, fn: Handler) -> None:
@@ -142,6 +143,11 @@ class TaskWorker:
         return dict(self.stats)
 
     on_ready: Callable[[], None] | None = None   # called once registered (the CLI prints "ready")
+
+    @property
+    def stopping(self) -> bool:
+        """Whether a stop was asked for (the worker may still be finishing tasks)."""
+        return self._stopping.is_set()
 
     def _register(self) -> None:
         """First heartbeat (announces the worker); waits out a Redis outage with backoff."""
@@ -364,12 +370,9 @@ class TaskWorker:
             return 0
         moved, next_due_ms = self.store.promote()
         moved += len(fire_due_schedules(self.queue))   # recurring schedules (engine.scheduler)
-        self._last_promote = now
         wait = 1.0 if next_due_ms < 0 else min(1.0, next_due_ms / 1000)
         self._next_promote = now + wait
         return moved
-
-    _last_promote = 0.0
 
     def _wait_for_free_slot(self) -> int:
         if self.concurrency == 1:
@@ -485,8 +488,6 @@ class TaskWorker:
             log.warning("%s: reconnected to Redis after %.1f s", self.worker_id,
                         clock.monotonic() - self._redis_down_since)
             self._redis_down_since = None
-
-    _backoff = 0.1
 
     def _back_off(self) -> None:
         self._stopping.wait(self._backoff * random.uniform(0.5, 1.0))
