@@ -72,12 +72,11 @@ def render_task_monitor(agent_executor: AgentExecutor, *, key: str = "task_monit
 
 
 def _bind_queue(executor: AgentExecutor, queue: TaskQueue | None) -> TaskQueue:
-    bound = getattr(executor, "_queue", None)
-    if bound is not None:
-        return bound
-    queue = queue if queue is not None else default_queue()
-    executor._queue = queue     # AgentExecutor.queue would build one from the environment
-    return queue
+    if executor.has_queue:
+        return executor.queue
+    # Unbound, AgentExecutor.queue would build one from the environment's defaults.
+    executor.bind_queue(queue if queue is not None else default_queue())
+    return executor.queue
 
 
 def _monitor_form(executor: AgentExecutor, key: str) -> None:

@@ -77,6 +77,15 @@ class AgentExecutor:
             self._queue = get_task_queue()
         return self._queue
 
+    @property
+    def has_queue(self) -> bool:
+        """Whether a queue is bound yet (``queue`` would otherwise build the default one)."""
+        return self._queue is not None
+
+    def bind_queue(self, queue: TaskQueue) -> None:
+        """Submit to ``queue`` from now on (e.g. the one a console is connected to)."""
+        self._queue = queue
+
     def execute_async(self, query: str, session_id: str | None = None,
                       priority: TaskPriority | int | str = "normal", **task_options: Any) -> str:
         """Submit ``query`` as an AGENT_QUERY task; returns the task id."""
