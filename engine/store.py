@@ -6,6 +6,7 @@ only build each script's KEYS and ARGV (in the order its header documents) and c
 from __future__ import annotations
 
 import threading
+from itertools import chain
 from typing import Any, Callable, Iterable, Sequence
 
 import redis
@@ -80,11 +81,11 @@ class Store:
         return self._run("submit", self._submit_keys,
                          [len(rows), IDEMPOTENCY_TTL_MS, *flat], client=client)
 
-    def submit_streamed(self, chunks: Sequence[Sequence[Sequence[Any]]]) -> list[list[str]]:
-        """Submit several chunks of rows on one connection: this thread encodes and sends
-        chunk after chunk while a reader thread collects the replies, so Python's encoding
-        of one chunk overlaps Redis running the one before. Chunks run in order."""
-        if len(chunks) == 1 or not hasattr(self.client, "connection_pool"):
+    def submit_streamed(self, chunks: Iterable[Sequence[Sequence[Any]]], count: int) -> list[list[str]]:
+        """Submit ``count`` chunks of rows on one connection: this thread builds, encodes
+        and sends chunk after chunk while a reader thread collects the replies, so Python's
+        work on one chunk overlaps Redis running the one before. Chunks run in order."""
+        if count == 1 or not hasattr(self.client, "connection_pool"):
             # One chunk, or Redis Cluster (no single connection to stream on).
             pipe = self.script_pipeline()
             for rows in chunks:
@@ -97,7 +98,7 @@ class Store:
 
         def read_all() -> None:
             try:
-                for _ in chunks:
+                for _ in range(count):
                     replies.append(conn.read_response())
             except Exception as exc:  # handed to the sending thread below
                 replies.append(exc)
@@ -106,10 +107,9 @@ class Store:
         try:
             reader.start()
             for rows in chunks:
-                flat = [v for row in rows for v in row]
-                args = [self.now_arg(), self._maxlen, len(rows), IDEMPOTENCY_TTL_MS, *flat]
                 conn.send_packed_command(conn.pack_command(
-                    "EVALSHA", sha, len(self._submit_keys), *self._submit_keys, *args), False)
+                    "EVALSHA", sha, len(self._submit_keys), *self._submit_keys, self.now_arg(),
+                    self._maxlen, len(rows), IDEMPOTENCY_TTL_MS, *chain.from_iterable(rows)), False)
             reader.join()
         except BaseException:
             conn.disconnect()
