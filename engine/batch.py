@@ -13,6 +13,8 @@ from .errors import InvalidTransition, TaskNotFound, ValidationError, translate_
 from .models import Task, TaskType
 from .serialization import loads
 
+SUBMIT_CHUNK = 500      # children per script call (as TaskQueue.submit_tasks)
+
 if TYPE_CHECKING:  # the queue imports this module; avoid the cycle at run time
     from .queue import TaskQueue
 
@@ -76,10 +78,9 @@ def submit_family(queue: "TaskQueue", parent: Task, children: Sequence[Task]) ->
         parent_id = queue.store.submit([parent_row])[0]
         if parent_id != parent.task_id:     # idempotent resubmit: the batch exists already
             return parent_id
-        pipe = queue.store.script_pipeline()
-        for i in range(0, len(child_rows), _CHUNK):
-            queue.store.submit(child_rows[i:i + _CHUNK], client=pipe)
-        pipe.execute()
+        size = SUBMIT_CHUNK
+        chunks = [child_rows[i:i + size] for i in range(0, len(child_rows), size)]
+        queue.store.submit_streamed(chunks, len(chunks))
     return parent_id
 
 
