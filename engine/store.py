@@ -126,6 +126,28 @@ class Store:
         """Claim up to ``count`` pending tasks; returns claim.lua's flat array."""
         return self._run("claim", self._claim_keys, [worker_id, count, self.lease_ms])
 
+    def wait_and_claim(self, worker_id: str, count: int, timeout: float) -> tuple[bool, list]:
+        """Wait up to ``timeout`` s for the wake-up marker, then claim up to ``count``:
+        (whether the marker woke us, claim.lua's reply). One round trip: the claim is
+        pipelined behind the blocking pop, so Redis runs it the moment the pop returns.
+        (The cluster client refuses scripts in pipelines: two calls there.)"""
+        if not hasattr(self.client, "connection_pool"):
+            woke = self.client.bzpopmin(self.keys.marker, timeout=timeout)
+            return bool(woke), self.claim(worker_id, count)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.bzpopmin(self.keys.marker, timeout=timeout)
+        # A bare EVALSHA: a registered Script in a pipeline costs a SCRIPT EXISTS round trip.
+        pipe.evalsha(self._scripts["claim"].sha, len(self._claim_keys), *self._claim_keys,
+                     self.now_arg(), self._maxlen, worker_id, count, self.lease_ms)
+        woke, flat = pipe.execute(raise_on_error=False)
+        if isinstance(woke, Exception):
+            raise woke
+        if isinstance(flat, redis.exceptions.NoScriptError):
+            flat = self.claim(worker_id, count)      # the server lost its scripts: reload
+        elif isinstance(flat, Exception):
+            raise flat
+        return bool(woke), flat
+
     def complete(self, items: Sequence[tuple[str, str, str, int]]) -> list[int]:
         """Complete tasks: (id, token, result document JSON, duration ms) each."""
         flat: list[Any] = []

@@ -211,10 +211,14 @@ class TaskWorker:
                         return
                     self._wait_in_flight(0.05)
                 else:
-                    # Any submit (or a claim that left work behind) sets the marker, so
-                    # after it wakes us the next claim is worth making.
-                    self._wait_for_work()
-                    drained = False
+                    # Any submit (or a claim that left work behind) sets the marker. The
+                    # claim rides in the same round trip as the wait: Redis runs it the
+                    # moment the marker wakes us.
+                    want = self._batch_size(free)
+                    batch = self._wait_for_work(want)
+                    drained = len(batch) < want
+                    if batch:
+                        self._dispatch(batch)
                 self._redis_back()
             except REDIS_DOWN as exc:
                 self._note_redis_down(exc)
@@ -229,7 +233,10 @@ class TaskWorker:
         return max(1, min(self.max_batch, int(BATCH_WINDOW_SECONDS / max(self._avg_run, 1e-6))))
 
     def _claim(self, count: int) -> list[RunningTask]:
-        flat = self.store.claim(self.worker_id, count)
+        return self._hold(self.store.claim(self.worker_id, count))
+
+    def _hold(self, flat: list) -> list[RunningTask]:
+        """claim.lua's reply as tasks, now held by this worker."""
         tasks = []
         for i in range(0, len(flat), CLAIM_FIELDS):
             (task_id, token, task_type, priority, payload, attempt, max_retries, retry_delay,
@@ -355,14 +362,16 @@ class TaskWorker:
                 self._held.pop(task.task_id, None)
 
     # -- waiting ------------------------------------------------------------------------
-    def _wait_for_work(self) -> None:
+    def _wait_for_work(self, want: int) -> list[RunningTask]:
         timeout = BLOCK_SLICE_SECONDS
         if self._next_promote:
             timeout = min(timeout, max(0.001, self._next_promote - clock.monotonic()))
-        if self.store.client.bzpopmin(self.queue.keys.marker, timeout=timeout):
+        woke, flat = self.store.wait_and_claim(self.worker_id, want, timeout)
+        if woke:
             # A submit of a task due later also wakes us: learn its due time soon, but
             # after the claim, so a pending task's latency never waits on a promote.
             self._next_promote = min(self._next_promote, clock.monotonic() + 0.05)
+        return self._hold(flat)
 
     def _promote_if_due(self, force: bool) -> int:
         now = clock.monotonic()

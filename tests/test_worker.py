@@ -399,3 +399,18 @@ def test_graceful_stop_with_slots_releases_queued_work(queue, make_worker, redis
     for task_id in ids:
         assert_consistent(redis_client, queue.keys, task_id)
     assert worker.stats["processed"] == 2
+
+
+def test_an_idle_worker_survives_the_server_forgetting_its_scripts(queue, make_worker, redis_client):
+    worker = make_worker(handlers={"echo": lambda task: task.payload})
+    runner = threading.Thread(target=worker.start, daemon=True)
+    runner.start()
+    try:
+        redis_client.script_flush()          # what a restart without persistence does
+        task_id = queue.submit_task(Task(task_type="echo", payload={"n": 7}))
+        assert queue.wait_for_result(task_id, timeout=10)["result"] == {"n": 7}
+    finally:
+        worker.stop()
+        queue.client.zadd(queue.keys.marker, {"0": 0})   # wake it from its wait at once
+        runner.join(10)
+    assert not runner.is_alive()
