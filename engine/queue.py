@@ -177,26 +177,11 @@ class TaskQueue:
         """Tasks newest first (by when they entered their status), paged with
         ``limit``/``offset``. Without ``status`` the status indexes are merged. Filters on
         priority, type and session look at no more than ``scan_limit`` index entries, so a
-        page costs a bounded number of Redis calls however many tasks are stored."""
-        limit, offset = _page_bounds(limit, offset)
-        statuses = [_status_name(status)] if status else list(STATUS_NAMES)
-        want_priority = int(TaskPriority.parse(priority)) if priority is not None else None
-        filtered = want_priority is not None or task_type or session_id
-        window = scan_limit if filtered else offset + limit
-        ids = self._newest_ids(statuses, window)
-        records = self._load_records(ids)
-        if filtered:
-            records = [r for r in records if _matches(r, want_priority, task_type, session_id)]
-        return records[offset:offset + limit]
-
-    def _newest_ids(self, statuses: Sequence[str], window: int) -> list[str]:
-        with translate_redis_errors():
-            pipe = self.client.pipeline(transaction=False)
-            for name in statuses:
-                pipe.zrevrange(self.keys.status[name], 0, window - 1, withscores=True)
-            replies = pipe.execute()
-        merged = sorted((pair for reply in replies for pair in reply), key=lambda p: -p[1])
-        return [task_id for task_id, _ in merged[:window]]
+        page costs a bounded number of Redis calls however many tasks are stored
+        (:meth:`search_tasks` has the rest of the console's filters)."""
+        return self.search_tasks(status=status, priority=priority, task_type=task_type,
+                                 session_id=session_id, limit=limit, offset=offset,
+                                 scan_limit=scan_limit)["tasks"]
 
     def _load_records(self, ids: Sequence[str]) -> list[dict[str, Any]]:
         if not ids:
@@ -562,14 +547,6 @@ def task_record(fields: dict[str, str], task_id: str | None = None) -> dict[str,
             "parent_id": fields.get("parent") or None,
         })
     return record
-
-
-def _matches(record: dict, priority: int | None, task_type: str | None, session_id: str | None) -> bool:
-    if priority is not None and record["priority"] != TaskPriority(priority).label:
-        return False
-    if task_type and record.get("task_type") != str(task_type):
-        return False
-    return not session_id or record.get("session_id") == session_id
 
 
 def _row_matches(task_id: str, values: Sequence[str | None], priority: int | None,
