@@ -153,23 +153,18 @@ class TaskQueue:
         after ``timeout`` seconds (None = wait forever) and TaskNotFound for an unknown id.
         """
         deadline = None if timeout is None else clock.monotonic() + timeout
-        done_key = self.keys.done(task_id)
         with translate_redis_errors():
             while True:
-                status, doc = self.store.wait(task_id)
+                left = WAIT_SLICE_SECONDS if deadline is None else deadline - clock.monotonic()
+                # The read is BRPOPLPUSH onto the same list: it does not consume, so every
+                # waiter on the task sees the document. (fakeredis's BLMOVE does not block.)
+                status, doc = self.store.wait_and_read(task_id, max(0.01, min(left, WAIT_SLICE_SECONDS)))
                 if not status:
                     raise TaskNotFound(f"task {task_id} not found")
                 if doc:
                     return self._result_document(task_id, doc)
-                left = WAIT_SLICE_SECONDS if deadline is None else deadline - clock.monotonic()
-                if left <= 0:
+                if deadline is not None and clock.monotonic() >= deadline:
                     raise TaskTimeout(f"task {task_id} still {status} after {timeout} s")
-                # BRPOPLPUSH onto the same list reads without consuming, so every waiter
-                # on the task sees the document. (fakeredis's BLMOVE does not block.)
-                doc = self.client.brpoplpush(done_key, done_key,
-                                             timeout=max(0.01, min(left, WAIT_SLICE_SECONDS)))
-                if doc:
-                    return self._result_document(task_id, doc)
 
     def list_tasks(self, status: TaskStatus | str | None = None, limit: int = 50, offset: int = 0,
                    priority: Any = None, task_type: str | None = None,

@@ -33,6 +33,7 @@ class Store:
         self.keys = keys
         self.settings = settings
         self._now = now_ms
+        self._local = threading.local()
         self._scripts = register_all(client)
         self._maxlen = str(settings.events_max_len)
         k = keys
@@ -64,8 +65,67 @@ class Store:
         return "" if self._now is None else str(int(self._now()))
 
     def _run(self, name: str, keys: Sequence[str], args: Sequence[Any], client=None) -> Any:
-        return self._scripts[name](keys=keys, args=[self.now_arg(), self._maxlen, *args],
-                                   client=client)
+        script, full = self._scripts[name], [self.now_arg(), self._maxlen, *args]
+        conn = self._direct() if client is None else None
+        if conn is None:
+            return script(keys=keys, args=full, client=client)
+        return self._evalsha(conn, script, keys, full)
+
+    # The hot calls skip redis-py's command machinery (pool checkout, retries, metrics):
+    # measured here at about as much time as the round trip itself. Each thread keeps its
+    # own connection, so a blocking read never holds up another thread's calls.
+    def _direct(self) -> Any:
+        """This thread's own connection, or None on Redis Cluster (routing needs the client)."""
+        if not hasattr(self.client, "connection_pool"):
+            return None
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = self.client.connection_pool.make_connection()
+        try:
+            # As redis-py's pool does: a socket with something to read before we asked
+            # (the server closed it, say after a restart) is stale. Connects if need be.
+            if conn.can_read():
+                conn.disconnect()
+        except (redis.ConnectionError, redis.TimeoutError, OSError):
+            conn.disconnect()
+        return conn
+
+    @staticmethod
+    def _send(conn: Any, *commands: Sequence[Any]) -> None:
+        packed = conn.pack_commands(commands)
+        try:
+            conn.send_packed_command(packed, False)
+        except (redis.ConnectionError, redis.TimeoutError):
+            # Not delivered (say, a connection dropped while idle): reconnect, send once more.
+            conn.disconnect()
+            conn.send_packed_command(packed, False)
+
+    @staticmethod
+    def _read(conn: Any) -> Any:
+        try:
+            return conn.read_response()
+        except (redis.ConnectionError, redis.TimeoutError):
+            conn.disconnect()    # the reply is lost: never reuse a half-read connection
+            raise
+
+    def _evalsha(self, conn: Any, script: Any, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        command = ("EVALSHA", script.sha, len(keys), *keys, *args)
+        self._send(conn, command)
+        try:
+            return self._read(conn)
+        except redis.exceptions.NoScriptError:   # the server lost its scripts (a restart)
+            self._send(conn, ("SCRIPT", "LOAD", script.script), command)
+            self._read(conn)
+            return self._read(conn)
+
+    def blocking_read(self, key: str, timeout: float) -> Any:
+        """BRPOPLPUSH ``key`` onto itself: the newest item, left in place for other
+        readers, or None after ``timeout`` s."""
+        conn = self._direct()
+        if conn is None:
+            return self.client.brpoplpush(key, key, timeout=timeout)
+        self._send(conn, ("BRPOPLPUSH", key, key, timeout))
+        return self._read(conn)
 
     @property
     def lease_ms(self) -> int:
@@ -131,21 +191,23 @@ class Store:
         (whether the marker woke us, claim.lua's reply). One round trip: the claim is
         pipelined behind the blocking pop, so Redis runs it the moment the pop returns.
         (The cluster client refuses scripts in pipelines: two calls there.)"""
-        if not hasattr(self.client, "connection_pool"):
+        conn = self._direct()
+        if conn is None:
             woke = self.client.bzpopmin(self.keys.marker, timeout=timeout)
             return bool(woke), self.claim(worker_id, count)
-        pipe = self.client.pipeline(transaction=False)
-        pipe.bzpopmin(self.keys.marker, timeout=timeout)
-        # A bare EVALSHA: a registered Script in a pipeline costs a SCRIPT EXISTS round trip.
-        pipe.evalsha(self._scripts["claim"].sha, len(self._claim_keys), *self._claim_keys,
-                     self.now_arg(), self._maxlen, worker_id, count, self.lease_ms)
-        woke, flat = pipe.execute(raise_on_error=False)
-        if isinstance(woke, Exception):
-            raise woke
-        if isinstance(flat, redis.exceptions.NoScriptError):
-            flat = self.claim(worker_id, count)      # the server lost its scripts: reload
-        elif isinstance(flat, Exception):
-            raise flat
+        self._send(conn, ("BZPOPMIN", self.keys.marker, timeout),
+                   ("EVALSHA", self._scripts["claim"].sha, len(self._claim_keys),
+                    *self._claim_keys, self.now_arg(), self._maxlen, worker_id, count,
+                    self.lease_ms))
+        try:
+            woke = self._read(conn)
+        except redis.ResponseError:
+            conn.disconnect()       # the claim's reply would still be waiting on this socket
+            raise
+        try:
+            flat = self._read(conn)
+        except redis.exceptions.NoScriptError:
+            flat = self.claim(worker_id, count)      # reloads the script and claims
         return bool(woke), flat
 
     def complete(self, items: Sequence[tuple[str, str, str, int]]) -> list[int]:
@@ -230,7 +292,37 @@ class Store:
 
     def wait(self, task_id: str) -> list[str]:
         """Mark the task as waited on: [status or '', result document or '']."""
-        return self._run("wait", [self.keys.task(task_id), self.keys.result(task_id)], [])
+        return self._run("wait", self._wait_keys(task_id), [])
+
+    def _wait_keys(self, task_id: str) -> list[str]:
+        return [self.keys.task(task_id), self.keys.result(task_id), self.keys.done(task_id)]
+
+    def wait_and_read(self, task_id: str, timeout: float) -> tuple[str, str]:
+        """Mark the task as waited on and wait up to ``timeout`` s for its end:
+        (status or '' for no such task, result document or ''). One round trip: the
+        blocking read is pipelined behind wait.lua, which leaves the document of a task
+        that has ended already where that read finds it."""
+        conn = self._direct()
+        if conn is None:                 # Redis Cluster: two calls
+            status, doc = self.wait(task_id)
+            if status and not doc:
+                doc = self.blocking_read(self.keys.done(task_id), timeout) or ""
+            return status, doc
+        keys, done = self._wait_keys(task_id), self.keys.done(task_id)
+        self._send(conn, ("EVALSHA", self._scripts["wait"].sha, len(keys), *keys,
+                          self.now_arg(), self._maxlen), ("BRPOPLPUSH", done, done, timeout))
+        try:
+            status, doc = self._read(conn)
+        except redis.exceptions.NoScriptError:
+            conn.disconnect()            # drop the blocking read queued behind it
+            status, doc = self.wait(task_id)   # reloads the script
+            if status and not doc:
+                doc = self.blocking_read(done, timeout) or ""
+            return status, doc
+        if not status or (not doc and status in ("completed", "failed", "cancelled")):
+            conn.disconnect()            # nothing will ever arrive: do not sit out the read
+            return status, doc
+        return status, doc or self._read(conn) or ""
 
     # -- worker registry --------------------------------------------------------------
     def heartbeat(self, worker_id: str, fields: dict[str, Any],
