@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from datetime import datetime, timedelta, timezone
+from typing import Any, Callable
 
 import streamlit as st
 
@@ -156,19 +157,27 @@ def _submit_batch_text(ctx: ConsoleContext, k: str, generation: int) -> None:
         return
     options = checked.options
     key = submission_key("batch", generation, "\n".join(options["queries"]))
+    if _submit_job(k, "queries", lambda: submit_batch(
+            ctx.queue, options["queries"], priority=options["priority"],
+            session_id=options["session_id"], max_retries=options["max_retries"],
+            idempotency_key=key)):
+        state[f"{k}_text"] = ""
+
+
+def _submit_job(k: str, field: str, submit: Callable[[], Any]) -> bool:
+    """Run ``submit`` (a batch or CSV job); a rejection is shown under ``field``, an outage
+    as a message, and a success is followed and the form made fresh. Whether it went."""
     try:
-        job = submit_batch(ctx.queue, options["queries"], priority=options["priority"],
-                           session_id=options["session_id"], max_retries=options["max_retries"],
-                           idempotency_key=key)
+        job = submit()
     except ValidationError as exc:
-        state[f"{k}_errors"] = {"queries": str(exc)}
-        return
+        st.session_state[f"{k}_errors"] = {field: str(exc)}
+        return False
     except REDIS_DOWN as exc:
         flash(k, "error", f"Not submitted: {exc}")
-        return
-    next_form_generation(k)
-    state[f"{k}_text"] = ""
+        return False
+    next_form_generation(k)     # fresh, empty inputs: the same click cannot submit twice
     _remember(k, job)
+    return True
 
 
 def _remember(k: str, job: BatchJob) -> None:
@@ -232,19 +241,10 @@ def _submit_csv(ctx: ConsoleContext, k: str, name: str, data: bytes, column: str
     state[f"{k}_errors"] = checked.errors
     if not checked.ok:
         return
-    try:
-        job = submit_csv(ctx.queue, data, column, priority=checked.options["priority"],
-                         session_id=checked.options["session_id"],
-                         max_retries=checked.options["max_retries"], label=name,
-                         idempotency_key=key)
-    except ValidationError as exc:
-        state[f"{k}_errors"] = {"column": str(exc)}
-        return
-    except REDIS_DOWN as exc:
-        flash(k, "error", f"Not submitted: {exc}")
-        return
-    next_form_generation(k)     # a fresh, empty uploader
-    _remember(k, job)
+    _submit_job(k, "column", lambda: submit_csv(
+        ctx.queue, data, column, priority=checked.options["priority"],
+        session_id=checked.options["session_id"], max_retries=checked.options["max_retries"],
+        label=name, idempotency_key=key))
 
 
 # -- following batches ----------------------------------------------------------------------------
