@@ -80,7 +80,10 @@ class Store:
             return None
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = self._local.conn = self.client.connection_pool.make_connection()
+            # Made directly, not through the pool: it belongs to this thread, is closed
+            # when the thread ends, and must not count against the pool's limit.
+            pool = self.client.connection_pool
+            conn = self._local.conn = pool.connection_class(**pool.connection_kwargs)
         try:
             # As redis-py's pool does: a socket with something to read before we asked
             # (the server closed it, say after a restart) is stale. Connects if need be.

@@ -593,3 +593,27 @@ def test_list_tasks_newest_first_with_paging_and_filters(clocked_queue, fixed_cl
 def test_list_tasks_rejects_bad_arguments(queue, kwargs, fragment):
     with pytest.raises(ValidationError, match=fragment):
         queue.list_tasks(**kwargs)
+
+
+def test_threads_that_submit_leave_no_connections_behind(queue, redis_client):
+    import gc
+
+    def clients() -> int:
+        return len(redis_client.client_list())
+
+    queue.ping()
+    before = clients()
+    threads = [threading.Thread(target=queue.submit_task, args=(Task(task_type="echo"),))
+               for _ in range(30)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert queue.count_tasks("pending") == 30
+    del threads
+    gc.collect()
+    # Each thread's own connection closes when the thread ends; the server sees them go.
+    deadline = time.monotonic() + 5
+    while clients() > before + 2 and time.monotonic() < deadline:
+        time.sleep(0.05)   # the server notices closed sockets on its next event-loop pass
+    assert clients() <= before + 2
