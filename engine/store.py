@@ -325,7 +325,8 @@ class Store:
         if not status or (not doc and status in ("completed", "failed", "cancelled")):
             conn.disconnect()            # nothing will ever arrive: do not sit out the read
             return status, doc
-        return status, doc or self._read(conn) or ""
+        popped = self._read(conn)        # at once when wait.lua found the task ended
+        return status, doc or popped or ""
 
     # -- worker registry --------------------------------------------------------------
     def heartbeat(self, worker_id: str, fields: dict[str, Any],

@@ -617,3 +617,14 @@ def test_threads_that_submit_leave_no_connections_behind(queue, redis_client):
     while clients() > before + 2 and time.monotonic() < deadline:
         time.sleep(0.05)   # the server notices closed sockets on its next event-loop pass
     assert clients() <= before + 2
+
+
+def test_waiting_on_ended_tasks_reuses_one_connection(queue, make_worker, redis_client):
+    ids = queue.submit_tasks([Task(task_type="echo", payload={"i": i}) for i in range(5)])
+    make_worker(handlers={"echo": lambda task: task.payload}).start(burst=True)
+    queue.wait_for_result(ids[0], timeout=5)          # this thread's connection is open now
+    before = redis_client.info("stats")["total_connections_received"]
+    assert [queue.wait_for_result(i, timeout=5)["result"]["i"] for i in ids] == [0, 1, 2, 3, 4]
+    # Every reply of the pipelined wait is read, so nothing is left on the socket that
+    # would make the next call throw the connection away and open a new one.
+    assert redis_client.info("stats")["total_connections_received"] == before
