@@ -55,6 +55,9 @@ class Settings:
     max_payload_bytes: int = field(default=1024 * 1024, metadata={"env": "QUEUE_MAX_PAYLOAD_BYTES"})
     max_result_bytes: int = field(default=1024 * 1024, metadata={"env": "QUEUE_MAX_RESULT_BYTES"})
     events_max_len: int = field(default=10_000, metadata={"env": "QUEUE_EVENTS_MAX_LEN"})
+    # How long a short call (a submit, a completion) watches its socket for the reply
+    # before sleeping on it: waking a sleeping thread costs more than the round trip itself.
+    reply_spin_us: int = field(default=250, metadata={"env": "QUEUE_REPLY_SPIN_US"})
     default_max_retries: int = field(default=3, metadata={"env": "QUEUE_MAX_RETRIES"})
     default_retry_delay: float = field(default=60.0, metadata={"env": "QUEUE_RETRY_DELAY"})
     data_dir: str = field(default="data", metadata={"env": "QUEUE_DATA_DIR"})
@@ -94,7 +97,7 @@ class Settings:
                 "QUEUE_LEASE_TIMEOUT must be longer than QUEUE_HEARTBEAT_INTERVAL "
                 "(a lease must survive at least one missed heartbeat)")
         for name in ("max_stalls", "default_max_retries", "redis_db", "max_finished_index",
-                     "schedule_misfire_grace"):
+                     "schedule_misfire_grace", "reply_spin_us"):
             if getattr(self, name) < 0:
                 raise ConfigurationError(f"{_env_name(name)} must not be negative")
         if not 0.0 <= self.agent_demo_failure_rate <= 1.0:

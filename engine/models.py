@@ -87,6 +87,22 @@ class Backoff(str, enum.Enum):
     EXPONENTIAL = "exponential"
 
 
+# A task's retry policy as its hash stores it (delays in ms). A value equal to its default
+# here is left out of the hash: submit writes fewer fields, measured at about a twentieth
+# of a submit's Redis time. Readers fill the gaps with retry_policy().
+STORED_DEFAULTS: dict[str, Any] = {"retry_delay": 60_000, "backoff": Backoff.FIXED.value,
+                                   "max_retry_delay": 3_600_000}
+
+
+def retry_policy(retry_delay: str | None, backoff: str | None,
+                 max_retry_delay: str | None) -> dict[str, Any]:
+    """The stored retry fields (absent ones None) as seconds and a backoff name."""
+    d = STORED_DEFAULTS
+    return {"retry_delay": int(retry_delay or d["retry_delay"]) / 1000,
+            "backoff": backoff or d["backoff"],
+            "max_retry_delay": int(max_retry_delay or d["max_retry_delay"]) / 1000}
+
+
 def new_task_id() -> str:
     """A fresh task id: 32 hex digits."""
     return uuid.uuid4().hex
@@ -110,7 +126,7 @@ class Task:
     max_retries: int | None = None
     retry_delay: float | None = None
     backoff: Backoff | str = Backoff.FIXED
-    max_retry_delay: float = 3600.0
+    max_retry_delay: float = STORED_DEFAULTS["max_retry_delay"] / 1000
     session_id: str | None = None
     run_at: datetime | None = None
     delay: float | None = None

@@ -14,7 +14,7 @@ from .errors import (ConfigurationError, TaskNotFound, TaskTimeout, ValidationEr
                      raise_for_code, translate_redis_errors)
 from .events import EventSubscription, parse_stream_entries
 from .keys import PRIORITY_NAMES, STATUS_NAMES, Keys
-from .models import QueueStats, Task, TaskPriority, TaskStatus, TERMINAL_STATUSES
+from .models import STORED_DEFAULTS, QueueStats, Task, TaskPriority, TaskStatus, TERMINAL_STATUSES
 from .serialization import dumps, loads
 from .store import Store
 
@@ -68,12 +68,12 @@ class TaskQueue:
         # Unset retry policy takes the settings' defaults (QUEUE_MAX_RETRIES, QUEUE_RETRY_DELAY).
         retries = self.settings.default_max_retries if task.max_retries is None else task.max_retries
         delay = self.settings.default_retry_delay if task.retry_delay is None else task.retry_delay
-        fields = ["type", task.type_name, "payload", payload, "max_retries", retries,
-                  "retry_delay", int(delay * 1000), "backoff", task.backoff.value,
-                  "max_retry_delay", int(task.max_retry_delay * 1000)]
-        for name, value in (("session", task.session_id), ("timeout", task.timeout),
+        fields = ["type", task.type_name, "payload", payload, "max_retries", retries]
+        for name, value in (("retry_delay", int(delay * 1000)), ("backoff", task.backoff.value),
+                            ("max_retry_delay", int(task.max_retry_delay * 1000)),
+                            ("session", task.session_id), ("timeout", task.timeout),
                             ("parent", task.parent_id)):
-            if value is not None and value != "":
+            if value is not None and value != "" and value != STORED_DEFAULTS.get(name):
                 fields += [name, value]
         return [task.task_id, int(task.priority), "" if due is None else due,
                 "" if task.delay is None else int(task.delay * 1000), task.idempotency_key or "",
@@ -118,7 +118,7 @@ class TaskQueue:
             fields, result = pipe.execute()
         if not fields:
             return None
-        record = task_record(fields)
+        record = task_record(fields, task_id)
         doc = loads(result)
         record["result"] = doc.get("result") if isinstance(doc, dict) else None
         return record
@@ -186,7 +186,7 @@ class TaskQueue:
             for task_id in ids:
                 pipe.hgetall(self.keys.task(task_id))
             replies = pipe.execute()
-        return [task_record(fields) for fields in replies if fields]
+        return [task_record(fields, task_id) for task_id, fields in zip(ids, replies) if fields]
 
     def count_tasks(self, status: TaskStatus | str) -> int:
         """How many ids the index of ``status`` holds."""
@@ -515,11 +515,11 @@ class TaskQueue:
             return False
 
 
-def task_record(fields: dict[str, str], task_id: str | None = None) -> dict[str, Any]:
+def task_record(fields: dict[str, str], task_id: str) -> dict[str, Any]:
     """A task hash as the public dict: ISO times, parsed payload, priority name."""
     priority = fields.get("priority")
     record: dict[str, Any] = {
-        "task_id": fields.get("id") or task_id,
+        "task_id": task_id,
         "status": fields.get("status"),
         "task_type": fields.get("type"),
         "priority": TaskPriority(int(priority)).label if priority not in (None, "") else None,

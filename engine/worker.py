@@ -25,7 +25,7 @@ import redis
 
 from . import clock
 from .errors import NoHandler, PermanentError, QueueUnavailable, ValidationError
-from .models import RunningTask, TaskPriority, TaskType, type_name
+from .models import RunningTask, TaskPriority, TaskType, retry_policy, type_name
 from .policies import retry_delay_ms
 from .queue import TaskQueue, get_task_queue
 from .scheduler import fire_due_schedules
@@ -246,8 +246,7 @@ class TaskWorker:
                                max_retries=int(max_retries), session_id=session or None,
                                created_at_ms=int(created_at) if created_at else None,
                                timeout=float(timeout) if timeout else None, token=str(token))
-            task.extra = {"retry_delay": int(retry_delay) / 1000, "backoff": backoff,
-                          "max_retry_delay": int(max_retry_delay) / 1000}
+            task.extra = retry_policy(retry_delay, backoff, max_retry_delay)
             tasks.append(task)
         if tasks:
             with self._lock:

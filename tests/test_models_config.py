@@ -148,6 +148,7 @@ def test_unknown_owned_variable_is_a_configuration_error_naming_it(name):
     ("USE_REDIS_QUEUE", "maybe", "USE_REDIS_QUEUE must be a bool"),
     ("QUEUE_MAX_STALLS", "-1", "QUEUE_MAX_STALLS must not be negative"),
     ("QUEUE_RESULT_TTL", "0", "QUEUE_RESULT_TTL must be greater than 0"),
+    ("QUEUE_REPLY_SPIN_US", "-5", "QUEUE_REPLY_SPIN_US must not be negative"),
 ])
 def test_malformed_values_are_configuration_errors(name, value, fragment):
     with pytest.raises(ConfigurationError, match=fragment):

@@ -5,6 +5,7 @@ hash and every index (status sets, priority lists, leases, scheduled) agree.
 """
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections import Counter
@@ -13,8 +14,9 @@ from datetime import datetime
 import pytest
 
 from engine import (InvalidTransition, Settings, Task, TaskNotFound, TaskQueue, TaskScheduler,
-                    TaskTimeout, ValidationError)
+                    TaskTimeout, TaskWorker, ValidationError)
 from engine.connection import connect
+from engine.worker import CLAIM_FIELDS
 from engine.serialization import dumps
 from tests.support.indexes import assert_consistent, namespace_keys
 from tests.support.steps import Collector, claim, event_types, wait_for_waiter
@@ -628,3 +630,61 @@ def test_waiting_on_ended_tasks_reuses_one_connection(queue, make_worker, redis_
     # Every reply of the pipelined wait is read, so nothing is left on the socket that
     # would make the next call throw the connection away and open a new one.
     assert redis_client.info("stats")["total_connections_received"] == before
+
+
+def _wait_and_claim(queue: TaskQueue, count: int) -> tuple[bool, list[str]]:
+    """One worker wait: (whether the marker woke it, ids claimed). Blocks at most 50 ms."""
+    woke, flat = queue.store.wait_and_claim("worker-test0000", count, 0.05)
+    return woke, flat[::CLAIM_FIELDS]
+
+
+def test_a_pending_task_always_has_a_wake_up_waiting_for_it(queue, redis_client):
+    # Submit wakes workers only for a list that was empty; a full claim leaves the marker.
+    # Walk the states that can strand a task: none must leave one waiting without a wake-up.
+    ids = queue.submit_tasks([Task(task_type="t") for _ in range(2)])
+    assert _wait_and_claim(queue, 1) == (True, ids[:1])          # full claim: marker left
+    late = queue.submit_task(Task(task_type="t"))                 # list not empty: no new marker
+    assert _wait_and_claim(queue, 5) == (True, [ids[1], late])   # partial: lists now empty
+    assert _wait_and_claim(queue, 5) == (False, [])              # nothing pending, no marker
+    urgent = queue.submit_task(Task(task_type="t", priority="urgent"))
+    assert _wait_and_claim(queue, 5) == (True, [urgent])
+    assert redis_client.zcard(queue.keys.marker) == 0
+
+
+def test_default_retry_policy_is_not_stored_but_reaches_the_worker(queue, redis_client):
+    plain = queue.submit_task(Task(task_type="t", retry_delay=60))   # the built-in defaults
+    custom = queue.submit_task(Task(task_type="t", retry_delay=5, backoff="exponential",
+                                    max_retry_delay=50))
+    stored = redis_client.hgetall(queue.keys.task(plain))
+    assert not {"retry_delay", "backoff", "max_retry_delay", "id"} & set(stored)
+    assert redis_client.hmget(queue.keys.task(custom), "retry_delay", "backoff",
+                              "max_retry_delay") == ["5000", "exponential", "50000"]
+    worker = TaskWorker(queue)
+    held = {t.task_id: t.extra for t in worker._claim(2)}
+    assert held[plain] == {"retry_delay": 60.0, "backoff": "fixed", "max_retry_delay": 3600.0}
+    assert held[custom] == {"retry_delay": 5.0, "backoff": "exponential", "max_retry_delay": 50.0}
+
+
+def test_minute_counters_expire_whichever_count_made_them(clocked_queue, fixed_clock, redis_client,
+                                                          make_worker):
+    queue = clocked_queue
+    minute = fixed_clock.ms // 60_000
+    queue.submit_task(Task(task_type="t"))
+    queue.submit_task(Task(task_type="t"))
+    key = queue.keys.minute_stats(minute)
+    assert redis_client.hget(key, "submitted") == "2"
+    assert 24 * 3600_000 < redis_client.pttl(key) <= 25 * 3600_000
+    fixed_clock.advance(60)                      # the next minute's key is made by a claim
+    TaskWorker(queue)._claim(1)
+    later = queue.keys.minute_stats(minute + 1)
+    assert redis_client.exists(later) and redis_client.pttl(later) > 24 * 3600_000
+
+
+def test_reply_spinning_off_changes_nothing_but_speed(redis_url, namespace, settings):
+    quiet = TaskQueue(connect(redis_url), settings=dataclasses.replace(settings, reply_spin_us=0),
+                      namespace=namespace)
+    task_id = quiet.submit_task(Task(task_type="echo", payload={"x": 1}))
+    worker = TaskWorker(quiet)
+    worker.register_handler("echo", lambda task: task.payload)
+    worker.start(burst=True)
+    assert quiet.get_task_result(task_id)["result"] == {"x": 1}

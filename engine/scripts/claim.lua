@@ -14,7 +14,7 @@
 ]]
 local now = now_ms(ARGV[1])
 local maxlen, worker, want = ARGV[2], ARGV[3], tonumber(ARGV[4])
-local deadline = now + tonumber(ARGV[5])
+local deadline = string.format('%d', now + tonumber(ARGV[5]))
 local out, ids, running, leases, waits = {}, {}, {}, {}, {}
 local need = want
 for q = 2, 5 do
@@ -27,19 +27,20 @@ for q = 2, 5 do
         'max_retries', 'retry_delay', 'backoff', 'max_retry_delay', 'session', 'timeout',
         'created_at', 'fence', 'enqueued_at')
       if f[1] == 'pending' then
-        local attempt, token = tonumber(f[5] or 0) + 1, tonumber(f[13] or 0) + 1
+        local attempt = string.format('%d', tonumber(f[5] or 0) + 1)
+        local token = string.format('%d', tonumber(f[13] or 0) + 1)
         redis.call('HSET', key, 'status', 'running', 'attempt', attempt, 'fence', token,
-          'worker', worker, 'started_at', now)
+          'worker', worker, 'started_at', NOW_TEXT)
         local n = #out
         out[n + 1], out[n + 2], out[n + 3], out[n + 4], out[n + 5] = id, token, f[2], f[3], f[4]
         out[n + 6], out[n + 7], out[n + 8], out[n + 9] = attempt, f[6], f[7], f[8]
         out[n + 10], out[n + 11], out[n + 12], out[n + 13] = f[9], f[10], f[11], f[12]
         ids[#ids + 1] = id
-        running[#running + 1] = now
+        running[#running + 1] = NOW_TEXT
         running[#running + 1] = id
         leases[#leases + 1] = deadline
         leases[#leases + 1] = id
-        local w = 'wait:' .. bucket(now - tonumber(f[14] or f[12]))
+        local w = string.format('wait:%d', bucket(now - tonumber(f[14] or f[12])))
         waits[w] = (waits[w] or 0) + 1
         emit(KEYS[10], KEYS[11], maxlen, 'task.status_changed', id, 'running', now,
           ',"worker_id":"' .. worker .. '","attempt":' .. attempt)
@@ -55,6 +56,6 @@ if #ids > 0 then
   bump_minute(KEYS[12], now, waits)
 end
 -- A full batch means more may be waiting: leave the marker so another worker wakes too.
-if need <= 0 then redis.call('ZADD', KEYS[9], 0, '0') end
+if need <= 0 then redis.call('ZADD', KEYS[9], '0', '0') end
 flush_events()
 return out

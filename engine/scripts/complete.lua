@@ -20,13 +20,12 @@ for i = 0, n - 1 do
   local key = KEYS[1] .. id
   local f = redis.call('HMGET', key, 'fence', 'status', 'waiters', 'parent')
   if f[1] == ARGV[b + 1] and f[2] == 'running' then
-    local ms = tonumber(ARGV[b + 3])
-    redis.call('HSET', key, 'status', 'completed', 'finished_at', now, 'duration_ms', ms)
+    redis.call('HSET', key, 'status', 'completed', 'finished_at', NOW_TEXT, 'duration_ms', ARGV[b + 3])
     store_end(key, KEYS[2] .. id, KEYS[3] .. id, doc, ttl, f[3])
     ids[#ids + 1] = id
-    entered[#entered + 1] = now
+    entered[#entered + 1] = NOW_TEXT
     entered[#entered + 1] = id
-    local r = 'run:' .. bucket(ms)
+    local r = string.format('run:%d', bucket(tonumber(ARGV[b + 3])))
     counts[r] = (counts[r] or 0) + 1
     emit(KEYS[7], KEYS[8], maxlen, 'task.completed', id, 'completed', now)
     codes[#codes + 1] = 1

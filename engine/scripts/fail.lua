@@ -24,18 +24,19 @@ for i = 0, n - 1 do
     done[#done + 1] = id
     local extra = ',"attempt":' .. f[3] .. ',"error":' .. cjson.encode(err)
     if delay >= 0 and tonumber(f[3]) <= tonumber(f[4]) then
+      local due = string.format('%d', now + delay)
       redis.call('HSET', key, 'status', 'retry', 'error', err, 'traceback', ARGV[b + 3],
-        'due_at', now + delay)
-      redis.call('ZADD', KEYS[8], now + delay, id)
-      retrying[#retrying + 1] = now
+        'due_at', due)
+      redis.call('ZADD', KEYS[8], due, id)
+      retrying[#retrying + 1] = NOW_TEXT
       retrying[#retrying + 1] = id
       emit(KEYS[9], KEYS[10], maxlen, 'task.retry', id, 'retry', now, extra)
       codes[#codes + 1] = 2
     else
       redis.call('HSET', key, 'status', 'failed', 'error', err, 'traceback', ARGV[b + 3],
-        'finished_at', now)
+        'finished_at', NOW_TEXT)
       store_end(key, KEYS[2] .. id, KEYS[3] .. id, doc, ttl, f[5])
-      failed[#failed + 1] = now
+      failed[#failed + 1] = NOW_TEXT
       failed[#failed + 1] = id
       emit(KEYS[9], KEYS[10], maxlen, 'task.failed', id, 'failed', now, extra)
       codes[#codes + 1] = 1

@@ -10,7 +10,8 @@
   ARGV[5..] per task: id, priority, due_at_ms ('' = now), delay_ms ('' = none),
            idempotency key ('' = none), parent id ('' = none), number of children (a batch
            parent: > 0; it waits in `running` for them), P, then P field/value pairs
-           stored as they are (type, payload, retry policy...; empty ones left out)
+           stored as they are (type, payload, retry policy...; empty ones and default
+           retry settings left out)
   Returns: the N task ids, in order (an idempotent resubmit returns the first id; an id
            that exists already is returned as it is, and nothing is written for it).
 ]]
@@ -34,28 +35,30 @@ for i = 1, n do
   if existing then
     ids[#ids + 1] = existing
   else
-    local due = now
+    local due, due_text = now, NOW_TEXT
     if ARGV[b + 2] ~= '' then due = tonumber(ARGV[b + 2]) end
     if ARGV[b + 3] ~= '' then due = now + tonumber(ARGV[b + 3]) end
+    if due ~= now then due_text = string.format('%d', due) end
     local status, children = 'pending', tonumber(ARGV[b + 6])
     if due > now then status = 'scheduled' end
     if children > 0 then status = 'running' end
     -- attempt, fence, stalls and enqueued_at are left out while they hold their defaults
-    -- (0, 0, 0, created_at): fewer fields make the hottest write of a task's life cheaper.
-    redis.call('HSET', KEYS[1] .. id, 'id', id, 'priority', priority, 'status', status,
-      'created_at', now, 'due_at', due, unpack(ARGV, b + 8, last))
+    -- (0, 0, 0, created_at), as are the id (it is in the key) and a default retry policy
+    -- (engine.models.STORED_DEFAULTS): fewer fields make the hottest write cheaper.
+    redis.call('HSET', KEYS[1] .. id, 'priority', priority, 'status', status,
+      'created_at', NOW_TEXT, 'due_at', due_text, unpack(ARGV, b + 8, last))
     if parent ~= '' then redis.call('RPUSH', KEYS[15] .. parent, id) end
     if children > 0 then
       redis.call('HSET', KEYS[1] .. id, 'total', children, 'n_completed', 0, 'n_failed', 0,
-        'n_cancelled', 0, 'started_at', now)
-      redis.call('ZADD', KEYS[16], now, id)
+        'n_cancelled', 0, 'started_at', NOW_TEXT)
+      redis.call('ZADD', KEYS[16], NOW_TEXT, id)
     elseif status == 'pending' then
       local q = queued[QUEUE_INDEX[priority]]
       q[#q + 1] = id
-      pending[#pending + 1] = now
+      pending[#pending + 1] = NOW_TEXT
       pending[#pending + 1] = id
     else
-      scheduled[#scheduled + 1] = due
+      scheduled[#scheduled + 1] = due_text
       scheduled[#scheduled + 1] = id
     end
     emit(KEYS[10], KEYS[11], maxlen, 'task.submitted', id, status, now)
@@ -65,19 +68,21 @@ for i = 1, n do
   end
   b = last + 1
 end
+-- Wake a worker only for a list that was empty: a worker blocks on the marker only after
+-- a claim that emptied the lists, and a full claim leaves the marker for the next one
+-- (claim.lua), so a list that already held tasks has a worker on its way to it.
+local wake = false
 for q = 1, 4 do
-  if #queued[q] > 0 then bulk('RPUSH', KEYS[q + 1], queued[q]) end
+  if #queued[q] > 0 and bulk('RPUSH', KEYS[q + 1], queued[q]) == #queued[q] then wake = true end
 end
-if #pending > 0 then
-  bulk('ZADD', KEYS[6], pending)
-  redis.call('ZADD', KEYS[9], 0, '0')
-end
+if #pending > 0 then bulk('ZADD', KEYS[6], pending) end
+if wake then redis.call('ZADD', KEYS[9], '0', '0') end
 if #scheduled > 0 then
   -- Wake a worker so that it learns the new earliest due time and sleeps until then.
-  redis.call('ZADD', KEYS[9], 0, '0')
+  redis.call('ZADD', KEYS[9], '0', '0')
   bulk('ZADD', KEYS[8], scheduled)
   local entered = {}
-  for i = 2, #scheduled, 2 do entered[#entered + 1] = now; entered[#entered + 1] = scheduled[i] end
+  for i = 2, #scheduled, 2 do entered[#entered + 1] = NOW_TEXT; entered[#entered + 1] = scheduled[i] end
   bulk('ZADD', KEYS[7], entered)
 end
 if submitted > 0 then
