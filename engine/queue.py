@@ -1,6 +1,7 @@
 """``TaskQueue``: the public API for submitting, inspecting and steering tasks."""
 from __future__ import annotations
 
+import json
 import threading
 from typing import Any, Callable, Iterable, Sequence
 
@@ -64,20 +65,18 @@ class TaskQueue:
         """submit.lua's values for one task (``payload``: its JSON, when already checked)."""
         if payload is None:
             payload = self._payload(task)
-        due = task.due_ms()
         # Unset retry policy takes the settings' defaults (QUEUE_MAX_RETRIES, QUEUE_RETRY_DELAY).
         retries = self.settings.default_max_retries if task.max_retries is None else task.max_retries
         delay = self.settings.default_retry_delay if task.retry_delay is None else task.retry_delay
-        fields = ["type", task.type_name, "payload", payload, "max_retries", retries]
+        extra: list[Any] = []
         for name, value in (("retry_delay", int(delay * 1000)), ("backoff", task.backoff.value),
                             ("max_retry_delay", int(task.max_retry_delay * 1000)),
                             ("session", task.session_id), ("timeout", task.timeout),
                             ("parent", task.parent_id)):
             if value is not None and value != "" and value != STORED_DEFAULTS.get(name):
-                fields += [name, value]
-        return [task.task_id, int(task.priority), "" if due is None else due,
-                "" if task.delay is None else int(task.delay * 1000), task.idempotency_key or "",
-                task.parent_id or "", children, len(fields) // 2, *fields]
+                extra += [name, value]
+        return [task.task_id, int(task.priority), _submit_options(task, children),
+                task.type_name, payload, retries, len(extra) // 2, *extra]
 
     def submit_task(self, task: Task) -> str:
         """Submit one task (one round trip); returns its id. Raises ValidationError (and
@@ -554,6 +553,23 @@ def _row_matches(task_id: str, values: Sequence[str | None], priority: int | Non
     if session_id and values[2] != session_id:
         return False
     return not needle or needle in task_id.lower() or needle in (values[3] or "").lower()
+
+
+def _submit_options(task: Task, children: int) -> str:
+    """submit.lua's options for a task: '' for a plain one (most), so that a plain submit
+    sends and parses no more than it needs; else a small JSON object."""
+    options: dict[str, Any] = {}
+    if task.run_at is not None:
+        options["due"] = task.due_ms()
+    if task.delay is not None:
+        options["delay"] = int(task.delay * 1000)
+    if task.idempotency_key:
+        options["idem"] = task.idempotency_key
+    if task.parent_id:
+        options["parent"] = task.parent_id
+    if children:
+        options["children"] = children
+    return json.dumps(options) if options else ""
 
 
 def _status_name(status: TaskStatus | str) -> str:

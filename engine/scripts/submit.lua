@@ -7,27 +7,29 @@
   KEYS[15] batch children list prefix   KEYS[16] status:running
   ARGV[1]  now override in ms ('' = Redis TIME)   ARGV[2] events stream max length
   ARGV[3]  number of tasks N                       ARGV[4] idempotency TTL (ms)
-  ARGV[5..] per task: id, priority, due_at_ms ('' = now), delay_ms ('' = none),
-           idempotency key ('' = none), parent id ('' = none), number of children (a batch
-           parent: > 0; it waits in `running` for them), P, then P field/value pairs
-           stored as they are (type, payload, retry policy...; empty ones and default
-           retry settings left out)
+  ARGV[5..] per task: id, priority, options, type, payload (JSON), max_retries, P, then P
+           more field/value pairs stored as they are (session, timeout, parent, a retry
+           policy other than the defaults). options is '' for a plain task (due now), else
+           a JSON object with any of: due (epoch ms), delay (ms), idem (idempotency key),
+           parent (batch parent id), children (> 0: a batch parent, waits in `running`).
   Returns: the N task ids, in order (an idempotent resubmit returns the first id; an id
            that exists already is returned as it is, and nothing is written for it).
 ]]
 local now = now_ms(ARGV[1])
 local maxlen, n, idem_ttl = ARGV[2], tonumber(ARGV[3]), ARGV[4]
-local ids, pending, scheduled = {}, {}, {}
-local queued = { {}, {}, {}, {} }
+local PLAIN = {}
+local ids, pending, scheduled, queued = {}, {}, nil, {}   -- queued: ids by queue, made as needed
 local submitted = 0
 local b = 5
 for i = 1, n do
-  local id, priority, idem, parent = ARGV[b], ARGV[b + 1], ARGV[b + 4], ARGV[b + 5]
-  local last = b + 7 + 2 * tonumber(ARGV[b + 7])
+  local id, priority, opts = ARGV[b], ARGV[b + 1], ARGV[b + 2]
+  local o = PLAIN
+  if opts ~= '' then o = cjson.decode(opts) end
+  local last = b + 6 + 2 * tonumber(ARGV[b + 6])
   local existing = false
-  if idem ~= '' then
-    existing = redis.call('GET', KEYS[14] .. idem)
-    if not existing then redis.call('SET', KEYS[14] .. idem, id, 'PX', idem_ttl) end
+  if o.idem then
+    existing = redis.call('GET', KEYS[14] .. o.idem)
+    if not existing then redis.call('SET', KEYS[14] .. o.idem, id, 'PX', idem_ttl) end
   end
   -- An id that exists already (the same Task submitted twice) is not written again:
   -- overwriting would reset a running or finished task and leave it in two indexes.
@@ -35,29 +37,32 @@ for i = 1, n do
   if existing then
     ids[#ids + 1] = existing
   else
-    local due, due_text = now, NOW_TEXT
-    if ARGV[b + 2] ~= '' then due = tonumber(ARGV[b + 2]) end
-    if ARGV[b + 3] ~= '' then due = now + tonumber(ARGV[b + 3]) end
+    local due, due_text = o.due or now, NOW_TEXT
+    if o.delay then due = now + o.delay end
     if due ~= now then due_text = string.format('%d', due) end
-    local status, children = 'pending', tonumber(ARGV[b + 6])
+    local status, children = 'pending', o.children or 0
     if due > now then status = 'scheduled' end
     if children > 0 then status = 'running' end
     -- attempt, fence, stalls and enqueued_at are left out while they hold their defaults
     -- (0, 0, 0, created_at), as are the id (it is in the key) and a default retry policy
     -- (engine.models.STORED_DEFAULTS): fewer fields make the hottest write cheaper.
     redis.call('HSET', KEYS[1] .. id, 'priority', priority, 'status', status,
-      'created_at', NOW_TEXT, 'due_at', due_text, unpack(ARGV, b + 8, last))
-    if parent ~= '' then redis.call('RPUSH', KEYS[15] .. parent, id) end
+      'created_at', NOW_TEXT, 'due_at', due_text, 'type', ARGV[b + 3], 'payload', ARGV[b + 4],
+      'max_retries', ARGV[b + 5], unpack(ARGV, b + 7, last))
+    if o.parent then redis.call('RPUSH', KEYS[15] .. o.parent, id) end
     if children > 0 then
       redis.call('HSET', KEYS[1] .. id, 'total', children, 'n_completed', 0, 'n_failed', 0,
         'n_cancelled', 0, 'started_at', NOW_TEXT)
       redis.call('ZADD', KEYS[16], NOW_TEXT, id)
     elseif status == 'pending' then
-      local q = queued[QUEUE_INDEX[priority]]
+      local qi = QUEUE_INDEX[priority]
+      local q = queued[qi]
+      if not q then q = {}; queued[qi] = q end
       q[#q + 1] = id
       pending[#pending + 1] = NOW_TEXT
       pending[#pending + 1] = id
     else
+      scheduled = scheduled or {}
       scheduled[#scheduled + 1] = due_text
       scheduled[#scheduled + 1] = id
     end
@@ -73,11 +78,12 @@ end
 -- (claim.lua), so a list that already held tasks has a worker on its way to it.
 local wake = false
 for q = 1, 4 do
-  if #queued[q] > 0 and bulk('RPUSH', KEYS[q + 1], queued[q]) == #queued[q] then wake = true end
+  local list = queued[q]
+  if list and bulk('RPUSH', KEYS[q + 1], list) == #list then wake = true end
 end
 if #pending > 0 then bulk('ZADD', KEYS[6], pending) end
 if wake then redis.call('ZADD', KEYS[9], '0', '0') end
-if #scheduled > 0 then
+if scheduled then
   -- Wake a worker so that it learns the new earliest due time and sleeps until then.
   redis.call('ZADD', KEYS[9], '0', '0')
   bulk('ZADD', KEYS[8], scheduled)
