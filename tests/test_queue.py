@@ -688,3 +688,19 @@ def test_reply_spinning_off_changes_nothing_but_speed(redis_url, namespace, sett
     worker.register_handler("echo", lambda task: task.payload)
     worker.start(burst=True)
     assert quiet.get_task_result(task_id)["result"] == {"x": 1}
+
+
+def test_scripts_read_redis_time_to_the_millisecond(queue, redis_client):
+    # Scripts build the time's text from TIME's seconds and microseconds: every stored
+    # time must fall between two TIME readings taken around the submit, whatever the µs.
+    for _ in range(200):
+        before = _server_ms(redis_client)
+        task_id = queue.submit_task(Task(task_type="t"))
+        after = _server_ms(redis_client)
+        created = redis_client.hget(queue.keys.task(task_id), "created_at")
+        assert created.isdigit() and before <= int(created) <= after
+
+
+def _server_ms(client) -> int:
+    seconds, micros = client.time()
+    return seconds * 1000 + micros // 1000

@@ -78,7 +78,7 @@ local function bump_minute(prefix, now, counts)
   for field, n in pairs(counts) do
     -- A count equal to the increment is a field just created; only then can the key be
     -- new, so only then is its TTL set (one command less on nearly every call).
-    if redis.call('HINCRBY', key, field, n) == n then created = true end
+    if redis.call('HINCRBY', key, field, string.format('%d', n)) == n then created = true end
   end
   if created then redis.call('PEXPIRE', key, '90000000') end
 end

@@ -92,7 +92,7 @@ if scheduled then
   bulk('ZADD', KEYS[7], entered)
 end
 if submitted > 0 then
-  redis.call('HINCRBY', KEYS[12], 'submitted', submitted)
+  redis.call('HINCRBY', KEYS[12], 'submitted', string.format('%d', submitted))
   bump_minute(KEYS[13], now, { submitted = submitted })
 end
 flush_events()
