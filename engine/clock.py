@@ -23,6 +23,11 @@ def monotonic() -> float:
     return time.monotonic()
 
 
+def monotonic_ns() -> int:
+    """Nanoseconds on a clock that never goes backwards: for waits of microseconds."""
+    return time.perf_counter_ns()
+
+
 def to_iso(ms: int | float | str | None) -> str | None:
     """Epoch milliseconds → ISO-8601 string in UTC (``None`` stays ``None``)."""
     if ms in (None, ""):

@@ -1,7 +1,6 @@
 """``TaskQueue``: the public API for submitting, inspecting and steering tasks."""
 from __future__ import annotations
 
-import json
 import threading
 from typing import Any, Callable, Iterable, Sequence
 
@@ -569,7 +568,7 @@ def _submit_options(task: Task, children: int) -> str:
         options["parent"] = task.parent_id
     if children:
         options["children"] = children
-    return json.dumps(options) if options else ""
+    return dumps(options, "task options") if options else ""
 
 
 def _status_name(status: TaskStatus | str) -> str:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import select
 import threading
-import time
 from itertools import chain
 from typing import Any, Callable, Iterable, Sequence
 
@@ -18,6 +17,7 @@ try:   # hiredis packs a command in a third of redis-py's time (measured: 3 µs 
 except ImportError:  # pragma: no cover - hiredis is in requirements.txt
     _pack_command = None
 
+from . import clock
 from .config import Settings
 from .keys import Keys
 from .scripting import register_all
@@ -123,16 +123,16 @@ class Store:
         syscall, and the budget bounds the CPU spent when the reply is slow (a remote
         Redis, a long script): after it, the read sleeps as before."""
         sock = getattr(conn, "_sock", None)     # redis-py's socket; None until connected
-        if not self._spin_ns or sock is None:
+        if not self._spin_ns or sock is None or not hasattr(select, "poll"):
             return
         local = self._local
         if getattr(local, "polled", None) is not sock:
             local.poller = select.poll()
             local.poller.register(sock, select.POLLIN)
             local.polled = sock
-        poll, clock = local.poller.poll, time.perf_counter_ns
-        deadline = clock() + self._spin_ns
-        while not poll(0) and clock() < deadline:
+        poll, now_ns = local.poller.poll, clock.monotonic_ns
+        deadline = now_ns() + self._spin_ns
+        while not poll(0) and now_ns() < deadline:
             pass
 
     @staticmethod
