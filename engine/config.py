@@ -55,8 +55,8 @@ class Settings:
     max_payload_bytes: int = field(default=1024 * 1024, metadata={"env": "QUEUE_MAX_PAYLOAD_BYTES"})
     max_result_bytes: int = field(default=1024 * 1024, metadata={"env": "QUEUE_MAX_RESULT_BYTES"})
     events_max_len: int = field(default=10_000, metadata={"env": "QUEUE_EVENTS_MAX_LEN"})
-    # How long a short call (a submit, a completion) watches its socket for the reply
-    # before sleeping on it: waking a sleeping thread costs more than the round trip itself.
+    # How long a submit watches its socket for the reply before sleeping on it: waking a
+    # sleeping thread costs more than the round trip itself (engine/store.py says more).
     reply_spin_us: int = field(default=250, metadata={"env": "QUEUE_REPLY_SPIN_US"})
     default_max_retries: int = field(default=3, metadata={"env": "QUEUE_MAX_RETRIES"})
     default_retry_delay: float = field(default=60.0, metadata={"env": "QUEUE_RETRY_DELAY"})
