@@ -5,7 +5,6 @@ driver errors are translated at the boundary (:func:`translate_redis_errors`).
 """
 from __future__ import annotations
 
-
 import redis
 
 

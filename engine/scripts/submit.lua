@@ -18,13 +18,12 @@
 local now = now_ms(ARGV[1])
 local maxlen, n, idem_ttl = ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local PLAIN = {}
-local ids, pending, scheduled, queued = {}, {}, nil, {}   -- queued: ids by queue, made as needed
-local submitted = 0
-local b = 5
+local ids, pending, queued = {}, {}, {}   -- queued: ids by queue, made as needed
+local scheduled, entered                  -- made for the first task due later
+local submitted, b = 0, 5
 for i = 1, n do
-  local id, priority, opts = ARGV[b], ARGV[b + 1], ARGV[b + 2]
-  local o = PLAIN
-  if opts ~= '' then o = cjson.decode(opts) end
+  local id, priority = ARGV[b], ARGV[b + 1]
+  local o = ARGV[b + 2] == '' and PLAIN or cjson.decode(ARGV[b + 2])
   local last = b + 6 + 2 * tonumber(ARGV[b + 6])
   local existing = false
   if o.idem then
@@ -59,12 +58,11 @@ for i = 1, n do
       local q = queued[qi]
       if not q then q = {}; queued[qi] = q end
       q[#q + 1] = id
-      pending[#pending + 1] = NOW_TEXT
-      pending[#pending + 1] = id
+      pending[#pending + 1], pending[#pending + 2] = NOW_TEXT, id
     else
-      scheduled = scheduled or {}
-      scheduled[#scheduled + 1] = due_text
-      scheduled[#scheduled + 1] = id
+      scheduled, entered = scheduled or {}, entered or {}
+      scheduled[#scheduled + 1], scheduled[#scheduled + 2] = due_text, id
+      entered[#entered + 1], entered[#entered + 2] = NOW_TEXT, id
     end
     emit(KEYS[10], KEYS[11], maxlen, 'task.submitted', id, status, now)
     ids[#ids + 1] = id
@@ -87,8 +85,6 @@ if scheduled then
   -- Wake a worker so that it learns the new earliest due time and sleeps until then.
   redis.call('ZADD', KEYS[9], '0', '0')
   bulk('ZADD', KEYS[8], scheduled)
-  local entered = {}
-  for i = 2, #scheduled, 2 do entered[#entered + 1] = NOW_TEXT; entered[#entered + 1] = scheduled[i] end
   bulk('ZADD', KEYS[7], entered)
 end
 if submitted > 0 then
