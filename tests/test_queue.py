@@ -704,3 +704,17 @@ def test_scripts_read_redis_time_to_the_millisecond(queue, redis_client):
 def _server_ms(client) -> int:
     seconds, micros = client.time()
     return seconds * 1000 + micros // 1000
+
+
+def test_payloads_larger_than_the_socket_buffer_arrive_whole(redis_url, namespace, settings):
+    # A submit is written with os.write; what the socket buffer (~4 MB on loopback here)
+    # does not take at once must still reach Redis, byte for byte, and the next call on
+    # the same connection must be intact.
+    queue = TaskQueue(connect(redis_url), namespace=namespace,
+                      settings=dataclasses.replace(settings, max_payload_bytes=32 * 2**20))
+    big = {"text": "é" * 5_000_000 + "end"}        # ~10 MB of UTF-8
+    ids = [queue.submit_task(Task(task_type="big", payload=big)) for _ in range(2)]
+    small = queue.submit_task(Task(task_type="small", payload={"n": 1}))
+    for task_id in ids:
+        assert queue.get_task(task_id)["payload"] == big
+    assert queue.get_task(small)["payload"] == {"n": 1}
