@@ -54,7 +54,7 @@ for i = 1, n do
         'n_cancelled', 0, 'started_at', NOW_TEXT)
       redis.call('ZADD', KEYS[16], NOW_TEXT, id)
     elseif status == 'pending' then
-      local qi = QUEUE_INDEX[priority]
+      local qi = queue_index(priority)
       local q = queued[qi]
       if not q then q = {}; queued[qi] = q end
       q[#q + 1] = id
@@ -89,7 +89,7 @@ if scheduled then
 end
 if submitted > 0 then
   redis.call('HINCRBY', KEYS[12], 'submitted', string.format('%d', submitted))
-  bump_minute(KEYS[13], now, { submitted = submitted })
+  bump_field(minute_key(KEYS[13], now), 'submitted', submitted)
 end
 flush_events()
 return ids
