@@ -177,14 +177,16 @@ class TaskQueue:
                                  scan_limit=scan_limit)["tasks"]
 
     def _load_records(self, ids: Sequence[str]) -> list[dict[str, Any]]:
-        if not ids:
-            return []
+        replies = self._read_hashes(self.keys.task(task_id) for task_id in ids)
+        return [task_record(fields, task_id) for task_id, fields in zip(ids, replies) if fields]
+
+    def _read_hashes(self, keys: Iterable[str]) -> list[dict[str, str]]:
+        """HGETALL of each key, in order, in one round trip ({} for a missing key)."""
         with translate_redis_errors():
             pipe = self.client.pipeline(transaction=False)
-            for task_id in ids:
-                pipe.hgetall(self.keys.task(task_id))
-            replies = pipe.execute()
-        return [task_record(fields, task_id) for task_id, fields in zip(ids, replies) if fields]
+            for key in keys:
+                pipe.hgetall(key)
+            return pipe.execute()
 
     def count_tasks(self, status: TaskStatus | str) -> int:
         """How many ids the index of ``status`` holds."""
@@ -228,10 +230,7 @@ class TaskQueue:
         with translate_redis_errors():
             beats = self.client.zrevrange(k.workers, 0, 999, withscores=True)
             now_ms = self.clock.now_ms() if self.clock else _server_ms(self.client)
-            pipe = self.client.pipeline(transaction=False)
-            for worker_id, _ in beats:
-                pipe.hgetall(k.worker(worker_id))
-            details = pipe.execute()
+        details = self._read_hashes(k.worker(worker_id) for worker_id, _ in beats)
         horizon = now_ms - self.settings.lease_timeout * 1000
         out = []
         for (worker_id, beat), info in zip(beats, details):
@@ -248,13 +247,11 @@ class TaskQueue:
         p50/p95 (ms) for the last ``minutes`` minutes, oldest first; one round trip."""
         with translate_redis_errors():
             now_ms = self.clock.now_ms() if self.clock else _server_ms(self.client)
-            last = now_ms // 60000
-            pipe = self.client.pipeline(transaction=False)
-            for minute in range(last - minutes + 1, last + 1):
-                pipe.hgetall(self.keys.minute_stats(minute))
-            replies = pipe.execute()
+        last = now_ms // 60000
+        span = range(last - minutes + 1, last + 1)
+        replies = self._read_hashes(self.keys.minute_stats(minute) for minute in span)
         rows = []
-        for minute, fields in zip(range(last - minutes + 1, last + 1), replies):
+        for minute, fields in zip(span, replies):
             wait, run = metrics.histogram(fields, "wait:"), metrics.histogram(fields, "run:")
             rows.append({"minute": clock.to_iso(minute * 60000),
                          **{n: int(fields.get(n, 0)) for n in ("submitted", "completed", "failed", "retried")},
@@ -401,13 +398,7 @@ class TaskQueue:
         """Stored details of the given workers, also of ones that already left the
         registry (lost or stopped: their record is kept for a day), shaped like
         :meth:`list_workers`; unknown ids are skipped. One round trip."""
-        if not worker_ids:
-            return []
-        with translate_redis_errors():
-            pipe = self.client.pipeline(transaction=False)
-            for worker_id in worker_ids:
-                pipe.hgetall(self.keys.worker(worker_id))
-            replies = pipe.execute()
+        replies = self._read_hashes(self.keys.worker(worker_id) for worker_id in worker_ids)
         out = []
         for worker_id, info in zip(worker_ids, replies):
             if info:

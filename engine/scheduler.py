@@ -110,10 +110,7 @@ class TaskScheduler:
         """Every schedule (see :meth:`get_schedule`), soonest next run first, paused last."""
         with translate_redis_errors():
             names = self.queue.client.zrange(self.queue.keys.schedules, 0, -1)
-            pipe = self.queue.client.pipeline(transaction=False)
-            for name in names:
-                pipe.hgetall(self.queue.keys.schedule(name))
-            replies = pipe.execute()
+        replies = self.queue._read_hashes(self.queue.keys.schedule(name) for name in names)
         return [schedule_record(fields) for fields in replies if fields]
 
     def pause_schedule(self, name: str) -> dict[str, Any]:
