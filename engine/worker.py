@@ -300,9 +300,9 @@ class TaskWorker:
         if isinstance(exc, NoHandler):
             error = str(exc)
         tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))[-20000:]
-        delay = retry_delay_ms(exc, task.attempt, task.extra.get("retry_delay", 60.0),
-                               task.extra.get("backoff", "fixed"),
-                               task.extra.get("max_retry_delay", 3600.0))
+        policy = task.extra      # retry_policy(): defaults already filled in
+        delay = retry_delay_ms(exc, task.attempt, policy["retry_delay"], policy["backoff"],
+                               policy["max_retry_delay"])
         doc = dumps({"task_id": task.task_id, "status": "failed", "result": None, "error": error,
                      "duration": round(elapsed, 6), "attempts": task.attempt,
                      "worker_id": self.worker_id})

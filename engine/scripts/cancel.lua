@@ -26,7 +26,7 @@ store_end(KEYS[1], KEYS[13], KEYS[14], ARGV[5], ARGV[3], f[3])
 redis.call('ZADD', KEYS[12], now, id)
 redis.call('ZREMRANGEBYSCORE', KEYS[12], '-inf', now - tonumber(ARGV[3]))   -- keep the index bounded
 redis.call('HINCRBY', KEYS[17], 'cancelled', 1)
-emit(KEYS[15], KEYS[16], ARGV[2], 'task.cancelled', id, 'cancelled', now, ',"previous":"' .. status .. '"')
+emit(KEYS[15], KEYS[16], ARGV[2], 'task.cancelled', id, 'cancelled', ',"previous":"' .. status .. '"')
 child_ended(f[4], 'cancelled', now, ARGV[2], ARGV[3])
 flush_events()
 return { 1, status }

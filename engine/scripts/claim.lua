@@ -42,7 +42,7 @@ for q = 2, 5 do
         leases[#leases + 1] = id
         local w = string.format('wait:%d', bucket(now - tonumber(f[14] or f[12])))
         waits[w] = (waits[w] or 0) + 1
-        emit(KEYS[10], KEYS[11], maxlen, 'task.status_changed', id, 'running', now,
+        emit(KEYS[10], KEYS[11], maxlen, 'task.status_changed', id, 'running',
           ',"worker_id":"' .. worker .. '","attempt":' .. attempt)
         need = need - 1
       end

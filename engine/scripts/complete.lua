@@ -27,7 +27,7 @@ for i = 0, n - 1 do
     entered[#entered + 1] = id
     local r = string.format('run:%d', bucket(tonumber(ARGV[b + 3])))
     counts[r] = (counts[r] or 0) + 1
-    emit(KEYS[7], KEYS[8], maxlen, 'task.completed', id, 'completed', now)
+    emit(KEYS[7], KEYS[8], maxlen, 'task.completed', id, 'completed')
     codes[#codes + 1] = 1
     if f[4] then child_ended(f[4], 'completed', now, maxlen, ttl) end
   else

@@ -22,7 +22,7 @@ for i = 3, #ARGV do
   redis.call('DEL', KEYS[8] .. id)
   if redis.call('DEL', KEYS[1] .. id) == 1 then
     deleted = deleted + 1
-    emit(KEYS[16], KEYS[17], ARGV[2], 'task.deleted', id, f[1] or 'missing', now)
+    emit(KEYS[16], KEYS[17], ARGV[2], 'task.deleted', id, f[1] or 'missing')
   end
 end
 flush_events()

@@ -30,7 +30,7 @@ for i = 0, n - 1 do
       redis.call('ZADD', KEYS[8], due, id)
       retrying[#retrying + 1] = NOW_TEXT
       retrying[#retrying + 1] = id
-      emit(KEYS[9], KEYS[10], maxlen, 'task.retry', id, 'retry', now, extra)
+      emit(KEYS[9], KEYS[10], maxlen, 'task.retry', id, 'retry', extra)
       codes[#codes + 1] = 2
     else
       redis.call('HSET', key, 'status', 'failed', 'error', err, 'traceback', ARGV[b + 3],
@@ -38,7 +38,7 @@ for i = 0, n - 1 do
       store_end(key, KEYS[2] .. id, KEYS[3] .. id, doc, ttl, f[5])
       failed[#failed + 1] = NOW_TEXT
       failed[#failed + 1] = id
-      emit(KEYS[9], KEYS[10], maxlen, 'task.failed', id, 'failed', now, extra)
+      emit(KEYS[9], KEYS[10], maxlen, 'task.failed', id, 'failed', extra)
       codes[#codes + 1] = 1
       child_ended(f[6], 'failed', now, maxlen, ttl)
     end

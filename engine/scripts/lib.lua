@@ -41,8 +41,8 @@ local function emit_raw(stream, channel, maxlen, msg)
   redis.call('PUBLISH', channel, msg)
 end
 
-local function emit(stream, channel, maxlen, etype, id, status, now, extra)
-  NOW_TEXT = NOW_TEXT or string.format('%d', now)
+-- Stamped with NOW_TEXT: every script calls now_ms() before it emits.
+local function emit(stream, channel, maxlen, etype, id, status, extra)
   emit_raw(stream, channel, maxlen, '{"type":"' .. etype .. '","data":{"task_id":"' .. id ..
     '","status":"' .. status .. '","ts":' .. NOW_TEXT .. (extra or '') .. '}}')
 end
@@ -142,7 +142,7 @@ local function finish_parent(K, parent, f, now, maxlen, ttl)
   store_end(pkey, K.result .. parent, K.done .. parent, doc, ttl, f[6])
   redis.call('ZREM', K.running, parent)
   redis.call('ZADD', status == 'completed' and K.completed or K.cancelled, now, parent)
-  emit(K.log, K.channel, maxlen, 'task.' .. status, parent, status, now, ',"batch":true')
+  emit(K.log, K.channel, maxlen, 'task.' .. status, parent, status, ',"batch":true')
 end
 
 local function child_ended(parent, outcome, now, maxlen, ttl)
@@ -153,7 +153,7 @@ local function child_ended(parent, outcome, now, maxlen, ttl)
   redis.call('HINCRBY', pkey, 'n_' .. outcome, 1)
   local f = redis.call('HMGET', pkey, 'total', 'n_completed', 'n_failed', 'n_cancelled',
     'status', 'waiters', 'created_at')
-  emit(K.log, K.channel, maxlen, 'batch.progress', parent, f[5], now, ',"total":' .. f[1] ..
+  emit(K.log, K.channel, maxlen, 'batch.progress', parent, f[5], ',"total":' .. f[1] ..
     ',"completed":' .. f[2] .. ',"failed":' .. f[3] .. ',"cancelled":' .. f[4])
   if f[5] == 'running' and tonumber(f[2]) + tonumber(f[3]) + tonumber(f[4]) >= tonumber(f[1]) then
     finish_parent(K, parent, f, now, maxlen, ttl)
@@ -174,6 +174,6 @@ local function child_reopened(parent, outcome, now, maxlen)
     redis.call('HSET', pkey, 'status', 'running', 'finished_at', '')
     redis.call('ZREM', status == 'completed' and K.completed or K.cancelled, parent)
     redis.call('ZADD', K.running, now, parent)
-    emit(K.log, K.channel, maxlen, 'task.status_changed', parent, 'running', now, ',"batch":true')
+    emit(K.log, K.channel, maxlen, 'task.status_changed', parent, 'running', ',"batch":true')
   end
 end

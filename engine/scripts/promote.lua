@@ -19,7 +19,7 @@ for _, id in ipairs(due) do
     enqueue(f[2], id, false)
     redis.call('ZREM', f[1] == 'retry' and KEYS[9] or KEYS[8], id)
     redis.call('ZADD', KEYS[7], now, id)
-    emit(KEYS[11], KEYS[12], ARGV[2], 'task.status_changed', id, 'pending', now)
+    emit(KEYS[11], KEYS[12], ARGV[2], 'task.status_changed', id, 'pending')
     moved = moved + 1
   end
 end

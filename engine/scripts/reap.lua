@@ -32,7 +32,7 @@ for _, id in ipairs(expired) do
       store_end(key, KEYS[10] .. id, KEYS[11] .. id, doc, ARGV[5], f[5])
       redis.call('ZADD', KEYS[9], now, id)
       redis.call('HINCRBY', KEYS[15], 'failed', 1)
-      emit(KEYS[13], KEYS[14], maxlen, 'task.failed', id, 'failed', now, why)
+      emit(KEYS[13], KEYS[14], maxlen, 'task.failed', id, 'failed', why)
       failed = failed + 1
       child_ended(f[6], 'failed', now, maxlen, ARGV[5])
     else
@@ -41,7 +41,7 @@ for _, id in ipairs(expired) do
         'attempt', math.max(0, tonumber(f[3] or 1) - 1))
       enqueue(f[2], id, true)
       redis.call('ZADD', KEYS[8], now, id)
-      emit(KEYS[13], KEYS[14], maxlen, 'task.status_changed', id, 'pending', now, why)
+      emit(KEYS[13], KEYS[14], maxlen, 'task.status_changed', id, 'pending', why)
       requeued = requeued + 1
     end
   end

@@ -20,7 +20,7 @@ for i = #ARGV - 1, 3, -2 do   -- backwards, so LPUSH keeps their order
     redis.call('ZREM', KEYS[6], id)
     redis.call('ZREM', KEYS[7], id)
     redis.call('ZADD', KEYS[8], now, id)
-    emit(KEYS[10], KEYS[11], ARGV[2], 'task.status_changed', id, 'pending', now, ',"reason":"released"')
+    emit(KEYS[10], KEYS[11], ARGV[2], 'task.status_changed', id, 'pending', ',"reason":"released"')
     released = released + 1
   end
 end

@@ -23,7 +23,7 @@ redis.call('HSET', KEYS[1], 'status', 'pending', 'priority', priority, 'enqueued
 redis.call('ZADD', KEYS[8], now, id)
 enqueue(priority, id, false)
 redis.call('ZADD', KEYS[12], 0, '0')
-emit(KEYS[13], KEYS[14], ARGV[2], 'task.status_changed', id, 'pending', now,
+emit(KEYS[13], KEYS[14], ARGV[2], 'task.status_changed', id, 'pending',
   ',"reason":"requeued","previous":"' .. status .. '"')
 flush_events()
 return { 1, status }

@@ -25,7 +25,7 @@ redis.call('ZREM', status == 'failed' and KEYS[6] or KEYS[7], id)
 redis.call('ZADD', KEYS[8], now, id)
 enqueue(priority, id, false)
 redis.call('ZADD', KEYS[10], 0, '0')
-emit(KEYS[11], KEYS[12], ARGV[2], 'task.status_changed', id, 'pending', now,
+emit(KEYS[11], KEYS[12], ARGV[2], 'task.status_changed', id, 'pending',
   ',"reason":"retried","previous":"' .. status .. '"')
 child_reopened(f[3], status, now, ARGV[2])
 flush_events()

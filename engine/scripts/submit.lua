@@ -64,7 +64,7 @@ for i = 1, n do
       scheduled[#scheduled + 1], scheduled[#scheduled + 2] = due_text, id
       entered[#entered + 1], entered[#entered + 2] = NOW_TEXT, id
     end
-    emit(KEYS[10], KEYS[11], maxlen, 'task.submitted', id, status, now)
+    emit(KEYS[10], KEYS[11], maxlen, 'task.submitted', id, status)
     ids[#ids + 1] = id
     -- Counters count work: a batch parent is bookkeeping over its children.
     if children == 0 then submitted = submitted + 1 end
