@@ -427,7 +427,7 @@ class TaskWorker:
         while True:
             outcome = self._outcomes.get()
             if outcome is None:
-                self._flush_until_written()
+                self._flush_retrying()
                 return
             self._record(outcome)
             while True:
@@ -439,14 +439,18 @@ class TaskWorker:
                     self._outcomes.put(None)
                     break
                 self._record(extra)
-            self._flush_until_written()
+            self._flush_retrying()
 
-    def _flush_until_written(self) -> None:
+    def _flush_retrying(self, seconds: float | None = None) -> None:
+        """Flush, retrying with backoff while Redis is away, until everything is written,
+        the worker aborts, or ``seconds`` have passed (None: no limit)."""
+        deadline = None if seconds is None else clock.monotonic() + seconds
         delay = 0.1
-        while not self._flush():
-            if self._aborting:
+        while not self._flush() and not self._aborting:
+            left = None if deadline is None else deadline - clock.monotonic()
+            if left is not None and left <= 0:
                 return
-            time.sleep(delay)
+            time.sleep(delay if left is None else min(delay, left))
             delay = min(5.0, delay * 2)
 
     # -- heartbeat ----------------------------------------------------------------------
@@ -508,7 +512,7 @@ class TaskWorker:
         if self.concurrency > 1:
             self._drain_slots()
         if not self._aborting:
-            self._flush_with_deadline(10.0)
+            self._flush_retrying(10.0)
         else:
             self._flush()
         with self._lock:
@@ -547,10 +551,3 @@ class TaskWorker:
         writer = self._threads[-1] if self._threads else None
         if writer is not None and not self._aborting:
             writer.join(timeout=30)
-
-    def _flush_with_deadline(self, seconds: float) -> None:
-        deadline = clock.monotonic() + seconds
-        delay = 0.1
-        while not self._flush() and clock.monotonic() < deadline and not self._aborting:
-            time.sleep(delay)
-            delay = min(2.0, delay * 2)
