@@ -718,3 +718,15 @@ def test_payloads_larger_than_the_socket_buffer_arrive_whole(redis_url, namespac
     for task_id in ids:
         assert queue.get_task(task_id)["payload"] == big
     assert queue.get_task(small)["payload"] == {"n": 1}
+
+
+def test_one_script_call_larger_than_a_lua_stack_slice(queue, redis_client):
+    # bulk() hands Redis at most 4,000 values a command (Lua's C stack is limited), one
+    # command when they fit: 2,500 tasks in one submit call put 5,000 values into the
+    # pending index, so both paths run, and every task must land in order, counted once.
+    rows = [queue._row(Task(task_type="t", payload={"i": i})) for i in range(2500)]
+    ids = queue.store.submit(rows)
+    assert ids == [row[0] for row in rows]
+    assert redis_client.lrange(queue.keys.queues[2], 0, -1) == ids        # normal, FIFO
+    assert redis_client.zcard(queue.keys.status["pending"]) == 2500
+    assert redis_client.hget(queue.keys.stats, "submitted") == "2500"

@@ -25,7 +25,8 @@ local function now_ms(arg)
     NOW_TEXT = arg
   else
     local t = redis.call('TIME')   -- seconds and microseconds, as text
-    NOW_TEXT = t[1] .. string.sub('00000' .. t[2], -6, -4)
+    -- %d truncates: 123999 µs are 123 ms. One format is cheaper than padding and slicing.
+    NOW_TEXT = string.format('%s%03d', t[1], t[2] / 1000)
   end
   return tonumber(NOW_TEXT)
 end
@@ -60,6 +61,7 @@ end
 local function bulk(cmd, key, items)
   local n = #items
   local step = 4000
+  if n <= step then return redis.call(cmd, key, unpack(items)) end   -- the usual case
   local reply
   for i = 1, n, step do
     reply = redis.call(cmd, key, unpack(items, i, math.min(i + step - 1, n)))
@@ -73,14 +75,22 @@ local function bucket(ms)
   return math.floor(math.log(ms + 1) / LOG_BASE)
 end
 
+-- %d truncates, which for times after 1970 is math.floor, in one call instead of three.
 local function minute_key(prefix, now)
-  return prefix .. string.format('%d', math.floor(now / 60000))
+  return string.format('%s%d', prefix, now / 60000)
+end
+
+-- A count as command text: formatting a number costs ~1,700 instructions, and one-task
+-- calls, the commonest, count 1.
+local function count_text(n)
+  if n == 1 then return '1' end
+  return string.format('%d', n)
 end
 
 -- A count equal to the increment is a field just created; only then can the key be new,
 -- so only then is its TTL set (one command less on nearly every call).
 local function bump_field(key, field, n)
-  if redis.call('HINCRBY', key, field, string.format('%d', n)) == n then
+  if redis.call('HINCRBY', key, field, count_text(n)) == n then
     redis.call('PEXPIRE', key, '90000000')
   end
 end

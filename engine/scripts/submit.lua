@@ -32,7 +32,8 @@ for i = 1, n do
   end
   -- An id that exists already (the same Task submitted twice) is not written again:
   -- overwriting would reset a running or finished task and leave it in two indexes.
-  if not existing and redis.call('EXISTS', KEYS[1] .. id) == 1 then existing = id end
+  local key = KEYS[1] .. id
+  if not existing and redis.call('EXISTS', key) == 1 then existing = id end
   if existing then
     ids[#ids + 1] = existing
   else
@@ -45,12 +46,12 @@ for i = 1, n do
     -- attempt, fence, stalls and enqueued_at are left out while they hold their defaults
     -- (0, 0, 0, created_at), as are the id (it is in the key) and a default retry policy
     -- (engine.models.STORED_DEFAULTS): fewer fields make the hottest write cheaper.
-    redis.call('HSET', KEYS[1] .. id, 'priority', priority, 'status', status,
+    redis.call('HSET', key, 'priority', priority, 'status', status,
       'created_at', NOW_TEXT, 'due_at', due_text, 'type', ARGV[b + 3], 'payload', ARGV[b + 4],
       'max_retries', ARGV[b + 5], unpack(ARGV, b + 7, last))
     if o.parent then redis.call('RPUSH', KEYS[15] .. o.parent, id) end
     if children > 0 then
-      redis.call('HSET', KEYS[1] .. id, 'total', children, 'n_completed', 0, 'n_failed', 0,
+      redis.call('HSET', key, 'total', children, 'n_completed', 0, 'n_failed', 0,
         'n_cancelled', 0, 'started_at', NOW_TEXT)
       redis.call('ZADD', KEYS[16], NOW_TEXT, id)
     elseif status == 'pending' then
@@ -88,7 +89,7 @@ if scheduled then
   bulk('ZADD', KEYS[7], entered)
 end
 if submitted > 0 then
-  redis.call('HINCRBY', KEYS[12], 'submitted', string.format('%d', submitted))
+  redis.call('HINCRBY', KEYS[12], 'submitted', count_text(submitted))
   bump_field(minute_key(KEYS[13], now), 'submitted', submitted)
 end
 flush_events()
