@@ -12,6 +12,7 @@ from collections import Counter
 from datetime import datetime
 
 import pytest
+import redis
 
 from engine import (InvalidTransition, Settings, Task, TaskNotFound, TaskQueue, TaskScheduler,
                     TaskTimeout, TaskWorker, ValidationError)
@@ -730,3 +731,23 @@ def test_one_script_call_larger_than_a_lua_stack_slice(queue, redis_client):
     assert redis_client.lrange(queue.keys.queues[2], 0, -1) == ids        # normal, FIFO
     assert redis_client.zcard(queue.keys.status["pending"]) == 2500
     assert redis_client.hget(queue.keys.stats, "submitted") == "2500"
+
+
+def test_an_error_reply_is_raised_and_leaves_the_connection_usable(queue, redis_client):
+    # Replies are parsed straight off the socket on plain connections: a script's error
+    # must still raise redis-py's exception, write nothing, and leave the next call intact.
+    row = queue._row(Task(task_type="t"))
+    row[2] = "{not json"                       # options that submit.lua cannot decode
+    with pytest.raises(redis.ResponseError):
+        queue.store.submit([row])
+    assert not redis_client.exists(queue.keys.task(row[0]))
+    assert queue.get_task_status(queue.submit_task(Task(task_type="t")))["status"] == "pending"
+
+
+def test_a_connection_the_server_closed_is_replaced_before_the_next_submit(queue, redis_client):
+    first = queue.submit_task(Task(task_type="t"))
+    own = queue.store._direct()                # this thread's connection, as submits use it
+    own.send_command("CLIENT", "ID")
+    assert redis_client.client_kill_filter(_id=own.read_response()) == 1
+    second = queue.submit_task(Task(task_type="t"))
+    assert [queue.get_task_status(i)["status"] for i in (first, second)] == ["pending"] * 2
