@@ -11,6 +11,7 @@
                      from them are within 25% of the truth.
   bump_minute(...), bump_field(...), minute_key(...)
                      per-minute counters with a 25 hour TTL (the console's charts).
+  count_text(n)      a count as command text ('1' without formatting a number).
   store_end(...)     expire a finished task and hand its result to waiters.
   enqueue/dequeue    push to / remove from a priority list; such scripts take the four
                      queue keys as KEYS[2..5].
