@@ -197,3 +197,53 @@ def test_resolve_dead_configured_url_raises_without_password(tmp_path: Path):
 )
 def test_mask_url(url: str, masked: str):
     assert mask_url(url) == masked
+
+
+def test_the_task_life_cycle_runs_on_the_fakeredis_fallback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    # The demo mode on a machine without redis-server runs the engine's Lua scripts in
+    # fakeredis's Lua: submit (one and bulk), claim by priority, complete, retry then
+    # fail, and a waiter woken by the result must all work there as on Redis.
+    import threading
+
+    from engine import Settings, Task, TaskQueue, TaskWorker
+    from engine.connection import connect
+    from tests.support.steps import wait_for_waiter
+
+    monkeypatch.setattr(embedded, "redis_server_binary", lambda: None)
+    emb = start_embedded(tmp_path)
+    try:
+        assert emb.mode == "fakeredis"
+        queue = TaskQueue(connect(emb.url), settings=Settings.from_mapping({}), namespace="demo")
+        low = queue.submit_task(Task(task_type="echo", payload={"n": 0}, priority="low"))
+        bulk = queue.submit_tasks([Task(task_type="echo", payload={"n": i}) for i in (1, 2)])
+        urgent = queue.submit_task(Task(task_type="echo", payload={"n": 3}, priority="urgent"))
+        doomed = queue.submit_task(Task(task_type="boom", max_retries=1, retry_delay=0))
+        order: list[str] = []
+
+        def echo(task):
+            order.append(task.task_id)
+            return task.payload
+
+        def boom(task):
+            raise RuntimeError("kaboom")
+
+        worker = TaskWorker(queue, handlers={"echo": echo, "boom": boom})
+        stats = worker.start(burst=True)
+        assert (stats["processed"], stats["retried"], stats["failed"]) == (4, 1, 1)
+        assert order == [urgent, *bulk, low]
+        assert queue.get_task_result(urgent)["result"] == {"n": 3}
+        failed = queue.get_task_result(doomed)
+        assert failed["status"] == "failed" and "kaboom" in failed["error"] and failed["attempts"] == 2
+
+        waited = queue.submit_task(Task(task_type="echo", payload={"n": 4}))
+        got = {}
+        waiter = threading.Thread(target=lambda: got.update(queue.wait_for_result(waited, timeout=10)))
+        waiter.start()
+        wait_for_waiter(queue, waited)
+        TaskWorker(queue, handlers={"echo": echo}).start(burst=True)
+        waiter.join(10)
+        assert got["result"] == {"n": 4}
+        totals = queue.get_queue_stats()
+        assert (totals.completed_tasks, totals.failed_tasks) == (5, 1)
+    finally:
+        emb.stop()
