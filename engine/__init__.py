@@ -7,9 +7,8 @@ The public API, under the names the guide uses::
 """
 from .config import Settings
 from .errors import (ConfigurationError, InvalidTransition, LeaseLost, NoHandler, PayloadTooLarge,
-                     PermanentError, QueueError, QueueUnavailable, RetryableError, ScheduleNotFound,
-                     TaskNotFound,
-                     TaskTimeout, ValidationError)
+                     PermanentError, QueueError, QueueUnavailable, RedisRefused, RetryableError,
+                     ScheduleNotFound, TaskNotFound, TaskTimeout, ValidationError)
 from .models import (ACTIVE_STATUSES, TERMINAL_STATUSES, AgentTask, Backoff, QueueStats,
                      RunningTask, Task, TaskPriority, TaskStatus, TaskType)
 from .queue import TaskQueue, get_task_queue, reset_task_queue
@@ -19,7 +18,7 @@ from .worker import TaskWorker
 __all__ = [
     "ACTIVE_STATUSES", "TERMINAL_STATUSES", "AgentTask", "Backoff", "ConfigurationError",
     "InvalidTransition", "LeaseLost", "NoHandler", "PayloadTooLarge", "PermanentError",
-    "QueueError", "QueueStats", "QueueUnavailable", "RetryableError", "RunningTask",
+    "QueueError", "QueueStats", "QueueUnavailable", "RedisRefused", "RetryableError", "RunningTask",
     "ScheduleNotFound", "Settings",
     "Task", "TaskNotFound", "TaskPriority", "TaskQueue", "TaskScheduler", "TaskStatus",
     "TaskTimeout", "TaskType", "TaskWorker", "ValidationError", "get_task_queue",

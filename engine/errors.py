@@ -50,6 +50,40 @@ class QueueUnavailable(QueueError, ConnectionError):
     """Redis could not be reached."""
 
 
+class RedisRefused(QueueUnavailable):
+    """Redis answered but refused to write, for a reason that passes: out of memory
+    (``maxmemory`` with ``noeviction``), a read-only replica (after a failover), a failed
+    snapshot (``MISCONF``), a script running too long (``BUSY``), a replica cut off from
+    its master. A script refused this way wrote nothing (Redis refuses at its first
+    write); callers treat it like an outage and try again later."""
+
+
+# Redis error codes whose refusal passes, and what to tell the operator. redis-py turns
+# some into their own classes (message without the code), others into ResponseError
+# (message starting with the code).
+_REFUSALS: dict[str, str] = {
+    "OOM": "Redis is out of memory (maxmemory reached) and refuses writes",
+    "READONLY": "Redis is a read-only replica (a failover?) and refuses writes",
+    "MISCONF": "Redis refuses writes because it cannot save its snapshot to disk (MISCONF)",
+    "BUSY": "Redis is busy running a long script (BUSY)",
+    "MASTERDOWN": "the Redis replica has lost its master (MASTERDOWN)",
+}
+_REFUSAL_CLASSES: dict[type, str] = {
+    redis.exceptions.OutOfMemoryError: "OOM",
+    redis.exceptions.ReadOnlyError: "READONLY",
+}
+
+
+def refusal(exc: BaseException) -> RedisRefused | None:
+    """The :class:`RedisRefused` that a Redis error reply stands for, or None when the
+    reply is not a passing refusal (a script bug, a wrong type...)."""
+    if not isinstance(exc, redis.ResponseError):
+        return None
+    code = _REFUSAL_CLASSES.get(type(exc)) or str(exc).split(" ", 1)[0]
+    message = _REFUSALS.get(code)
+    return RedisRefused(message) if message else None
+
+
 class TaskTimeout(QueueError, TimeoutError):
     """``wait_for_result`` gave up before the task finished."""
 
@@ -94,7 +128,8 @@ def raise_for_code(code: int, task_id: str, verb: str, status: str | None = None
 
 
 class _TranslateRedisErrors:
-    """Turn redis-py connection errors into :class:`QueueUnavailable`.
+    """Turn redis-py connection errors into :class:`QueueUnavailable`, and Redis's passing
+    refusals to write into :class:`RedisRefused`.
 
     The message names the error class only: redis-py messages can carry the URL, and a
     URL can carry a password. A class, not ``@contextmanager``: it wraps every public
@@ -105,6 +140,9 @@ class _TranslateRedisErrors:
         return None
 
     def __exit__(self, kind, exc, traceback) -> bool:
+        refused = refusal(exc)
+        if refused is not None:
+            raise refused from exc
         if exc is None or not isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
             return False
         if isinstance(exc, redis.AuthenticationError):
@@ -118,5 +156,6 @@ _TRANSLATOR = _TranslateRedisErrors()
 
 def translate_redis_errors() -> _TranslateRedisErrors:
     """``with translate_redis_errors():`` turns redis-py connection errors into
-    :class:`QueueUnavailable` whose message never carries the URL (nor its password)."""
+    :class:`QueueUnavailable` whose message never carries the URL (nor its password), and
+    refusals to write (out of memory, read-only replica...) into :class:`RedisRefused`."""
     return _TRANSLATOR

@@ -21,6 +21,7 @@ except ImportError:  # pragma: no cover - hiredis is in requirements.txt
 
 from . import clock
 from .config import Settings
+from .errors import refusal
 from .keys import Keys
 from .scripting import register_all
 
@@ -167,7 +168,13 @@ class Store:
             # half-read connection.
             if not isinstance(exc, redis.ResponseError):
                 conn.disconnect()
-            raise
+                raise
+            refused = refusal(exc)
+            if refused is None:
+                raise
+            if isinstance(exc, redis.exceptions.ReadOnlyError):
+                conn.disconnect()       # a replica now: the next connect finds the primary
+            raise refused from exc
 
     def _evalsha(self, conn: Any, script: Any, keys: Sequence[str], args: Sequence[Any],
                  spin: bool = False) -> Any:

@@ -24,7 +24,8 @@ from typing import Any, Callable
 import redis
 
 from . import clock
-from .errors import NoHandler, PermanentError, QueueUnavailable, ValidationError
+from .errors import (NoHandler, PermanentError, QueueUnavailable, RedisRefused, ValidationError,
+                     refusal)
 from .models import RunningTask, TaskPriority, TaskType, retry_policy, type_name
 from .policies import retry_delay_ms
 from .queue import TaskQueue, get_task_queue
@@ -37,7 +38,11 @@ Handler = Callable[[RunningTask], Any]
 CLAIM_FIELDS = 13               # values per task in claim.lua's reply
 BLOCK_SLICE_SECONDS = 1.0       # longest wait on the wake-up marker (see DESIGN.md traps)
 BATCH_WINDOW_SECONDS = 0.05     # how much work a prefetched batch may hold, in run time
-REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError, QueueUnavailable)
+# Redis gone, or refusing writes for a while (QueueUnavailable covers RedisRefused; the
+# two redis-py classes are refusals that reach us untranslated, e.g. on Redis Cluster):
+# the worker keeps what it holds and retries with backoff.
+REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError, QueueUnavailable,
+              redis.exceptions.OutOfMemoryError, redis.exceptions.ReadOnlyError)
 
 
 class _Abort(BaseException):
@@ -492,8 +497,12 @@ class TaskWorker:
         if self._redis_down_since is None:
             self._redis_down_since = clock.monotonic()
             self._backoff = 0.1
-            log.warning("%s: Redis unreachable (%s); reconnecting with backoff", self.worker_id,
-                        type(exc).__name__)
+            refused = exc if isinstance(exc, RedisRefused) else refusal(exc)
+            if refused is not None:     # its message is ours: no URL, no password
+                log.warning("%s: %s; retrying with backoff", self.worker_id, refused)
+            else:
+                log.warning("%s: Redis unreachable (%s); reconnecting with backoff",
+                            self.worker_id, type(exc).__name__)
 
     def _redis_back(self) -> None:
         if self._redis_down_since is not None:
