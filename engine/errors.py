@@ -140,10 +140,12 @@ class _TranslateRedisErrors:
         return None
 
     def __exit__(self, kind, exc, traceback) -> bool:
+        if exc is None:
+            return False
         refused = refusal(exc)
         if refused is not None:
             raise refused from exc
-        if exc is None or not isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
+        if not isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
             return False
         if isinstance(exc, redis.AuthenticationError):
             raise QueueUnavailable("Redis refused the credentials (check the password in "
