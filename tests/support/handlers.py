@@ -22,7 +22,17 @@ def echo(task: RunningTask) -> dict:
     return {"echo": task.payload, "pid": os.getpid()}
 
 
+def chaos(task: RunningTask) -> dict:
+    """Work for ``payload["ms"]`` ms; with ``payload["flaky"]``, fail the first attempt
+    (the retry path runs under the chaos too)."""
+    if task.payload.get("flaky") and task.attempt == 1:
+        raise RuntimeError("first attempts of flaky tasks fail")
+    time.sleep(task.payload.get("ms", 0) / 1000)
+    return {"pid": os.getpid(), "attempt": task.attempt}
+
+
 def register(worker) -> None:
     """Entry point ``worker.py --handlers`` calls."""
     worker.register_handler("sleep", sleep)
     worker.register_handler("echo", echo)
+    worker.register_handler("chaos", chaos)
