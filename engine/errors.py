@@ -68,9 +68,10 @@ _REFUSALS: dict[str, str] = {
     "BUSY": "Redis is busy running a long script (BUSY)",
     "MASTERDOWN": "the Redis replica has lost its master (MASTERDOWN)",
 }
-_REFUSAL_CLASSES: dict[type, str] = {
+_REFUSAL_CLASSES: dict[type, str] = {      # for redis-py versions without status_code
     redis.exceptions.OutOfMemoryError: "OOM",
     redis.exceptions.ReadOnlyError: "READONLY",
+    redis.exceptions.MasterDownError: "MASTERDOWN",
 }
 
 
@@ -79,7 +80,8 @@ def refusal(exc: BaseException) -> RedisRefused | None:
     reply is not a passing refusal (a script bug, a wrong type...)."""
     if not isinstance(exc, redis.ResponseError):
         return None
-    code = _REFUSAL_CLASSES.get(type(exc)) or str(exc).split(" ", 1)[0]
+    code = (getattr(exc, "status_code", None) or _REFUSAL_CLASSES.get(type(exc))
+            or str(exc).split(" ", 1)[0])
     message = _REFUSALS.get(code)
     return RedisRefused(message) if message else None
 

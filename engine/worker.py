@@ -39,10 +39,11 @@ CLAIM_FIELDS = 13               # values per task in claim.lua's reply
 BLOCK_SLICE_SECONDS = 1.0       # longest wait on the wake-up marker (see DESIGN.md traps)
 BATCH_WINDOW_SECONDS = 0.05     # how much work a prefetched batch may hold, in run time
 # Redis gone, or refusing writes for a while (QueueUnavailable covers RedisRefused; the
-# two redis-py classes are refusals that reach us untranslated, e.g. on Redis Cluster):
+# redis-py classes are refusals that reach us untranslated, e.g. on Redis Cluster):
 # the worker keeps what it holds and retries with backoff.
 REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError, QueueUnavailable,
-              redis.exceptions.OutOfMemoryError, redis.exceptions.ReadOnlyError)
+              redis.exceptions.OutOfMemoryError, redis.exceptions.ReadOnlyError,
+              redis.exceptions.MasterDownError)
 
 
 class _Abort(BaseException):
