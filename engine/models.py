@@ -205,7 +205,9 @@ class QueueStats:
     """A snapshot of the queue, as the sidebar and ``get_queue_stats`` show it.
 
     ``completed_tasks`` and ``failed_tasks`` are lifetime counters (they survive result
-    expiry); ``failed_in_index`` is the number of dead letters still stored.
+    expiry); ``failed_in_index`` is the number of dead letters still stored;
+    ``routed_tasks`` counts pending tasks set aside for a worker of their type (they are
+    in ``pending_tasks`` but in no ``depth_by_priority`` list).
     """
 
     pending_tasks: int = 0
@@ -220,6 +222,7 @@ class QueueStats:
     failed_in_index: int = 0
     active_workers: int = 0
     depth_by_priority: dict[str, int] = field(default_factory=dict)
+    routed_tasks: int = 0
 
     @property
     def success_rate(self) -> float:

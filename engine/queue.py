@@ -204,25 +204,27 @@ class TaskQueue:
             pipe.hgetall(k.stats)
             for q in k.queues:
                 pipe.llen(q)
+            pipe.llen(k.routed)
             pipe.zrange(k.workers, 0, -1, withscores=True)
             on_cluster = not hasattr(self.client, "connection_pool")
             if not on_cluster:      # the cluster client refuses TIME in a pipeline
                 pipe.time()
             replies = pipe.execute()
-            server_time = _server_ms(self.client) if on_cluster else _ms(*replies[13])
+            server_time = _server_ms(self.client) if on_cluster else _ms(*replies[14])
         sizes = dict(zip(STATUS_NAMES, replies[:7]))
         counters = {name: int(v) for name, v in replies[7].items()}
         depths = dict(zip(PRIORITY_NAMES, replies[8:12]))
         now_ms = self.clock.now_ms() if self.clock else server_time
         horizon = now_ms - self.settings.lease_timeout * 1000
-        active = sum(1 for _, beat in replies[12] if beat >= horizon)
+        active = sum(1 for _, beat in replies[13] if beat >= horizon)
         return QueueStats(
             pending_tasks=sizes["pending"], scheduled_tasks=sizes["scheduled"],
             running_tasks=sizes["running"], retry_tasks=sizes["retry"],
             completed_tasks=counters.get("completed", 0), failed_tasks=counters.get("failed", 0),
             cancelled_tasks=counters.get("cancelled", 0),
             submitted_tasks=counters.get("submitted", 0), retried_tasks=counters.get("retried", 0),
-            failed_in_index=sizes["failed"], active_workers=active, depth_by_priority=depths)
+            failed_in_index=sizes["failed"], active_workers=active, depth_by_priority=depths,
+            routed_tasks=replies[12])
 
     def list_workers(self) -> list[dict[str, Any]]:
         """Registered workers (active and recently lost or stopped), newest heartbeat first."""

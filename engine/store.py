@@ -50,7 +50,8 @@ class Store:
         k = keys
         self._queue_keys = list(k.queues)
         self._claim_keys = [k.task_prefix, *k.queues, k.status["pending"], k.status["running"],
-                            k.leases, k.marker, k.events_log, k.events, k.minute_stats_prefix]
+                            k.leases, k.marker, k.events_log, k.events, k.minute_stats_prefix,
+                            k.routed, k.workers, k.worker("")]
         self._complete_keys = [k.task_prefix, k.result_prefix, k.done_prefix, k.status["running"],
                                k.status["completed"], k.leases, k.events_log, k.events, k.stats,
                                k.minute_stats_prefix, *k.batch_keys]
@@ -253,11 +254,18 @@ class Store:
                 raise reply
         return replies
 
-    def claim(self, worker_id: str, count: int) -> list[str]:
-        """Claim up to ``count`` pending tasks; returns claim.lua's flat array."""
-        return self._run("claim", self._claim_keys, [worker_id, count, self.lease_ms])
+    def claim(self, worker_id: str, count: int, types: Sequence[str] = ()) -> list[str]:
+        """Claim up to ``count`` pending tasks for a worker with handlers for ``types``;
+        returns claim.lua's flat array."""
+        return self._run("claim", self._claim_keys, self._claim_args(worker_id, count, types))
 
-    def wait_and_claim(self, worker_id: str, count: int, timeout: float) -> tuple[bool, list]:
+    def _claim_args(self, worker_id: str, count: int, types: Sequence[str]) -> list[Any]:
+        # A worker counts as live for routing while its heartbeat is younger than a lease:
+        # the same silence after which the reaper calls it lost.
+        return [worker_id, count, self.lease_ms, self.lease_ms, *types]
+
+    def wait_and_claim(self, worker_id: str, count: int, timeout: float,
+                       types: Sequence[str] = ()) -> tuple[bool, list]:
         """Wait up to ``timeout`` s for the wake-up marker, then claim up to ``count``:
         (whether the marker woke us, claim.lua's reply). One round trip: the claim is
         pipelined behind the blocking pop, so Redis runs it the moment the pop returns.
@@ -265,11 +273,11 @@ class Store:
         conn = self._direct()
         if conn is None:
             woke = self.client.bzpopmin(self.keys.marker, timeout=timeout)
-            return bool(woke), self.claim(worker_id, count)
+            return bool(woke), self.claim(worker_id, count, types)
         self._send(conn, ("BZPOPMIN", self.keys.marker, timeout),
                    ("EVALSHA", self._scripts["claim"].sha, len(self._claim_keys),
-                    *self._claim_keys, self.now_arg(), self._maxlen, worker_id, count,
-                    self.lease_ms))
+                    *self._claim_keys, self.now_arg(), self._maxlen,
+                    *self._claim_args(worker_id, count, types)))
         try:
             woke = self._read(conn)
         except redis.ResponseError:
@@ -331,7 +339,8 @@ class Store:
         return self._run("cancel", [
             k.task(task_id), *k.queues, k.scheduled, k.leases, k.status["pending"],
             k.status["scheduled"], k.status["retry"], k.status["running"], k.status["cancelled"],
-            k.result(task_id), k.done(task_id), k.events_log, k.events, k.stats, *k.batch_keys],
+            k.result(task_id), k.done(task_id), k.events_log, k.events, k.stats, k.routed,
+            *k.batch_keys],
             [int(self.settings.result_ttl * 1000), task_id, doc], client=client)
 
     def retry(self, task_id: str, priority: str = "", client=None) -> list:
@@ -348,7 +357,7 @@ class Store:
         return self._run("requeue", [
             k.task(task_id), *k.queues, k.scheduled, k.leases, k.status["pending"],
             k.status["scheduled"], k.status["retry"], k.status["running"], k.marker,
-            k.events_log, k.events], [task_id, priority])
+            k.events_log, k.events, k.routed], [task_id, priority])
 
     def delete(self, task_ids: Sequence[str]) -> int:
         """Delete tasks entirely; returns how many existed."""
@@ -358,7 +367,8 @@ class Store:
         statuses = [k.status[s] for s in ("pending", "scheduled", "running", "completed",
                                           "failed", "retry", "cancelled")]
         return int(self._run("delete", [k.task_prefix, *k.queues, k.scheduled, k.leases,
-                                        k.result_prefix, *statuses, k.events_log, k.events],
+                                        k.result_prefix, *statuses, k.events_log, k.events,
+                                        k.routed],
                              list(task_ids)))
 
     def wait(self, task_id: str) -> list[str]:

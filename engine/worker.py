@@ -239,7 +239,7 @@ class TaskWorker:
         return max(1, min(self.max_batch, int(BATCH_WINDOW_SECONDS / max(self._avg_run, 1e-6))))
 
     def _claim(self, count: int) -> list[RunningTask]:
-        return self._hold(self.store.claim(self.worker_id, count))
+        return self._hold(self.store.claim(self.worker_id, count, self.handler_types))
 
     def _hold(self, flat: list) -> list[RunningTask]:
         """claim.lua's reply as tasks, now held by this worker."""
@@ -371,7 +371,7 @@ class TaskWorker:
         timeout = BLOCK_SLICE_SECONDS
         if self._next_promote:
             timeout = min(timeout, max(0.001, self._next_promote - clock.monotonic()))
-        woke, flat = self.store.wait_and_claim(self.worker_id, want, timeout)
+        woke, flat = self.store.wait_and_claim(self.worker_id, want, timeout, self.handler_types)
         if woke:
             # A submit of a task due later also wakes us: learn its due time soon, but
             # after the claim, so a pending task's latency never waits on a promote.
@@ -491,6 +491,7 @@ class TaskWorker:
                 "processed": self.stats["processed"], "failed": self.stats["failed"],
                 "retried": self.stats["retried"], "lost": self.stats["lost"],
                 "started_at": self._started_ms, "handlers": ",".join(self.handler_types),
+                "types": json.dumps(self.handler_types),   # for routing (claim.lua)
                 "current": json.dumps([task_id for task_id, _ in held[:20]])}
 
     # -- outages ------------------------------------------------------------------------

@@ -179,6 +179,75 @@ def test_unusable_result_fails_the_task_not_the_worker(queue, make_worker):
     assert queue.get_task_result(good)["result"] == "fine"
 
 
+# -- routing by type -----------------------------------------------------------------------------
+
+@pytest.fixture
+def fleet(queue, make_worker):
+    """Two live, registered workers with different handlers: (echoer, translator)."""
+    echoer = make_worker(handlers={"echo": lambda t: t.payload})
+    translator = make_worker(handlers={"translate": lambda t: "bonjour"})
+    echoer._heartbeat_now()
+    translator._heartbeat_now()
+    return echoer, translator
+
+
+def test_a_worker_leaves_a_type_it_cannot_run_to_a_live_worker_that_can(queue, fleet, redis_client):
+    echoer, translator = fleet
+    word = queue.submit_task(Task(task_type="translate"))
+    echo = queue.submit_task(Task(task_type="echo", payload={"v": 1}))
+    assert echoer.process_one()                 # sets the translate task aside, runs echo
+    assert queue.get_task_result(echo)["result"] == {"v": 1}
+    assert_consistent(redis_client, queue.keys, word, "pending")
+    assert redis_client.lrange(queue.keys.routed, 0, -1) == [word]
+    stats = queue.get_queue_stats()
+    assert (stats.pending_tasks, stats.routed_tasks, sum(stats.depth_by_priority.values())) == (1, 1, 0)
+    assert not echoer.process_one()             # nothing there for the echoer
+    assert translator.process_one()
+    result = queue.get_task_result(word)
+    assert result["result"] == "bonjour" and result["attempts"] == 1     # never failed
+    assert_consistent(redis_client, queue.keys, word, "completed")
+    assert redis_client.llen(queue.keys.routed) == 0
+
+
+def test_a_type_whose_last_worker_left_fails_for_want_of_a_handler(queue, fleet, redis_client):
+    echoer, translator = fleet
+    word = queue.submit_task(Task(task_type="translate", max_retries=0))
+    assert not echoer.process_one()             # set aside for the translator...
+    translator.store.worker_stop(translator.worker_id, {})   # ...which leaves
+    assert echoer.process_one()
+    assert queue.get_task_result(word)["error"] == "no handler for task type translate"
+    assert_consistent(redis_client, queue.keys, word, "failed")
+
+
+@pytest.mark.parametrize("verb", ["cancel", "requeue", "delete"])
+def test_verbs_find_a_task_that_was_set_aside(queue, fleet, redis_client, verb):
+    echoer, _ = fleet
+    word = queue.submit_task(Task(task_type="translate"))
+    assert not echoer.process_one()
+    assert redis_client.llen(queue.keys.routed) == 1
+    if verb == "cancel":
+        queue.cancel_task(word)
+        assert_consistent(redis_client, queue.keys, word, "cancelled")
+    elif verb == "requeue":
+        queue.requeue_task(word, priority="high")
+        assert_consistent(redis_client, queue.keys, word, "pending")
+        assert redis_client.lrange(queue.keys.queue("high"), 0, -1) == [word]
+    else:
+        queue.delete_tasks([word])
+        assert_consistent(redis_client, queue.keys, word, "gone")
+    assert redis_client.llen(queue.keys.routed) == 0
+
+
+def test_a_lone_worker_still_fails_what_it_cannot_run(queue, make_worker, redis_client):
+    # No other live worker has the handler: nothing is set aside, the task fails as before.
+    lone = make_worker(handlers={"echo": lambda t: t.payload})
+    lone._heartbeat_now()
+    word = queue.submit_task(Task(task_type="translate", max_retries=0))
+    assert lone.process_one()
+    assert queue.get_task_result(word)["error"] == "no handler for task type translate"
+    assert redis_client.llen(queue.keys.routed) == 0
+
+
 # -- missing handlers ---------------------------------------------------------------------------
 
 def test_task_without_a_handler_fails_and_can_be_retried_once_one_is_registered(queue, make_worker,

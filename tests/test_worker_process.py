@@ -183,6 +183,27 @@ def test_result_finished_during_an_outage_is_written_when_redis_returns(redis_se
     assert worker.stats == {"processed": 1, "failed": 0, "retried": 0, "lost": 0}
 
 
+def test_workers_with_different_handlers_share_a_namespace(spawn, queue):
+    # Three workers without the "shout" handler and one with it: every shout task must
+    # reach that one (none fails for want of a handler), and the rest run anywhere.
+    plain = [spawn() for _ in range(3)]
+    shouter = spawn("--handlers", "tests.support.more_handlers")
+    for worker in (*plain, shouter):
+        worker.wait_for_line("ready")
+    shouts = queue.submit_tasks([Task(task_type="shout", payload={"text": f"hi {i}"}, max_retries=0)
+                                 for i in range(30)])
+    echoes = queue.submit_tasks([Task(task_type="echo", payload={"i": i}) for i in range(30)])
+    results = [queue.wait_for_result(task_id, timeout=20) for task_id in shouts + echoes]
+    assert [r["status"] for r in results] == ["completed"] * 60, [r for r in results
+                                                                  if r["status"] != "completed"]
+    assert {r["result"]["pid"] for r in results[:30]} == {shouter.proc.pid}
+    assert [r["result"]["text"] for r in results[:30]] == [f"HI {i}" for i in range(30)]
+    assert queue.get_queue_stats().routed_tasks == 0
+    for worker in (*plain, shouter):
+        worker.signal(signal.SIGTERM)
+        assert worker.wait() == 0, worker.output()
+
+
 def test_burst_drains_then_exits_zero(spawn, queue):
     ids = queue.submit_tasks([Task(task_type="echo", payload={"i": i}) for i in range(5)])
     worker = spawn("--burst")

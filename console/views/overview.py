@@ -45,6 +45,7 @@ def _numbers(snapshot: OverviewSnapshot) -> None:
     st.markdown("**Waiting** · pending by priority, then tasks waiting for a time or a retry")
     more = [("Urgent", depth.get("urgent", 0)), ("High", depth.get("high", 0)),
             ("Normal", depth.get("normal", 0)), ("Low", depth.get("low", 0)),
+            ("Set aside", stats.routed_tasks),      # pending, for a worker of their type
             ("Scheduled", stats.scheduled_tasks), ("Retry waiting", stats.retry_tasks),
             ("Dead letters", stats.failed_in_index)]
     for column, (label, value) in zip(st.columns(len(more)), more):

@@ -5,6 +5,7 @@
   KEYS[9]  status:scheduled KEYS[10] status:retry    KEYS[11] status:running
   KEYS[12] status:cancelled KEYS[13] result key      KEYS[14] waiter list
   KEYS[15] events:log       KEYS[16] events (channel) KEYS[17] stats
+  KEYS[18] routed
   KEYS[-9..-1] the nine batch keys (see lib.lua)
   ARGV[1] now override in ms ('' = Redis TIME)   ARGV[2] events stream max length
   ARGV[3] TTL of the cancelled task in ms   ARGV[4] task id   ARGV[5] result document
@@ -17,7 +18,7 @@ local status, id = f[1], ARGV[4]
 if not status then return { -1, '' } end
 local index = { pending = 8, scheduled = 9, retry = 10, running = 11 }
 if not index[status] or f[5] then return { -2, status } end   -- a batch: cancel its children
-if status == 'pending' then dequeue(f[2], id) end
+if status == 'pending' then dequeue(f[2], id, KEYS[18]) end
 if status == 'scheduled' or status == 'retry' then redis.call('ZREM', KEYS[6], id) end
 if status == 'running' then redis.call('ZREM', KEYS[7], id) end
 redis.call('ZREM', KEYS[index[status]], id)

@@ -1,13 +1,20 @@
 --[[ claim: pending → running for up to COUNT tasks, highest priority first, FIFO within one.
   Each claimed task gets a lease (deadline in `leases`), attempt + 1 and a new fencing
   token; the worker must present the token to complete, fail, renew or release it.
+  A worker takes only the task types it has handlers for while another live worker has a
+  handler for the type: such a task is set aside, still pending, in `routed`, where the
+  workers of its type look first. A type no live worker handles is claimed as before (the
+  worker fails it: "no handler for task type X").
   KEYS[1]  task key prefix
   KEYS[2..5] queue:urgent, queue:high, queue:normal, queue:low
   KEYS[6]  status:pending    KEYS[7]  status:running   KEYS[8]  leases
   KEYS[9]  marker            KEYS[10] events:log       KEYS[11] events (channel)
-  KEYS[12] minute stats prefix
+  KEYS[12] minute stats prefix   KEYS[13] routed   KEYS[14] workers
+  KEYS[15] worker hash prefix
   ARGV[1]  now override in ms ('' = Redis TIME)   ARGV[2] events stream max length
   ARGV[3]  worker id   ARGV[4] COUNT   ARGV[5] lease length in ms
+  ARGV[6]  how recent a worker's heartbeat must be for it to count as live, in ms
+  ARGV[7..] the task types this worker has handlers for
   Returns: a flat array, 13 values per claimed task: id, token, type, priority, payload,
            attempt, max_retries, retry_delay, backoff, max_retry_delay, session, timeout,
            created_at; empty when nothing is pending.
@@ -17,34 +24,91 @@ local maxlen, worker, want = ARGV[2], ARGV[3], tonumber(ARGV[4])
 local deadline = string.format('%d', now + tonumber(ARGV[5]))
 local out, ids, running, leases, waits = {}, {}, {}, {}, {}
 local need = want
+local FIELDS = { 'status', 'type', 'priority', 'payload', 'attempt', 'max_retries',
+  'retry_delay', 'backoff', 'max_retry_delay', 'session', 'timeout', 'created_at', 'fence',
+  'enqueued_at' }
+
+local mine = {}
+for i = 7, #ARGV do mine[ARGV[i]] = true end
+
+-- Whether another live worker has a handler for type t (asked only for types not ours,
+-- so the common claim never reads the worker registry).
+local others, served = nil, {}
+local function handled_elsewhere(t)
+  if served[t] == nil then
+    if not others then
+      others = redis.call('ZRANGEBYSCORE', KEYS[14], now - tonumber(ARGV[6]), '+inf')
+    end
+    served[t] = false
+    for _, w in ipairs(others) do
+      local types = w ~= worker and redis.call('HGET', KEYS[15] .. w, 'types')
+      if types then
+        for _, name in ipairs(cjson.decode(types)) do
+          if name == t then served[t] = true end
+        end
+      end
+    end
+  end
+  return served[t]
+end
+
+local function ours(t)
+  return mine[t] or not handled_elsewhere(t)
+end
+
+local function take(id, key, f)
+  local attempt = string.format('%d', tonumber(f[5] or 0) + 1)
+  local token = string.format('%d', tonumber(f[13] or 0) + 1)
+  redis.call('HSET', key, 'status', 'running', 'attempt', attempt, 'fence', token,
+    'worker', worker, 'started_at', NOW_TEXT)
+  local n = #out
+  out[n + 1], out[n + 2], out[n + 3], out[n + 4], out[n + 5] = id, token, f[2], f[3], f[4]
+  out[n + 6], out[n + 7], out[n + 8], out[n + 9] = attempt, f[6], f[7], f[8]
+  out[n + 10], out[n + 11], out[n + 12], out[n + 13] = f[9], f[10], f[11], f[12]
+  ids[#ids + 1] = id
+  running[#running + 1] = NOW_TEXT
+  running[#running + 1] = id
+  leases[#leases + 1] = deadline
+  leases[#leases + 1] = id
+  local w = string.format('wait:%d', bucket(now - tonumber(f[14] or f[12])))
+  waits[w] = (waits[w] or 0) + 1
+  emit(KEYS[10], KEYS[11], maxlen, 'task.status_changed', id, 'running',
+    ',"worker_id":"' .. worker .. '","attempt":' .. attempt)
+  need = need - 1
+end
+
+-- Tasks set aside for a type come first: they have waited once already.
+if redis.call('LLEN', KEYS[13]) > 0 then
+  for _, id in ipairs(redis.call('LRANGE', KEYS[13], 0, 199)) do
+    if need <= 0 then break end
+    local key = KEYS[1] .. id
+    local f = redis.call('HMGET', key, unpack(FIELDS))
+    if f[1] ~= 'pending' then
+      redis.call('LREM', KEYS[13], 1, id)     -- a stale entry (the task moved on)
+    elseif ours(f[2]) then
+      redis.call('LREM', KEYS[13], 1, id)
+      take(id, key, f)
+    end
+  end
+end
+
+-- A list is popped again for what was set aside, up to a bound that keeps one call short
+-- however many tasks of other workers' types lie ahead.
+local set_aside = 0
 for q = 2, 5 do
-  if need <= 0 then break end
-  local popped = redis.call('LPOP', KEYS[q], need)
-  if popped then
+  while need > 0 and set_aside < 1000 do
+    local popped = redis.call('LPOP', KEYS[q], need)
+    if not popped then break end
     for _, id in ipairs(popped) do
       local key = KEYS[1] .. id
-      local f = redis.call('HMGET', key, 'status', 'type', 'priority', 'payload', 'attempt',
-        'max_retries', 'retry_delay', 'backoff', 'max_retry_delay', 'session', 'timeout',
-        'created_at', 'fence', 'enqueued_at')
+      local f = redis.call('HMGET', key, unpack(FIELDS))
       if f[1] == 'pending' then
-        local attempt = string.format('%d', tonumber(f[5] or 0) + 1)
-        local token = string.format('%d', tonumber(f[13] or 0) + 1)
-        redis.call('HSET', key, 'status', 'running', 'attempt', attempt, 'fence', token,
-          'worker', worker, 'started_at', NOW_TEXT)
-        local n = #out
-        out[n + 1], out[n + 2], out[n + 3], out[n + 4], out[n + 5] = id, token, f[2], f[3], f[4]
-        out[n + 6], out[n + 7], out[n + 8], out[n + 9] = attempt, f[6], f[7], f[8]
-        out[n + 10], out[n + 11], out[n + 12], out[n + 13] = f[9], f[10], f[11], f[12]
-        ids[#ids + 1] = id
-        running[#running + 1] = NOW_TEXT
-        running[#running + 1] = id
-        leases[#leases + 1] = deadline
-        leases[#leases + 1] = id
-        local w = string.format('wait:%d', bucket(now - tonumber(f[14] or f[12])))
-        waits[w] = (waits[w] or 0) + 1
-        emit(KEYS[10], KEYS[11], maxlen, 'task.status_changed', id, 'running',
-          ',"worker_id":"' .. worker .. '","attempt":' .. attempt)
-        need = need - 1
+        if ours(f[2]) then
+          take(id, key, f)
+        else
+          redis.call('RPUSH', KEYS[13], id)
+          set_aside = set_aside + 1
+        end
       end
     end
   end
@@ -56,6 +120,7 @@ if #ids > 0 then
   bump_minute(KEYS[12], now, waits)
 end
 -- A full batch means more may be waiting: leave the marker so another worker wakes too.
-if need <= 0 then redis.call('ZADD', KEYS[9], '0', '0') end
+-- So does a task set aside: its workers look in `routed` when they wake.
+if need <= 0 or set_aside > 0 then redis.call('ZADD', KEYS[9], '0', '0') end
 flush_events()
 return out

@@ -2,7 +2,7 @@
   KEYS[1] task key prefix   KEYS[2..5] queue:urgent, queue:high, queue:normal, queue:low
   KEYS[6] scheduled         KEYS[7] leases           KEYS[8] result key prefix
   KEYS[9..15] status:pending, scheduled, running, completed, failed, retry, cancelled
-  KEYS[16] events:log       KEYS[17] events (channel)
+  KEYS[16] events:log       KEYS[17] events (channel)    KEYS[18] routed
   ARGV[1] now override in ms ('' = Redis TIME)   ARGV[2] events stream max length
   ARGV[3..] task ids
   Returns: how many tasks existed and were deleted (ids without a task are still removed
@@ -15,7 +15,7 @@ local deleted = 0
 for i = 3, #ARGV do
   local id = ARGV[i]
   local f = redis.call('HMGET', KEYS[1] .. id, 'status', 'priority')
-  if f[1] == 'pending' then dequeue(f[2], id) end
+  if f[1] == 'pending' then dequeue(f[2], id, KEYS[18]) end
   redis.call('ZREM', KEYS[6], id)
   redis.call('ZREM', KEYS[7], id)
   for _, k in pairs(index) do redis.call('ZREM', KEYS[k], id) end

@@ -13,8 +13,8 @@
                      per-minute counters with a 25 hour TTL (the console's charts).
   count_text(n)      a count as command text ('1' without formatting a number).
   store_end(...)     expire a finished task and hand its result to waiters.
-  enqueue/dequeue    push to / remove from a priority list; such scripts take the four
-                     queue keys as KEYS[2..5].
+  enqueue/dequeue    push to / remove from a priority list (dequeue: or from `routed`);
+                     such scripts take the four queue keys as KEYS[2..5].
 ]]
 -- The call's time as text, for command arguments and events. Lua turns a number into text
 -- with printf("%.14g"), measured at ~3,000 instructions an argument (a third of a short
@@ -125,8 +125,11 @@ local function enqueue(priority, id, front)
   redis.call(front and 'LPUSH' or 'RPUSH', KEYS[1 + queue_index(priority)], id)
 end
 
-local function dequeue(priority, id)
-  redis.call('LREM', KEYS[1 + queue_index(priority)], 1, id)
+-- A pending task is in its priority list, or set aside in `routed` (claim.lua).
+local function dequeue(priority, id, routed)
+  if redis.call('LREM', KEYS[1 + queue_index(priority)], 1, id) == 0 then
+    redis.call('LREM', routed, 1, id)
+  end
 end
 
 --[[ Batch bookkeeping. A BATCH_QUERY parent tracks its children: each child that ends

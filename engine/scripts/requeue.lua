@@ -4,6 +4,7 @@
   KEYS[6] scheduled         KEYS[7] leases            KEYS[8] status:pending
   KEYS[9] status:scheduled  KEYS[10] status:retry     KEYS[11] status:running
   KEYS[12] marker           KEYS[13] events:log       KEYS[14] events (channel)
+  KEYS[15] routed
   ARGV[1] now override in ms ('' = Redis TIME)   ARGV[2] events stream max length
   ARGV[3] task id   ARGV[4] new priority ('' = keep)
   Returns: {1, previous status}; {-1, ''} no such task; {-2, status} already finished.
@@ -15,7 +16,7 @@ if not status then return { -1, '' } end
 local index = { pending = 8, scheduled = 9, retry = 10, running = 11 }
 if not index[status] then return { -2, status } end
 local priority = ARGV[4] ~= '' and ARGV[4] or f[2]
-if status == 'pending' then dequeue(f[2], id) end
+if status == 'pending' then dequeue(f[2], id, KEYS[15]) end
 if status == 'scheduled' or status == 'retry' then redis.call('ZREM', KEYS[6], id) end
 if status == 'running' then redis.call('ZREM', KEYS[7], id) end
 redis.call('ZREM', KEYS[index[status]], id)

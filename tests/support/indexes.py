@@ -2,7 +2,8 @@
 
 The promise under test (DESIGN.md, "Redis layout"): a task's status lives in its hash, and
 exactly one ``status:<s>`` sorted set — the one named by that status — holds its id. The
-priority lists, ``leases`` and ``scheduled`` must agree with the status too.
+priority lists, ``routed``, ``leases`` and ``scheduled`` must agree with the status too: a
+pending task is in its priority list once, or set aside in ``routed`` once, not both.
 """
 from __future__ import annotations
 
@@ -31,13 +32,15 @@ def index_state(client: redis.Redis, keys: Keys, task_id: str) -> dict:
         pipe.lpos(keys.queue(name), task_id, count=0)
     pipe.zscore(keys.leases, task_id)
     pipe.zscore(keys.scheduled, task_id)
+    pipe.lpos(keys.routed, task_id, count=0)
     replies = pipe.execute()
     (status, priority, total), rest = replies[0], replies[1:]
     statuses = [name for name, score in zip(STATUS_NAMES, rest[:7]) if score is not None]
     queued = {name: len(pos) for name, pos in zip(PRIORITY_NAMES, rest[7:11]) if pos}
     return {"status": status, "priority": priority, "batch": total is not None,
             "indexes": statuses, "queued": queued,
-            "leased": rest[11] is not None, "scheduled": rest[12] is not None}
+            "leased": rest[11] is not None, "scheduled": rest[12] is not None,
+            "routed": len(rest[13])}
 
 
 def assert_consistent(client: redis.Redis, keys: Keys, task_id: str,
@@ -48,7 +51,7 @@ def assert_consistent(client: redis.Redis, keys: Keys, task_id: str,
     status = state["status"]
     if expected == "gone":
         assert state == {"status": None, "priority": None, "batch": False, "indexes": [],
-                         "queued": {}, "leased": False, "scheduled": False}, state
+                         "queued": {}, "leased": False, "scheduled": False, "routed": 0}, state
         assert client.exists(keys.result(task_id)) == 0
         return state
     assert status is not None, f"task {task_id} has no hash: {state}"
@@ -56,7 +59,10 @@ def assert_consistent(client: redis.Redis, keys: Keys, task_id: str,
         assert status == expected, state
     assert state["indexes"] == [status], f"status {status!r} but indexed in {state['indexes']}"
     want_queue = {_PRIORITY_LABEL[state["priority"]]: 1} if status == "pending" else {}
+    if status == "pending" and state["routed"]:     # set aside for a worker of its type
+        want_queue = {}
     assert state["queued"] == want_queue, f"{status} task queued as {state['queued']}"
+    assert state["routed"] == (1 if status == "pending" and not state["queued"] else 0), state
     assert state["leased"] == (status == "running" and not state["batch"]), state
     assert state["scheduled"] == (status in ("scheduled", "retry")), state
     has_result = client.exists(keys.result(task_id)) == 1
