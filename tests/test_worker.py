@@ -199,6 +199,8 @@ def test_a_worker_leaves_a_type_it_cannot_run_to_a_live_worker_that_can(queue, f
     assert queue.get_task_result(echo)["result"] == {"v": 1}
     assert_consistent(redis_client, queue.keys, word, "pending")
     assert redis_client.lrange(queue.keys.routed, 0, -1) == [word]
+    # The translator is woken by name, not left to its next wait slice.
+    assert redis_client.zscore(queue.keys.marker, translator.worker_id) is not None
     stats = queue.get_queue_stats()
     assert (stats.pending_tasks, stats.routed_tasks, sum(stats.depth_by_priority.values())) == (1, 1, 0)
     assert not echoer.process_one()             # nothing there for the echoer

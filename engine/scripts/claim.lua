@@ -120,7 +120,14 @@ if #ids > 0 then
   bump_minute(KEYS[12], now, waits)
 end
 -- A full batch means more may be waiting: leave the marker so another worker wakes too.
--- So does a task set aside: its workers look in `routed` when they wake.
 if need <= 0 or set_aside > 0 then redis.call('ZADD', KEYS[9], '0', '0') end
+-- A task set aside wakes every other live worker too (one marker member each, as a
+-- blocking pop takes one; '0' above is for this worker's own next wait): those of its
+-- type are among them, and look in `routed` first.
+if set_aside > 0 then
+  for _, w in ipairs(others) do
+    if w ~= worker then redis.call('ZADD', KEYS[9], '0', w) end
+  end
+end
 flush_events()
 return out
