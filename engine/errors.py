@@ -73,6 +73,9 @@ _REFUSAL_CLASSES: dict[type, str] = {      # for redis-py versions without statu
     redis.exceptions.ReadOnlyError: "READONLY",
     redis.exceptions.MasterDownError: "MASTERDOWN",
 }
+# The refusals redis-py raises as classes of their own, for ``except`` clauses that meet
+# them untranslated (the others arrive as RedisRefused or plain ResponseError).
+REFUSAL_ERRORS: tuple[type, ...] = tuple(_REFUSAL_CLASSES)
 
 
 def refusal(exc: BaseException) -> RedisRefused | None:

@@ -209,14 +209,15 @@ class TaskQueue:
             on_cluster = not hasattr(self.client, "connection_pool")
             if not on_cluster:      # the cluster client refuses TIME in a pipeline
                 pipe.time()
-            replies = pipe.execute()
-            server_time = _server_ms(self.client) if on_cluster else _ms(*replies[14])
-        sizes = dict(zip(STATUS_NAMES, replies[:7]))
-        counters = {name: int(v) for name, v in replies[7].items()}
-        depths = dict(zip(PRIORITY_NAMES, replies[8:12]))
+            replies = iter(pipe.execute())      # read back in the order queued above
+            sizes = {name: next(replies) for name in STATUS_NAMES}
+            counters = {name: int(v) for name, v in next(replies).items()}
+            depths = {name: next(replies) for name in PRIORITY_NAMES}
+            routed, beats = next(replies), next(replies)
+            server_time = _server_ms(self.client) if on_cluster else _ms(*next(replies))
         now_ms = self.clock.now_ms() if self.clock else server_time
         horizon = now_ms - self.settings.lease_timeout * 1000
-        active = sum(1 for _, beat in replies[13] if beat >= horizon)
+        active = sum(1 for _, beat in beats if beat >= horizon)
         return QueueStats(
             pending_tasks=sizes["pending"], scheduled_tasks=sizes["scheduled"],
             running_tasks=sizes["running"], retry_tasks=sizes["retry"],
@@ -224,7 +225,7 @@ class TaskQueue:
             cancelled_tasks=counters.get("cancelled", 0),
             submitted_tasks=counters.get("submitted", 0), retried_tasks=counters.get("retried", 0),
             failed_in_index=sizes["failed"], active_workers=active, depth_by_priority=depths,
-            routed_tasks=replies[12])
+            routed_tasks=routed)
 
     def list_workers(self) -> list[dict[str, Any]]:
         """Registered workers (active and recently lost or stopped), newest heartbeat first."""
