@@ -1,15 +1,20 @@
 """Configuration: one dataclass, read from the environment and a ``.env`` file.
 
-Every setting the project reads is declared in :data:`SETTINGS` with its type and
-default. A variable that starts with one of our prefixes but is not declared (a typo such
-as ``QUEUE_LEASE_TIMOUT``) or a value that does not parse is a :class:`ConfigurationError`
-at start-up, never silently ignored. Secrets (passwords, API keys) are kept out of
-``repr`` and every message.
+Every setting the project reads is a field of :class:`Settings` with its type and
+default. A value that does not parse is a :class:`ConfigurationError` at start-up, and so
+is a variable that looks like a typo of one of ours (``QUEUE_LEASE_TIMOUT``: the error
+names ``QUEUE_LEASE_TIMEOUT``), never silently ignored. Variables other software owns are
+left alone even when they share a prefix with ours: Kubernetes service links
+(``REDIS_SERVICE_HOST``, ``REDIS_PORT=tcp://...``), LangChain's and Azure's ``OPENAI_*``.
+Secrets (passwords, API keys) are kept out of ``repr`` and every message.
 """
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import logging
 import os
+import re
 import zoneinfo
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,11 +23,35 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 from .errors import ConfigurationError
 
-# Variables with these prefixes belong to the project: unknown ones are errors.
-OWNED_PREFIXES = ("QUEUE_", "REDIS_", "AGENT_", "OPENAI_", "CONSOLE_")
+log = logging.getLogger("engine.config")
+
+# Prefixes only this project uses: an unknown variable with one of them is an error.
+OWNED_PREFIXES = ("QUEUE_", "AGENT_", "CONSOLE_")
+# Prefixes other software shares (redis images and clients, the openai package, LangChain,
+# Azure): an unknown variable with one of them is an error only when it looks like a typo
+# of one of our settings; otherwise it belongs to someone else and is left alone.
+SHARED_PREFIXES = ("REDIS_", "OPENAI_")
+# How alike (difflib ratio) an unknown name must be to one of ours to count as its typo.
+TYPO_CUTOFF = 0.8
 # Variables of ours that are known but read elsewhere (e.g. by the openai package itself).
 PASSTHROUGH = frozenset({"OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_ORG_ID", "OPENAI_PROJECT_ID",
                          "OPENAI_ORGANIZATION", "OPENAI_LOG"})
+# Other software's variables that a typo check would mistake for ours (OPENAI_API_BASE is
+# as close to OPENAI_API_KEY as REDIS_HOSTNAME is to REDIS_HOST): LangChain, the pre-1.0
+# openai package and Azure OpenAI set these.
+FOREIGN = frozenset({"OPENAI_API_BASE", "OPENAI_API_VERSION", "OPENAI_API_TYPE", "OPENAI_MODEL",
+                     "OPENAI_MODEL_NAME", "OPENAI_API_HOST", "OPENAI_PROXY", "OPENAI_DEPLOYMENT_NAME",
+                     "OPENAI_EMBEDDING_MODEL", "OPENAI_ORG"})
+# Kubernetes gives every pod variables for each Service of its namespace: <NAME>_SERVICE_HOST,
+# <NAME>_SERVICE_PORT[_<port name>], and the docker-link style <NAME>_PORT=tcp://ip:port and
+# <NAME>_PORT_<port>_<PROTO>[_PROTO|_PORT|_ADDR]. A Service named "redis" or "queue" puts
+# them under our prefixes.
+_SERVICE_LINK_NAME = re.compile(r"^[A-Z0-9_]+_(SERVICE_HOST|SERVICE_PORT(_[A-Z0-9_]+)?"
+                                r"|PORT_\d+_(TCP|UDP|SCTP)(_PROTO|_PORT|_ADDR)?)$")
+_SERVICE_LINK_VALUE = re.compile(r"^(tcp|udp|sctp)://[^\s/]+:\d+$")
+# Settings that REDIS_URL overrides: set beside it, they cannot apply.
+URL_PARTS = ("REDIS_HOST", "REDIS_PORT", "REDIS_DB", "REDIS_PASSWORD")
+_logged_ignored: set[tuple[str, ...]] = set()
 SECRET_FIELDS = frozenset({"redis_password", "openai_api_key", "console_password"})
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -124,13 +153,10 @@ class Settings:
     def from_mapping(cls, values: Mapping[str, str], **overrides: Any) -> "Settings":
         """Parse the project's variables out of ``values``; reject unknown ones."""
         by_env = {f.metadata["env"]: f for f in dataclasses.fields(cls)}
-        unknown = sorted(k for k in values if k.startswith(OWNED_PREFIXES)
-                         and k not in by_env and k not in PASSTHROUGH)
-        if unknown:
-            raise ConfigurationError(
-                "unknown setting(s): " + ", ".join(unknown) + ". Known settings: "
-                + ", ".join(sorted(by_env)))
-        kwargs = {f.name: _parse(f, values[env]) for env, f in by_env.items() if env in values}
+        _reject_unknown(values, by_env)
+        ignored = _overridden_by_url(values)
+        kwargs = {f.name: _parse(f, values[env]) for env, f in by_env.items()
+                  if env in values and env not in ignored}
         if "openai_api_key" not in kwargs and values.get("OPENAI_API_KEY"):
             kwargs["openai_api_key"] = values["OPENAI_API_KEY"]
         if "openai_base_url" not in kwargs and values.get("OPENAI_BASE_URL"):
@@ -157,6 +183,53 @@ class Settings:
                 value = mask_url(value)
             out[f.metadata["env"]] = value
         return out
+
+
+def _reject_unknown(values: Mapping[str, str], by_env: Mapping[str, Any]) -> None:
+    """Raise for variables that look like ours but are not: any unknown name under a prefix
+    only we use, and under a shared prefix a name close to one of our settings. Each is
+    named with the setting it resembles."""
+    ours = sorted({*by_env, *PASSTHROUGH})
+    unknown = []
+    for name in sorted(values):
+        if name in by_env or name in PASSTHROUGH or name in FOREIGN:
+            continue
+        if not name.startswith(OWNED_PREFIXES + SHARED_PREFIXES) or _is_service_link(name, values[name]):
+            continue
+        close = difflib.get_close_matches(name, ours, n=1, cutoff=TYPO_CUTOFF)
+        if close:
+            unknown.append(f"{name} (did you mean {close[0]}?)")
+        elif name.startswith(OWNED_PREFIXES):
+            unknown.append(name)
+    if unknown:
+        raise ConfigurationError("unknown setting(s): " + ", ".join(unknown)
+                                 + ". Known settings: " + ", ".join(sorted(by_env)))
+
+
+def _is_service_link(name: str, value: str) -> bool:
+    """Whether ``name=value`` is one of the variables Kubernetes sets for a Service."""
+    return bool(_SERVICE_LINK_NAME.match(name)) or (
+        name.endswith("_PORT") and bool(_SERVICE_LINK_VALUE.match(value.strip())))
+
+
+def _overridden_by_url(values: Mapping[str, str]) -> frozenset[str]:
+    """The connection parts set beside ``REDIS_URL``: it wins, so they are not read at all
+    (a Kubernetes ``REDIS_PORT=tcp://10.0.0.5:6379`` must not stop a worker whose URL is
+    right). Said once per process in the log. Without ``REDIS_URL``, a service link in
+    ``REDIS_PORT`` is an error that says what to set instead."""
+    present = tuple(name for name in URL_PARTS if values.get(name) is not None)
+    if not values.get("REDIS_URL", "").strip():
+        port = values.get("REDIS_PORT", "").strip()
+        if _SERVICE_LINK_VALUE.match(port):
+            raise ConfigurationError(
+                "REDIS_PORT holds a Kubernetes service link (scheme://address:port), not a port "
+                "number: set REDIS_URL (e.g. redis://<service name>:6379/0), which takes "
+                "precedence, or REDIS_HOST and a numeric REDIS_PORT")
+        return frozenset()
+    if present and present not in _logged_ignored:
+        _logged_ignored.add(present)
+        log.warning("REDIS_URL is set: ignoring %s", ", ".join(present))
+    return frozenset(present)
 
 
 def _is_timezone(name: str) -> bool:

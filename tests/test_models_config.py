@@ -173,7 +173,7 @@ def test_redis_url_password_never_appears_in_repr_or_describe():
     for text in (repr(settings), str(settings), str(described)):
         assert SECRET not in text
     assert described["REDIS_URL"] == "redis://:***@db.example:6380/2"
-    assert described["REDIS_PASSWORD"] == "***"
+    assert described["REDIS_PASSWORD"] is None     # REDIS_URL wins: the part is not even read
     assert described["AGENT_OPENAI_API_KEY"] == "***"
     assert described["QUEUE_LEASE_TIMEOUT"] == 90.0
 
