@@ -59,6 +59,8 @@ def connect_with_backoff(settings: Settings) -> TaskQueue:
             client = connect_settings(settings)
             client.ping()
             return TaskQueue(client, settings=settings)
+        except ConfigurationError:
+            raise   # a URL redis-py cannot use will not get better by waiting
         except Exception as exc:  # redis-py raises several kinds here; all mean "not yet"
             if not said:
                 print(f"Redis at {mask_url(settings.connection_url())} unreachable "

@@ -134,8 +134,8 @@ class Settings:
         if not _is_timezone(self.schedule_timezone):
             raise ConfigurationError(f"QUEUE_SCHEDULE_TIMEZONE: unknown timezone {self.schedule_timezone!r} "
                                      "(use an IANA name such as Europe/Paris, or UTC)")
-        if self.redis_url and urlsplit(self.redis_url).scheme not in ("redis", "rediss", "unix"):
-            raise ConfigurationError("REDIS_URL must start with redis://, rediss:// or unix://")
+        if self.redis_url:
+            check_redis_url(self.redis_url)
 
     # -- construction -----------------------------------------------------------------
     @classmethod
@@ -301,6 +301,47 @@ def _env_value(value: str) -> str:
     if " #" in value:
         value = value.split(" #", 1)[0].rstrip()
     return value
+
+
+_URL_SHAPE = ("REDIS_URL cannot be read as {scheme}://[[user]:password@]host[:port][/db]: {why}. "
+              "Characters such as # / ? @ % in a password must be percent-encoded "
+              "(# is %23, / is %2F, ? is %3F, @ is %40, % is %25)")
+
+
+def check_redis_url(url: str) -> None:
+    """Raise :class:`ConfigurationError` unless ``url`` is a Redis URL redis-py reads as
+    its writer meant. The message names what is wrong, never a part of the URL: in a URL
+    that does not parse, any part may be a piece of the password.
+
+    Without this, an unencoded ``#`` in a password (``redis://:pa#ss@host/0``) cut the URL
+    short: redis-py failed to read ``pa`` as a port, the worker retried for ever as if Redis
+    were down, and the error it printed held the start of the password.
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        raise ConfigurationError(_URL_SHAPE.format(scheme="redis", why="it does not parse")) from None
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        raise ConfigurationError("REDIS_URL must start with redis://, rediss:// or unix://")
+    if parts.scheme == "unix":
+        if not parts.path or parts.fragment or "@" in parts.path:
+            raise ConfigurationError("REDIS_URL must read unix://[[user]:password@]/path/to/socket"
+                                     "[?db=N]; percent-encode # / ? @ % in a password")
+        return
+    why = None
+    if parts.fragment or "#" in url:
+        why = "it holds a '#', which ends a URL"
+    elif "@" in parts.path or "@" in parts.query:
+        why = "an '@' comes after the host (a password cut short by an unencoded character?)"
+    elif parts.path not in ("", "/") and not parts.path[1:].isdigit():
+        why = "the part after the host is not a database number"
+    else:
+        try:
+            parts.port
+        except ValueError:
+            why = "the port is not a number from 0 to 65535"
+    if why:
+        raise ConfigurationError(_URL_SHAPE.format(scheme=parts.scheme, why=why))
 
 
 def mask_url(url: str) -> str:

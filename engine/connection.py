@@ -1,12 +1,15 @@
 """Builds redis-py clients the way the engine needs them."""
 from __future__ import annotations
 
+from urllib.parse import parse_qsl, urlsplit
+
 import redis
 from redis.backoff import ExponentialBackoff
 from redis.cluster import RedisCluster
 from redis.retry import Retry
 
-from .config import Settings
+from .config import Settings, check_redis_url
+from .errors import ConfigurationError
 
 
 def connect(url: str, *, ssl_ca_certs: str | None = None, socket_timeout: float = 10.0,
@@ -27,10 +30,19 @@ def connect(url: str, *, ssl_ca_certs: str | None = None, socket_timeout: float 
         kwargs["max_connections"] = max_connections
     if ssl_ca_certs and url.startswith("rediss://"):
         kwargs["ssl_ca_certs"] = ssl_ca_certs
-    if cluster:
-        # Every key of a namespace shares one hash tag, so each script runs on one node.
-        return RedisCluster.from_url(url, **kwargs)
-    return redis.Redis.from_url(url, **kwargs)
+    try:
+        if cluster:
+            # Every key of a namespace shares one hash tag, so each script runs on one node.
+            return RedisCluster.from_url(url, **kwargs)
+        return redis.Redis.from_url(url, **kwargs)
+    except (ValueError, TypeError):
+        # redis-py's message may quote a piece of the URL (a port that is really the start
+        # of a password): name only the query options, which are never secret.
+        check_redis_url(url)
+        options = sorted(k for k, _ in parse_qsl(urlsplit(url).query)
+                         if k.lower() != "password")
+        raise ConfigurationError("REDIS_URL: redis-py cannot use it; check its query options ("
+                                 + (", ".join(options) or "none") + ")") from None
 
 
 def connect_settings(settings: Settings) -> redis.Redis:

@@ -404,10 +404,13 @@ def resolve_redis_url(
         try:
             _ping(configured_url, timeout=_CONFIGURED_PING_TIMEOUT_S)
         except (redis.exceptions.RedisError, OSError, ValueError) as exc:
-            # redis-py's messages name host:port, never the password; the URL itself is masked.
+            # redis-py's connection messages name host:port, never the password; the URL
+            # itself is masked. Its ValueErrors quote the piece of the URL they could not
+            # read, which may be the start of a password: only the class is named.
+            reason = type(exc).__name__ if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
             raise RedisUnavailableError(
                 f"Redis at {mask_url(configured_url)} did not answer PING within "
-                f"{_CONFIGURED_PING_TIMEOUT_S:g} s: {type(exc).__name__}: {exc}. "
+                f"{_CONFIGURED_PING_TIMEOUT_S:g} s: {reason}. "
                 "Start that server, fix REDIS_URL, or unset it to use an embedded Redis."
             ) from exc
         return configured_url, MODE_CONFIGURED, None

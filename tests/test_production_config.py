@@ -97,7 +97,7 @@ def test_worker_starts_and_runs_tasks_in_a_kubernetes_pod_environment(redis_url,
                            "tests.support.handlers", "--burst"], cwd=REPO_ROOT, env=env,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert [queue.get_task_result(i)["status"] for i in ids] == ["completed"] * 3
+    assert [queue.get_task_result(i)["status"] for i in ids] == ["completed"] * 3, [queue.get_task_result(i) for i in ids]
     said = [line for line in done.stderr.splitlines() if "ignoring" in line]
     assert len(said) == 1 and said[0].endswith("REDIS_URL is set: ignoring REDIS_PORT"), done.stderr
 
@@ -108,3 +108,72 @@ def test_worker_with_a_typo_of_our_setting_exits_two_naming_both(redis_url, name
                           env=env, capture_output=True, text=True, timeout=30)
     assert done.returncode == 2, done.stdout + done.stderr
     assert "REDIS_CLUSTR (did you mean REDIS_CLUSTER?)" in done.stderr
+
+
+# -- a malformed REDIS_URL --------------------------------------------------------------------
+
+SECRET_HEAD = "Zq8vK"      # the piece a cut-short URL used to leak
+MALFORMED = [
+    f"redis://:{SECRET_HEAD}#rest@db.example:6379/0",     # unencoded '#'
+    f"redis://:{SECRET_HEAD}/rest@db.example:6379/0",     # unencoded '/'
+    f"redis://:{SECRET_HEAD}?rest@db.example:6379/0",     # unencoded '?'
+    "redis://:12345/rest@db.example:6379/0",               # cut short to a port that parses
+    f"redis://app:{SECRET_HEAD}#x@db.example:6379/0",
+    "redis://db.example:63a9/0", "redis://db.example:6379/zero",
+]
+
+
+@pytest.mark.parametrize("url", MALFORMED)
+def test_a_malformed_redis_url_is_a_configuration_error_that_shows_no_secret(url):
+    with pytest.raises(ConfigurationError) as info:
+        Settings.from_mapping({"REDIS_URL": url})
+    message = str(info.value)
+    assert message.startswith("REDIS_URL cannot be read as redis://")
+    for piece in (SECRET_HEAD, "rest", "12345", "63a9", "zero", "db.example"):
+        assert piece not in message
+
+
+@pytest.mark.parametrize("url", [
+    "redis://:p%23ss@db.example:6379/0", "redis://user:pa@ss@db.example/1", "redis://localhost",
+    "rediss://:x@db.example:6380/2?ssl_cert_reqs=none", "unix:///run/redis.sock?db=3",
+    "redis://[::1]:6379/0"])
+def test_well_formed_urls_are_accepted(url):
+    assert Settings.from_mapping({"REDIS_URL": url}).connection_url() == url
+
+
+def test_a_query_option_redis_py_rejects_is_a_configuration_error_naming_the_option():
+    from engine.connection import connect
+    with pytest.raises(ConfigurationError) as info:
+        connect(f"redis://:{SECRET_HEAD}@db.example:6379/0?socket_timeout=soon&password={SECRET_HEAD}")
+    assert "socket_timeout" in str(info.value) and SECRET_HEAD not in str(info.value)
+
+
+def test_the_embedded_check_names_no_piece_of_a_url_redis_py_cannot_read():
+    from engine.embedded import RedisUnavailableError, resolve_redis_url
+    with pytest.raises(RedisUnavailableError) as info:
+        resolve_redis_url(f"redis://:{SECRET_HEAD}#x@127.0.0.1:6379/0", ".")
+    assert SECRET_HEAD not in str(info.value) and "ValueError" in str(info.value)
+
+
+def test_worker_with_a_malformed_redis_url_exits_two_at_once_showing_no_secret(namespace):
+    env = worker_env(MALFORMED[0], namespace)
+    done = subprocess.run([sys.executable, "worker.py", "--no-agent", "--burst"], cwd=REPO_ROOT,
+                          env=env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "REDIS_URL cannot be read" in done.stderr and "%23" in done.stderr
+    assert SECRET_HEAD not in done.stdout + done.stderr
+    assert "retrying" not in done.stdout
+
+
+def test_console_with_a_malformed_redis_url_says_so_and_shows_no_secret(monkeypatch):
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    from console.testing import APP, texts
+    monkeypatch.delenv("CONSOLE_PASSWORD", raising=False)
+    monkeypatch.setenv("REDIS_URL", MALFORMED[0])
+    at = AppTest.from_file(str(APP), default_timeout=30).run()
+    st.cache_resource.clear()
+    shown = texts(at) + texts(at.sidebar)
+    assert "REDIS_URL cannot be read" in shown
+    assert SECRET_HEAD not in shown and not at.metric
