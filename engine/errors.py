@@ -42,6 +42,20 @@ class InvalidTransition(QueueError):
     """The task is not in a status that allows this verb (e.g. cancel a completed task)."""
 
 
+class CorruptRecord(QueueError):
+    """The stored record is not a task hash (a key of another type under the task's name):
+    no verb but delete can act on it."""
+
+
+class IdempotencyConflict(QueueError):
+    """An idempotency key was reused for a task with different content. ``existing_id`` is
+    the task the key already names; nothing was written for the new one."""
+
+    def __init__(self, message: str, existing_id: str):
+        super().__init__(message)
+        self.existing_id = existing_id
+
+
 class LeaseLost(QueueError):
     """A worker reported on a task whose lease it no longer holds (fencing token mismatch)."""
 
@@ -117,6 +131,7 @@ SCRIPT_ERRORS: dict[int, type[QueueError]] = {
     -1: TaskNotFound,
     -2: InvalidTransition,
     -3: LeaseLost,
+    -4: CorruptRecord,
 }
 
 
@@ -129,6 +144,9 @@ def raise_for_code(code: int, task_id: str, verb: str, status: str | None = None
         raise TaskNotFound(f"task {task_id} not found")
     if error is InvalidTransition:
         raise InvalidTransition(f"cannot {verb} task {task_id}: it is {status or 'in another state'}")
+    if error is CorruptRecord:
+        raise CorruptRecord(f"cannot {verb} task {task_id}: its stored record is corrupt "
+                            "(not a task hash); delete it")
     raise error(f"{verb} task {task_id} failed with code {code}")
 
 

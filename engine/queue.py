@@ -16,7 +16,7 @@ from .events import EventSubscription, parse_stream_entries
 from .keys import PRIORITY_NAMES, STATUS_NAMES, Keys
 from .models import STORED_DEFAULTS, QueueStats, Task, TaskPriority, TaskStatus, TERMINAL_STATUSES
 from .serialization import dumps, loads
-from .store import Store
+from .store import REAP_CHUNK, Store
 
 SUBMIT_CHUNK = 500           # tasks per script call in bulk submits (500 measured best: finer overlap)
 WAIT_SLICE_SECONDS = 2.0     # longest single blocking call (see DESIGN.md, known traps)
@@ -479,10 +479,17 @@ class TaskQueue:
             return self.store.promote()[0]
 
     def reap_expired_leases(self) -> tuple[int, int]:
-        """Recover tasks whose worker stopped heartbeating: (requeued, failed)."""
+        """Recover every task whose worker stopped heartbeating: (requeued, failed).
+
+        In chunks (one script call each, so Redis is never held long), until no expired
+        lease is left: after a mass crash the whole backlog comes back in one pass."""
+        requeued = failed = 0
         with translate_redis_errors():
-            requeued, failed, _ = self.store.reap(int(self.settings.lease_timeout * 1000))
-        return requeued, failed
+            while True:
+                back, dead, _, handled = self.store.reap(int(self.settings.lease_timeout * 1000))
+                requeued, failed = requeued + back, failed + dead
+                if handled < REAP_CHUNK:
+                    return requeued, failed
 
     # -- events -------------------------------------------------------------------------
     def subscribe_to_events(self, callback: Callable[[dict], Any]) -> EventSubscription:

@@ -28,6 +28,7 @@ from .scripting import register_all
 # Times are milliseconds everywhere below this line.
 IDEMPOTENCY_TTL_MS = 24 * 3600 * 1000
 WORKER_RECORD_TTL_MS = 24 * 3600 * 1000
+REAP_CHUNK = 500      # expired leases per reap call: one call stays short however many there are
 
 
 class Store:
@@ -51,7 +52,8 @@ class Store:
         self._queue_keys = list(k.queues)
         self._claim_keys = [k.task_prefix, *k.queues, k.status["pending"], k.status["running"],
                             k.leases, k.marker, k.events_log, k.events, k.minute_stats_prefix,
-                            k.routed, k.workers, k.worker("")]
+                            k.routed, k.workers, k.worker(""), k.status["failed"], k.stats,
+                            *k.batch_keys]
         self._complete_keys = [k.task_prefix, k.result_prefix, k.done_prefix, k.status["running"],
                                k.status["completed"], k.leases, k.events_log, k.events, k.stats,
                                k.minute_stats_prefix, *k.batch_keys]
@@ -200,6 +202,10 @@ class Store:
         return self._read(conn)
 
     @property
+    def _failed_ttl_ms(self) -> int:
+        return int(self.settings.failed_ttl * 1000)
+
+    @property
     def lease_ms(self) -> int:
         """Lease length in ms."""
         return int(self.settings.lease_timeout * 1000)
@@ -262,7 +268,7 @@ class Store:
     def _claim_args(self, worker_id: str, count: int, types: Sequence[str]) -> list[Any]:
         # A worker counts as live for routing while its heartbeat is younger than a lease:
         # the same silence after which the reaper calls it lost.
-        return [worker_id, count, self.lease_ms, self.lease_ms, *types]
+        return [worker_id, count, self.lease_ms, self.lease_ms, self._failed_ttl_ms, *types]
 
     def wait_and_claim(self, worker_id: str, count: int, timeout: float,
                        types: Sequence[str] = ()) -> tuple[bool, list]:
@@ -320,18 +326,20 @@ class Store:
         k = self.keys
         moved, next_due = self._run("promote", [
             k.task_prefix, *k.queues, k.scheduled, k.status["pending"], k.status["scheduled"],
-            k.status["retry"], k.marker, k.events_log, k.events], [limit])
+            k.status["retry"], k.marker, k.events_log, k.events, k.status["failed"], k.stats,
+            *k.batch_keys], [limit, self._failed_ttl_ms])
         return int(moved), int(next_due)
 
-    def reap(self, worker_timeout_ms: int, limit: int = 500) -> tuple[int, int, int]:
-        """Recover expired leases and mark silent workers lost: (requeued, failed, lost)."""
+    def reap(self, worker_timeout_ms: int, limit: int = REAP_CHUNK) -> tuple[int, int, int, int]:
+        """Recover up to ``limit`` expired leases and mark silent workers lost:
+        (requeued, failed, lost, expired leases handled)."""
         k = self.keys
         out = self._run("reap", [
             k.task_prefix, *k.queues, k.leases, k.status["running"], k.status["pending"],
             k.status["failed"], k.result_prefix, k.done_prefix, k.marker, k.events_log,
             k.events, k.stats, k.workers, k.worker(""), *k.batch_keys],
-            [self.settings.max_stalls, limit, int(self.settings.failed_ttl * 1000), worker_timeout_ms])
-        return int(out[0]), int(out[1]), int(out[2])
+            [self.settings.max_stalls, limit, self._failed_ttl_ms, worker_timeout_ms])
+        return int(out[0]), int(out[1]), int(out[2]), int(out[3])
 
     def cancel(self, task_id: str, doc: str, client=None) -> list:
         """Cancel one task: [code, previous status]."""

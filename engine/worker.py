@@ -24,7 +24,7 @@ from typing import Any, Callable
 import redis
 
 from . import clock
-from .errors import (REFUSAL_ERRORS, NoHandler, PermanentError, QueueUnavailable, RedisRefused,
+from .errors import (REFUSAL_ERRORS, CorruptRecord, NoHandler, PermanentError, QueueUnavailable, RedisRefused,
                      ValidationError, refusal)
 from .models import RunningTask, TaskPriority, TaskType, retry_policy, type_name
 from .policies import retry_delay_ms
@@ -47,6 +47,35 @@ REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError, QueueUnavailable, *REFU
 class _Abort(BaseException):
     """Raised into an inline handler by a second stop signal (BaseException so handlers'
     ``except Exception`` blocks do not swallow it)."""
+
+
+def running_task(values: list) -> RunningTask:
+    """One task of claim.lua's reply (CLAIM_FIELDS values) as a RunningTask. claim.lua has
+    checked the fields it reads; the payload and the timeout are checked here. Raises
+    CorruptRecord naming the field."""
+    (task_id, token, task_type, priority, payload, attempt, max_retries, retry_delay,
+     backoff, max_retry_delay, session, timeout, created_at) = values
+    try:
+        body = json.loads(payload)
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        raise CorruptRecord("corrupt record: payload (not a JSON object)")
+    seconds = None
+    if timeout:
+        try:
+            seconds = float(timeout)
+        except ValueError:
+            seconds = -1.0
+        if not 0 < seconds < float("inf"):
+            raise CorruptRecord("corrupt record: timeout (not a number of seconds > 0)")
+    task = RunningTask(task_id=task_id, task_type=task_type, payload=body,
+                       priority=TaskPriority(int(priority)), attempt=int(attempt),
+                       max_retries=int(max_retries), session_id=session or None,
+                       created_at_ms=int(created_at) if created_at else None,
+                       timeout=seconds, token=str(token))
+    task.extra = retry_policy(retry_delay, backoff, max_retry_delay)
+    return task
 
 
 def new_worker_id() -> str:
@@ -240,23 +269,43 @@ class TaskWorker:
         return self._hold(self.store.claim(self.worker_id, count, self.handler_types))
 
     def _hold(self, flat: list) -> list[RunningTask]:
-        """claim.lua's reply as tasks, now held by this worker."""
-        tasks = []
+        """claim.lua's reply as tasks, now held by this worker. A task whose record the
+        worker cannot use (claim.lua checked the fields it reads; the payload's JSON and the
+        timeout are checked here) is dead-lettered, never handed to a handler, and never
+        allowed to stop the worker."""
+        tasks, corrupt = [], []
         for i in range(0, len(flat), CLAIM_FIELDS):
-            (task_id, token, task_type, priority, payload, attempt, max_retries, retry_delay,
-             backoff, max_retry_delay, session, timeout, created_at) = flat[i:i + CLAIM_FIELDS]
-            task = RunningTask(task_id=task_id, task_type=task_type, payload=json.loads(payload),
-                               priority=TaskPriority(int(priority)), attempt=int(attempt),
-                               max_retries=int(max_retries), session_id=session or None,
-                               created_at_ms=int(created_at) if created_at else None,
-                               timeout=float(timeout) if timeout else None, token=str(token))
-            task.extra = retry_policy(retry_delay, backoff, max_retry_delay)
-            tasks.append(task)
-        if tasks:
-            with self._lock:
-                for task in tasks:
-                    self._held[task.task_id] = task
+            values = flat[i:i + CLAIM_FIELDS]
+            try:
+                tasks.append(running_task(values))
+            except CorruptRecord as exc:
+                corrupt.append(self._corrupt_outcome(values, str(exc)))
+        with self._lock:
+            for task in tasks:
+                self._held[task.task_id] = task
+            for outcome in corrupt:
+                self._held[outcome[1].task_id] = outcome[1]
+        for outcome in corrupt:
+            self._report(outcome)
         return tasks
+
+    def _corrupt_outcome(self, values: list, error: str) -> tuple:
+        """A final failure, with no retry, for a claimed task whose record is unusable."""
+        task = RunningTask(task_id=values[0], task_type=values[2], payload={},
+                           priority=TaskPriority.NORMAL, attempt=0, max_retries=0,
+                           token=str(values[1]))
+        log.warning("%s: task %s dead-lettered: %s", self.worker_id, task.task_id, error)
+        doc = dumps({"task_id": task.task_id, "status": "failed", "result": None, "error": error,
+                     "duration": 0, "attempts": 0, "worker_id": self.worker_id})
+        return ("fail", task, error, "", -1, doc)
+
+    def _report(self, outcome: tuple) -> None:
+        """Hand an outcome to whoever writes outcomes: the writer thread when there are
+        slot threads, else the buffer the inline path flushes."""
+        if self.concurrency > 1 and self._threads:
+            self._outcomes.put(outcome)
+        else:
+            self._record(outcome)
 
     def _dispatch(self, batch: list[RunningTask]) -> None:
         if self.concurrency > 1:
@@ -467,7 +516,7 @@ class TaskWorker:
                     if self._left.is_set():
                         return
                     self._heartbeat_now()
-                self.store.reap(int(self.queue.settings.lease_timeout * 1000))
+                self.queue.reap_expired_leases()
             except REDIS_DOWN as exc:
                 self._note_redis_down(exc)
             except Exception:  # never let the heartbeat thread die

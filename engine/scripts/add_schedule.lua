@@ -18,8 +18,7 @@ if created then
   redis.call('HSET', KEYS[1], 'created_at', now, 'paused', '0', 'fires', 0, 'skipped', 0)
 end
 redis.call('ZADD', KEYS[2], f[5] == '1' and '+inf' or ARGV[8], ARGV[3])
-emit_raw(KEYS[3], KEYS[4], ARGV[2], '{"type":"schedule.' .. (created and 'added' or 'updated') ..
-  '","data":{"schedule":' .. cjson.encode(ARGV[3]) .. ',"next_fire":' .. ARGV[8] ..
-  ',"ts":' .. string.format('%d', now) .. '}}')
+emit_data(KEYS[3], KEYS[4], ARGV[2], 'schedule.' .. (created and 'added' or 'updated'),
+  { schedule = ARGV[3], next_fire = tonumber(ARGV[8]) })
 flush_events()
 return created and 1 or 2

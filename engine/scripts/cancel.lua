@@ -9,11 +9,13 @@
   KEYS[-9..-1] the nine batch keys (see lib.lua)
   ARGV[1] now override in ms ('' = Redis TIME)   ARGV[2] events stream max length
   ARGV[3] TTL of the cancelled task in ms   ARGV[4] task id   ARGV[5] result document
-  Returns: {1, previous status} cancelled; {-1, ''} no such task;
+  Returns: {-4, ''} the key is not a task hash (corrupt: delete it);
+           {1, previous status} cancelled; {-1, ''} no such task;
            {-2, status} already finished (completed, failed or cancelled).
 ]]
 local now = now_ms(ARGV[1])
-local f = redis.call('HMGET', KEYS[1], 'status', 'priority', 'waiters', 'parent', 'total')
+local f = read_task(KEYS[1], { 'status', 'priority', 'waiters', 'parent', 'total' })
+if not f then return { -4, '' } end   -- not a task hash: only delete can clear it
 local status, id = f[1], ARGV[4]
 if not status then return { -1, '' } end
 local index = { pending = 8, scheduled = 9, retry = 10, running = 11 }
@@ -27,7 +29,7 @@ store_end(KEYS[1], KEYS[13], KEYS[14], ARGV[5], ARGV[3], f[3])
 redis.call('ZADD', KEYS[12], now, id)
 redis.call('ZREMRANGEBYSCORE', KEYS[12], '-inf', now - tonumber(ARGV[3]))   -- keep the index bounded
 redis.call('HINCRBY', KEYS[17], 'cancelled', 1)
-emit(KEYS[15], KEYS[16], ARGV[2], 'task.cancelled', id, 'cancelled', ',"previous":"' .. status .. '"')
+emit(KEYS[15], KEYS[16], ARGV[2], 'task.cancelled', id, 'cancelled', { previous = status })
 child_ended(f[4], 'cancelled', now, ARGV[2], ARGV[3])
 flush_events()
 return { 1, status }

@@ -5,16 +5,21 @@
   handler for the type: such a task is set aside, still pending, in `routed`, where the
   workers of its type look first. A type no live worker handles is claimed as before (the
   worker fails it: "no handler for task type X").
+  Every popped record is checked before anything is written about it (lib.lua: misfit,
+  unusable below): a ghost id is dropped from status:pending, a stale one skipped, and a
+  corrupt one dead-lettered ("corrupt record: <field>") while the rest are claimed.
   KEYS[1]  task key prefix
   KEYS[2..5] queue:urgent, queue:high, queue:normal, queue:low
   KEYS[6]  status:pending    KEYS[7]  status:running   KEYS[8]  leases
   KEYS[9]  marker            KEYS[10] events:log       KEYS[11] events (channel)
   KEYS[12] minute stats prefix   KEYS[13] routed   KEYS[14] workers
-  KEYS[15] worker hash prefix
+  KEYS[15] worker hash prefix    KEYS[16] status:failed   KEYS[17] stats
+  KEYS[-9..-1] the nine batch keys (see lib.lua)
   ARGV[1]  now override in ms ('' = Redis TIME)   ARGV[2] events stream max length
   ARGV[3]  worker id   ARGV[4] COUNT   ARGV[5] lease length in ms
   ARGV[6]  how recent a worker's heartbeat must be for it to count as live, in ms
-  ARGV[7..] the task types this worker has handlers for
+  ARGV[7]  TTL of a dead-lettered (corrupt) task in ms
+  ARGV[8..] the task types this worker has handlers for
   Returns: a flat array, 13 values per claimed task: id, token, type, priority, payload,
            attempt, max_retries, retry_delay, backoff, max_retry_delay, session, timeout,
            created_at; empty when nothing is pending.
@@ -29,7 +34,7 @@ local FIELDS = { 'status', 'type', 'priority', 'payload', 'attempt', 'max_retrie
   'enqueued_at' }
 
 local mine = {}
-for i = 7, #ARGV do mine[ARGV[i]] = true end
+for i = 8, #ARGV do mine[ARGV[i]] = true end
 
 -- Whether another live worker has a handler for type t (asked only for types not ours,
 -- so the common claim never reads the worker registry).
@@ -41,9 +46,11 @@ local function handled_elsewhere(t)
     end
     served[t] = false
     for _, w in ipairs(others) do
-      local types = w ~= worker and redis.call('HGET', KEYS[15] .. w, 'types')
-      if types then
-        for _, name in ipairs(cjson.decode(types)) do
+      -- A registry entry that is not a hash, or not JSON, serves nothing (and raises nothing).
+      local types = w ~= worker and redis.pcall('HGET', KEYS[15] .. w, 'types')
+      local ok, names = pcall(cjson.decode, type(types) == 'string' and types or '[]')
+      if ok and type(names) == 'table' then
+        for _, name in ipairs(names) do
           if name == t then served[t] = true end
         end
       end
@@ -56,9 +63,40 @@ local function ours(t)
   return mine[t] or not handled_elsewhere(t)
 end
 
+-- The first field of a pending record (FIELDS order) that the claim or the worker could
+-- not use, or nil. The payload's JSON and the timeout are the worker's to check.
+local function unusable(f)
+  if not f[2] or f[2] == '' then return 'type' end
+  if queue_index(f[3]) == 4 and f[3] ~= '0' then return 'priority' end
+  if not f[4] then return 'payload' end
+  if not is_count(f[5], true) then return 'attempt' end
+  if not is_count(f[6]) then return 'max_retries' end
+  if not is_count(f[7], true) then return 'retry_delay' end
+  if f[8] and f[8] ~= 'fixed' and f[8] ~= 'exponential' then return 'backoff' end
+  if not is_count(f[9], true) then return 'max_retry_delay' end
+  if not is_count(f[12]) then return 'created_at' end
+  if not is_count(f[13], true) then return 'fence' end
+  if not is_count(f[14], true) then return 'enqueued_at' end
+  return nil
+end
+
+-- Whether a record popped from a list (or found in `routed`) can be claimed; a ghost, a
+-- stale entry or a corrupt record is dealt with here and answers false.
+local function claimable(id, key, f)
+  local field = misfit(key, f, 'pending')
+  if field == 'ok' then field = unusable(f) end
+  if field == nil then return true end
+  if field == 'ghost' then
+    redis.call('ZREM', KEYS[6], id)     -- its index entry would count as pending for ever
+  elseif field ~= 'stale' then
+    bury(key, id, field, KEYS[6], KEYS[16], KEYS[17], now, maxlen, ARGV[7])
+  end
+  return false
+end
+
 local function take(id, key, f)
-  local attempt = string.format('%d', tonumber(f[5] or 0) + 1)
-  local token = string.format('%d', tonumber(f[13] or 0) + 1)
+  local attempt = string.format('%d', tonumber(f[5] or '0') + 1)
+  local token = string.format('%d', tonumber(f[13] or '0') + 1)
   redis.call('HSET', key, 'status', 'running', 'attempt', attempt, 'fence', token,
     'worker', worker, 'started_at', NOW_TEXT)
   local n = #out
@@ -73,7 +111,7 @@ local function take(id, key, f)
   local w = string.format('wait:%d', bucket(now - tonumber(f[14] or f[12])))
   waits[w] = (waits[w] or 0) + 1
   emit(KEYS[10], KEYS[11], maxlen, 'task.status_changed', id, 'running',
-    ',"worker_id":"' .. worker .. '","attempt":' .. attempt)
+    { worker_id = worker, attempt = tonumber(attempt) })
   need = need - 1
 end
 
@@ -82,9 +120,9 @@ if redis.call('LLEN', KEYS[13]) > 0 then
   for _, id in ipairs(redis.call('LRANGE', KEYS[13], 0, 199)) do
     if need <= 0 then break end
     local key = KEYS[1] .. id
-    local f = redis.call('HMGET', key, unpack(FIELDS))
-    if f[1] ~= 'pending' then
-      redis.call('LREM', KEYS[13], 1, id)     -- a stale entry (the task moved on)
+    local f = read_task(key, FIELDS)
+    if not claimable(id, key, f) then
+      redis.call('LREM', KEYS[13], 1, id)     -- a stale, ghost or corrupt entry
     elseif ours(f[2]) then
       redis.call('LREM', KEYS[13], 1, id)
       take(id, key, f)
@@ -101,8 +139,8 @@ for q = 2, 5 do
     if not popped then break end
     for _, id in ipairs(popped) do
       local key = KEYS[1] .. id
-      local f = redis.call('HMGET', key, unpack(FIELDS))
-      if f[1] == 'pending' then
+      local f = read_task(key, FIELDS)
+      if claimable(id, key, f) then
         if ours(f[2]) then
           take(id, key, f)
         else

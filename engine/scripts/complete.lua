@@ -18,8 +18,8 @@ for i = 0, n - 1 do
   local b = 6 + i * 4
   local id, doc = ARGV[b], ARGV[b + 2]
   local key = KEYS[1] .. id
-  local f = redis.call('HMGET', key, 'fence', 'status', 'waiters', 'parent')
-  if f[1] == ARGV[b + 1] and f[2] == 'running' then
+  local f = read_task(key, { 'fence', 'status', 'waiters', 'parent' })
+  if f and f[1] == ARGV[b + 1] and f[2] == 'running' then
     redis.call('HSET', key, 'status', 'completed', 'finished_at', NOW_TEXT, 'duration_ms', ARGV[b + 3])
     store_end(key, KEYS[2] .. id, KEYS[3] .. id, doc, ttl, f[3])
     ids[#ids + 1] = id

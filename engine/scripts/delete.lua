@@ -14,7 +14,7 @@ local index = { pending = 9, scheduled = 10, running = 11, completed = 12, faile
 local deleted = 0
 for i = 3, #ARGV do
   local id = ARGV[i]
-  local f = redis.call('HMGET', KEYS[1] .. id, 'status', 'priority')
+  local f = read_task(KEYS[1] .. id, { 'status', 'priority' }) or { 'corrupt' }
   if f[1] == 'pending' then dequeue(f[2], id, KEYS[18]) end
   redis.call('ZREM', KEYS[6], id)
   redis.call('ZREM', KEYS[7], id)

@@ -17,13 +17,14 @@ for i = 0, n - 1 do
   local b = 5 + i * 6
   local id, err, delay, doc = ARGV[b], ARGV[b + 2], tonumber(ARGV[b + 4]), ARGV[b + 5]
   local key = KEYS[1] .. id
-  local f = redis.call('HMGET', key, 'fence', 'status', 'attempt', 'max_retries', 'waiters', 'parent')
-  if f[1] ~= ARGV[b + 1] or f[2] ~= 'running' then
+  local f = read_task(key, { 'fence', 'status', 'attempt', 'max_retries', 'waiters', 'parent' })
+  if not f or f[1] ~= ARGV[b + 1] or f[2] ~= 'running' then
     codes[#codes + 1] = -3
   else
     done[#done + 1] = id
-    local extra = ',"attempt":' .. f[3] .. ',"error":' .. cjson.encode(err)
-    if delay >= 0 and tonumber(f[3]) <= tonumber(f[4]) then
+    local extra = { attempt = tonumber(f[3]), error = err }
+    -- Corrupt counts (claim checked them; an operator's HSET may not have) end the task.
+    if delay >= 0 and is_count(f[3]) and is_count(f[4]) and tonumber(f[3]) <= tonumber(f[4]) then
       local due = string.format('%d', now + delay)
       redis.call('HSET', key, 'status', 'retry', 'error', err, 'traceback', ARGV[b + 3],
         'due_at', due)

@@ -17,19 +17,17 @@ local f = redis.call('HMGET', KEYS[1], 'next_fire', 'paused')
 if not f[1] then return -1 end
 if f[1] ~= ARGV[4] then return 0 end
 redis.call('HSET', KEYS[1], 'next_fire', ARGV[5], 'last_tick', ARGV[4], 'last_error', ARGV[7])
-local data = '"schedule":' .. cjson.encode(ARGV[3]) .. ',"tick":' .. ARGV[4] .. ',"next_fire":' ..
-  ARGV[5] .. ',"ts":' .. string.format('%d', now)
+local data = { schedule = ARGV[3], tick = tonumber(ARGV[4]), next_fire = tonumber(ARGV[5]) }
 if ARGV[6] ~= '' then
   redis.call('HSET', KEYS[1], 'last_fire', now, 'last_task_id', ARGV[6])
   redis.call('HINCRBY', KEYS[1], 'fires', 1)
-  data = data .. ',"task_id":"' .. ARGV[6] .. '"'
+  data.task_id = ARGV[6]
 else
   redis.call('HINCRBY', KEYS[1], 'skipped', 1)
-  data = data .. ',"reason":' .. cjson.encode(ARGV[7])
+  data.reason = ARGV[7]
 end
 -- A schedule paused while this tick was in flight stays out of the due index.
 if f[2] ~= '1' then redis.call('ZADD', KEYS[2], ARGV[5], ARGV[3]) end
-emit_raw(KEYS[3], KEYS[4], ARGV[2], '{"type":"schedule.' ..
-  (ARGV[6] ~= '' and 'fired' or 'skipped') .. '","data":{' .. data .. '}}')
+emit_data(KEYS[3], KEYS[4], ARGV[2], ARGV[6] ~= '' and 'schedule.fired' or 'schedule.skipped', data)
 flush_events()
 return 1

@@ -17,13 +17,12 @@ fields[#fields + 1] = now
 redis.call('HSET', KEYS[4], unpack(fields))
 redis.call('PEXPIRE', KEYS[4], ARGV[5])
 if redis.call('ZADD', KEYS[3], now, worker) == 1 then
-  emit_raw(KEYS[5], KEYS[6], ARGV[2], '{"type":"worker.started","data":{"worker_id":"' .. worker ..
-    '","ts":' .. string.format('%d', now) .. '}}')
+  emit_data(KEYS[5], KEYS[6], ARGV[2], 'worker.started', { worker_id = worker })
 end
 local lost = {}
 for i = 7 + 2 * p, #ARGV, 2 do
   local id = ARGV[i]
-  local f = redis.call('HMGET', KEYS[1] .. id, 'fence', 'status')
+  local f = read_task(KEYS[1] .. id, { 'fence', 'status' }) or { false, 'corrupt' }
   if f[1] == ARGV[i + 1] and f[2] == 'running' then
     redis.call('ZADD', KEYS[2], 'XX', deadline, id)
   else

@@ -15,6 +15,9 @@
   store_end(...)     expire a finished task and hand its result to waiters.
   enqueue/dequeue    push to / remove from a priority list (dequeue: or from `routed`);
                      such scripts take the four queue keys as KEYS[2..5].
+  read_task(...), misfit(...), is_count(v), bury(...)
+                     read a task hash that may be corrupt, judge it, and move a record no
+                     script can use to the dead letters ("corrupt record: <field>").
 ]]
 -- The call's time as text, for command arguments and events. Lua turns a number into text
 -- with printf("%.14g"), measured at ~3,000 instructions an argument (a third of a short
@@ -43,10 +46,19 @@ local function emit_raw(stream, channel, maxlen, msg)
   redis.call('PUBLISH', channel, msg)
 end
 
--- Stamped with NOW_TEXT: every script calls now_ms() before it emits.
-local function emit(stream, channel, maxlen, etype, id, status, extra)
-  emit_raw(stream, channel, maxlen, '{"type":"' .. etype .. '","data":{"task_id":"' .. id ..
-    '","status":"' .. status .. '","ts":' .. NOW_TEXT .. (extra or '') .. '}}')
+-- An event {"type": etype, "data": data} stamped with NOW_TEXT (every script calls
+-- now_ms() before it emits). Built by cjson, never by concatenation: text from a record
+-- or a caller (an error, a worker or schedule name) may hold quotes.
+local function emit_data(stream, channel, maxlen, etype, data)
+  data.ts = tonumber(NOW_TEXT)
+  emit_raw(stream, channel, maxlen, cjson.encode({ type = etype, data = data }))
+end
+
+-- A task's event: `data` (optional) holds its own fields; task_id and status are added.
+local function emit(stream, channel, maxlen, etype, id, status, data)
+  data = data or {}
+  data.task_id, data.status = id, status
+  emit_data(stream, channel, maxlen, etype, data)
 end
 
 local function flush_events()
@@ -156,20 +168,26 @@ local function finish_parent(K, parent, f, now, maxlen, ttl)
   store_end(pkey, K.result .. parent, K.done .. parent, doc, ttl, f[6])
   redis.call('ZREM', K.running, parent)
   redis.call('ZADD', status == 'completed' and K.completed or K.cancelled, now, parent)
-  emit(K.log, K.channel, maxlen, 'task.' .. status, parent, status, ',"batch":true')
+  emit(K.log, K.channel, maxlen, 'task.' .. status, parent, status, { batch = true })
 end
 
+-- A parent whose counters do not parse (a corrupt record) counts nothing: HINCRBY on it
+-- would abort the calling script half-way. The console shows such a parent as corrupt.
 local function child_ended(parent, outcome, now, maxlen, ttl)
   if not parent or parent == '' then return end
   local K = batch_keys()
   local pkey = K.task .. parent
-  if redis.call('EXISTS', pkey) == 0 then return end
-  redis.call('HINCRBY', pkey, 'n_' .. outcome, 1)
-  local f = redis.call('HMGET', pkey, 'total', 'n_completed', 'n_failed', 'n_cancelled',
+  local f = redis.pcall('HMGET', pkey, 'total', 'n_completed', 'n_failed', 'n_cancelled',
     'status', 'waiters', 'created_at')
-  emit(K.log, K.channel, maxlen, 'batch.progress', parent, f[5], ',"total":' .. f[1] ..
-    ',"completed":' .. f[2] .. ',"failed":' .. f[3] .. ',"cancelled":' .. f[4])
-  if f[5] == 'running' and tonumber(f[2]) + tonumber(f[3]) + tonumber(f[4]) >= tonumber(f[1]) then
+  if f.err or not f[5] then return end
+  local n = { total = tonumber(f[1]), completed = tonumber(f[2]), failed = tonumber(f[3]),
+    cancelled = tonumber(f[4]) }
+  if not (n.total and n.completed and n.failed and n.cancelled and tonumber(f[7])) then return end
+  n[outcome] = n[outcome] + 1
+  f[2], f[3], f[4] = n.completed, n.failed, n.cancelled
+  redis.call('HSET', pkey, 'n_' .. outcome, n[outcome])
+  emit(K.log, K.channel, maxlen, 'batch.progress', parent, f[5], n)
+  if f[5] == 'running' and n.completed + n.failed + n.cancelled >= n.total then
     finish_parent(K, parent, f, now, maxlen, ttl)
   end
 end
@@ -178,9 +196,10 @@ local function child_reopened(parent, outcome, now, maxlen)
   if not parent or parent == '' then return end
   local K = batch_keys()
   local pkey = K.task .. parent
-  local status = redis.call('HGET', pkey, 'status')
-  if not status then return end
-  redis.call('HINCRBY', pkey, 'n_' .. outcome, -1)
+  local f = redis.pcall('HMGET', pkey, 'status', 'n_' .. outcome)
+  local status, count = f[1], tonumber(f[2])
+  if f.err or not status or not count then return end   -- no parent, or a corrupt one
+  redis.call('HSET', pkey, 'n_' .. outcome, count - 1)
   if status == 'completed' or status == 'cancelled' then
     redis.call('PERSIST', pkey)
     redis.call('PERSIST', K.children .. parent)
@@ -188,6 +207,66 @@ local function child_reopened(parent, outcome, now, maxlen)
     redis.call('HSET', pkey, 'status', 'running', 'finished_at', '')
     redis.call('ZREM', status == 'completed' and K.completed or K.cancelled, parent)
     redis.call('ZADD', K.running, now, parent)
-    emit(K.log, K.channel, maxlen, 'task.status_changed', parent, 'running', ',"batch":true')
+    emit(K.log, K.channel, maxlen, 'task.status_changed', parent, 'running', { batch = true })
   end
+end
+
+--[[ Records that may be corrupt. A script that reads a task it learnt of through an index
+  (claim, promote, reap) checks it before writing anything about it: one bad record must
+  neither abort the script half-way (Redis does not roll a script back, so the rest of a
+  claimed batch would be stranded) nor reach a worker that cannot parse it. A record no
+  script can use goes to the dead letters in the same call, with the field named. ]]
+
+-- HMGET that survives a key of another type (HMGET would raise WRONGTYPE): the fields, or
+-- nil for such a key.
+local function read_task(key, fields)
+  local f = redis.pcall('HMGET', key, unpack(fields))
+  if f.err then return nil end
+  return f
+end
+
+-- A whole number >= 0 as the engine writes it (digits only, so that Python's int() and
+-- Lua's tonumber() agree on it), or absent when `optional`.
+local function is_count(v, optional)
+  if not v then return optional == true end
+  return #v < 16 and string.find(v, '^%d+$') ~= nil
+end
+
+local function is_status(s)
+  return s == 'pending' or s == 'running' or s == 'completed' or s == 'failed' or
+    s == 'scheduled' or s == 'retry' or s == 'cancelled' or s == 'staging'
+end
+
+-- How a record read through an index (f: read_task's reply, status first) stands:
+-- 'ok' (its status is `want` or `want2`), 'stale' (it has moved on: the entry is old),
+-- 'ghost' (no record at all), or the name of the field that makes it unusable.
+local function misfit(key, f, want, want2)
+  if not f then return 'key type' end
+  local status = f[1]
+  if status == want or (want2 and status == want2) then return 'ok' end
+  if status then return is_status(status) and 'stale' or 'status' end
+  if redis.call('EXISTS', key) == 0 then return 'ghost' end
+  return 'status'
+end
+
+-- Move an unusable record to the dead letters: status failed, error "corrupt record:
+-- <field>", indexed in status:failed, counted, its result document stored, its waiters
+-- and batch told. `from` is the status index it was found through. A key of another type
+-- is not a task at all: a failed record takes its place, so the id can still be shown.
+local function bury(key, id, field, from, failed, stats, now, maxlen, ttl)
+  local err = 'corrupt record: ' .. field
+  if field == 'key type' then
+    redis.call('DEL', key)
+    redis.call('HSET', key, 'type', '', 'created_at', NOW_TEXT)
+  end
+  local f = redis.call('HMGET', key, 'waiters', 'parent')
+  redis.call('HSET', key, 'status', 'failed', 'error', err, 'finished_at', NOW_TEXT)
+  local doc = cjson.encode({ task_id = id, status = 'failed', error = err, duration = 0 })
+  local K = batch_keys()
+  store_end(key, K.result .. id, K.done .. id, doc, ttl, f[1])
+  redis.call('ZREM', from, id)
+  redis.call('ZADD', failed, NOW_TEXT, id)
+  redis.call('HINCRBY', stats, 'failed', 1)
+  emit(K.log, K.channel, maxlen, 'task.failed', id, 'failed', { error = err, reason = 'corrupt record' })
+  if f[2] ~= id then child_ended(f[2], 'failed', now, maxlen, ttl) end
 end

@@ -1,5 +1,7 @@
 --[[ reap: tasks whose lease ran out (their worker died or froze) → pending again, or
   failed once they have stalled more than the limit; workers silent too long → lost.
+  A record that cannot be put back (corrupt attempt or priority, a key of another type)
+  is dead-lettered instead (lib.lua: bury).
   KEYS[1]  task key prefix   KEYS[2..5] queue:urgent, queue:high, queue:normal, queue:low
   KEYS[6]  leases            KEYS[7] status:running   KEYS[8] status:pending
   KEYS[9]  status:failed     KEYS[10] result key prefix  KEYS[11] waiter list prefix
@@ -7,52 +9,69 @@
   KEYS[15] stats             KEYS[16] workers         KEYS[17] worker hash prefix
   KEYS[-9..-1] the nine batch keys (see lib.lua)
   ARGV[1] now override in ms ('' = Redis TIME)   ARGV[2] events stream max length
-  ARGV[3] most stalls before a task fails   ARGV[4] most tasks handled in one call
+  ARGV[3] most stalls before a task fails   ARGV[4] most leases handled in one call
   ARGV[5] TTL of a failed task in ms        ARGV[6] worker silence before it is lost, ms
-  Returns: {requeued, failed, workers marked lost}.
+  Returns: {requeued, failed, workers marked lost, expired leases handled}; the caller
+           calls again while the last equals ARGV[4] (a backlog left after a mass crash).
 ]]
 local now = now_ms(ARGV[1])
-local maxlen, max_stalls = ARGV[2], tonumber(ARGV[3])
+local maxlen, max_stalls, ttl = ARGV[2], tonumber(ARGV[3]), ARGV[5]
 local expired = redis.call('ZRANGEBYSCORE', KEYS[6], '-inf', now, 'LIMIT', 0, tonumber(ARGV[4]))
 local requeued, failed = 0, 0
+
+local function give_up(key, id, f, stalls, why)
+  local err = 'task stalled ' .. stalls .. ' times: its worker stopped heartbeating ' ..
+    '(killed, frozen or cut off) while running it'
+  local doc = cjson.encode({ task_id = id, status = 'failed', error = err,
+    attempts = tonumber(f[3] or '0'), duration = 0 })
+  redis.call('HSET', key, 'status', 'failed', 'error', err, 'finished_at', now)
+  store_end(key, KEYS[10] .. id, KEYS[11] .. id, doc, ttl, f[5])
+  redis.call('ZADD', KEYS[9], now, id)
+  redis.call('HINCRBY', KEYS[15], 'failed', 1)
+  emit(KEYS[13], KEYS[14], maxlen, 'task.failed', id, 'failed', why)
+  child_ended(f[6], 'failed', now, maxlen, ttl)
+end
+
 for _, id in ipairs(expired) do
   local key = KEYS[1] .. id
-  local f = redis.call('HMGET', key, 'status', 'priority', 'attempt', 'worker', 'waiters', 'parent')
+  local f = read_task(key, { 'status', 'priority', 'attempt', 'worker', 'waiters', 'parent', 'stalls' })
   redis.call('ZREM', KEYS[6], id)
-  if f[1] == 'running' then
+  local field = misfit(key, f, 'running')
+  if field == 'ok' then
+    if queue_index(f[2]) == 4 and f[2] ~= '0' then field = 'priority'
+    elseif not is_count(f[3], true) then field = 'attempt'
+    elseif not is_count(f[7], true) then field = 'stalls' end
+  end
+  if field == 'ok' then
     redis.call('ZREM', KEYS[7], id)
-    local stalls = redis.call('HINCRBY', key, 'stalls', 1)
-    local why = ',"reason":"lease expired","worker_id":"' .. (f[4] or '') .. '"'
+    local stalls = tonumber(f[7] or '0') + 1
+    redis.call('HSET', key, 'stalls', stalls)
+    local why = { reason = 'lease expired', worker_id = f[4] or '' }
     if stalls > max_stalls then
-      local err = 'task stalled ' .. stalls .. ' times: its worker stopped heartbeating ' ..
-        '(killed, frozen or cut off) while running it'
-      local doc = cjson.encode({ task_id = id, status = 'failed', error = err,
-        attempts = tonumber(f[3] or 0), duration = 0 })
-      redis.call('HSET', key, 'status', 'failed', 'error', err, 'finished_at', now)
-      store_end(key, KEYS[10] .. id, KEYS[11] .. id, doc, ARGV[5], f[5])
-      redis.call('ZADD', KEYS[9], now, id)
-      redis.call('HINCRBY', KEYS[15], 'failed', 1)
-      emit(KEYS[13], KEYS[14], maxlen, 'task.failed', id, 'failed', why)
+      give_up(key, id, f, stalls, why)
       failed = failed + 1
-      child_ended(f[6], 'failed', now, maxlen, ARGV[5])
     else
       -- The stall is not the handler's failure: give the attempt back.
       redis.call('HSET', key, 'status', 'pending', 'enqueued_at', now, 'worker', '',
-        'attempt', math.max(0, tonumber(f[3] or 1) - 1))
+        'attempt', math.max(0, tonumber(f[3] or '1') - 1))
       enqueue(f[2], id, true)
       redis.call('ZADD', KEYS[8], now, id)
       emit(KEYS[13], KEYS[14], maxlen, 'task.status_changed', id, 'pending', why)
       requeued = requeued + 1
     end
+  elseif field == 'ghost' then
+    redis.call('ZREM', KEYS[7], id)
+  elseif field ~= 'stale' then
+    bury(key, id, field, KEYS[7], KEYS[9], KEYS[15], now, maxlen, ttl)
+    failed = failed + 1
   end
 end
 if requeued > 0 then redis.call('ZADD', KEYS[12], 0, '0') end
 local silent = redis.call('ZRANGEBYSCORE', KEYS[16], '-inf', now - tonumber(ARGV[6]), 'LIMIT', 0, 100)
 for _, worker in ipairs(silent) do
   redis.call('ZREM', KEYS[16], worker)
-  redis.call('HSET', KEYS[17] .. worker, 'state', 'lost', 'lost_at', now)
-  emit_raw(KEYS[13], KEYS[14], maxlen, '{"type":"worker.lost","data":{"worker_id":"' .. worker ..
-    '","ts":' .. string.format('%d', now) .. '}}')
+  redis.pcall('HSET', KEYS[17] .. worker, 'state', 'lost', 'lost_at', now)   -- even if corrupt
+  emit_data(KEYS[13], KEYS[14], maxlen, 'worker.lost', { worker_id = worker })
 end
 flush_events()
-return { requeued, failed, #silent }
+return { requeued, failed, #silent, #expired }

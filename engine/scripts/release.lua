@@ -12,15 +12,16 @@ local released = 0
 for i = #ARGV - 1, 3, -2 do   -- backwards, so LPUSH keeps their order
   local id = ARGV[i]
   local key = KEYS[1] .. id
-  local f = redis.call('HMGET', key, 'fence', 'status', 'priority', 'attempt')
-  if f[1] == ARGV[i + 1] and f[2] == 'running' then
+  local f = read_task(key, { 'fence', 'status', 'priority', 'attempt' })
+  if f and f[1] == ARGV[i + 1] and f[2] == 'running' then
+    local attempt = is_count(f[4]) and tonumber(f[4]) or 1
     redis.call('HSET', key, 'status', 'pending', 'enqueued_at', now, 'worker', '',
-      'attempt', math.max(0, tonumber(f[4] or 1) - 1))
+      'attempt', math.max(0, attempt - 1))
     enqueue(f[3], id, true)
     redis.call('ZREM', KEYS[6], id)
     redis.call('ZREM', KEYS[7], id)
     redis.call('ZADD', KEYS[8], now, id)
-    emit(KEYS[10], KEYS[11], ARGV[2], 'task.status_changed', id, 'pending', ',"reason":"released"')
+    emit(KEYS[10], KEYS[11], ARGV[2], 'task.status_changed', id, 'pending', { reason = 'released' })
     released = released + 1
   end
 end

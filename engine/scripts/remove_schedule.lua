@@ -7,7 +7,6 @@
 local now = now_ms(ARGV[1])
 redis.call('ZREM', KEYS[2], ARGV[3])
 if redis.call('DEL', KEYS[1]) == 0 then return 0 end
-emit_raw(KEYS[3], KEYS[4], ARGV[2], '{"type":"schedule.removed","data":{"schedule":' ..
-  cjson.encode(ARGV[3]) .. ',"ts":' .. string.format('%d', now) .. '}}')
+emit_data(KEYS[3], KEYS[4], ARGV[2], 'schedule.removed', { schedule = ARGV[3] })
 flush_events()
 return 1

@@ -7,10 +7,12 @@
   KEYS[15] routed
   ARGV[1] now override in ms ('' = Redis TIME)   ARGV[2] events stream max length
   ARGV[3] task id   ARGV[4] new priority ('' = keep)
-  Returns: {1, previous status}; {-1, ''} no such task; {-2, status} already finished.
+  Returns: {-4, ''} the key is not a task hash (corrupt: delete it);
+           {1, previous status}; {-1, ''} no such task; {-2, status} already finished.
 ]]
 local now = now_ms(ARGV[1])
-local f = redis.call('HMGET', KEYS[1], 'status', 'priority')
+local f = read_task(KEYS[1], { 'status', 'priority' })
+if not f then return { -4, '' } end   -- not a task hash: only delete can clear it
 local status, id = f[1], ARGV[3]
 if not status then return { -1, '' } end
 local index = { pending = 8, scheduled = 9, retry = 10, running = 11 }
@@ -25,6 +27,6 @@ redis.call('ZADD', KEYS[8], now, id)
 enqueue(priority, id, false)
 redis.call('ZADD', KEYS[12], 0, '0')
 emit(KEYS[13], KEYS[14], ARGV[2], 'task.status_changed', id, 'pending',
-  ',"reason":"requeued","previous":"' .. status .. '"')
+  { reason = 'requeued', previous = status })
 flush_events()
 return { 1, status }

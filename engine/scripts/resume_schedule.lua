@@ -11,7 +11,6 @@ if not paused then return -1 end
 if paused ~= '1' then return 0 end
 redis.call('HSET', KEYS[1], 'paused', '0', 'next_fire', ARGV[4], 'updated_at', now)
 redis.call('ZADD', KEYS[2], ARGV[4], ARGV[3])
-emit_raw(KEYS[3], KEYS[4], ARGV[2], '{"type":"schedule.resumed","data":{"schedule":' ..
-  cjson.encode(ARGV[3]) .. ',"next_fire":' .. ARGV[4] .. ',"ts":' .. string.format('%d', now) .. '}}')
+emit_data(KEYS[3], KEYS[4], ARGV[2], 'schedule.resumed', { schedule = ARGV[3], next_fire = tonumber(ARGV[4]) })
 flush_events()
 return 1

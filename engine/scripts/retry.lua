@@ -7,10 +7,12 @@
   KEYS[-9..-1] the nine batch keys (see lib.lua)
   ARGV[1] now override in ms ('' = Redis TIME)   ARGV[2] events stream max length
   ARGV[3] task id   ARGV[4] new priority ('' = keep)
-  Returns: {1, previous status}; {-1, ''} no such task; {-2, status} not failed or cancelled.
+  Returns: {-4, ''} the key is not a task hash (corrupt: delete it);
+           {1, previous status}; {-1, ''} no such task; {-2, status} not failed or cancelled.
 ]]
 local now = now_ms(ARGV[1])
-local f = redis.call('HMGET', KEYS[1], 'status', 'priority', 'parent', 'total')
+local f = read_task(KEYS[1], { 'status', 'priority', 'parent', 'total' })
+if not f then return { -4, '' } end   -- not a task hash: only delete can clear it
 local status, id = f[1], ARGV[3]
 if not status then return { -1, '' } end
 if (status ~= 'failed' and status ~= 'cancelled') or f[4] then return { -2, status } end
@@ -26,7 +28,7 @@ redis.call('ZADD', KEYS[8], now, id)
 enqueue(priority, id, false)
 redis.call('ZADD', KEYS[10], 0, '0')
 emit(KEYS[11], KEYS[12], ARGV[2], 'task.status_changed', id, 'pending',
-  ',"reason":"retried","previous":"' .. status .. '"')
+  { reason = 'retried', previous = status })
 child_reopened(f[3], status, now, ARGV[2])
 flush_events()
 return { 1, status }

@@ -7,8 +7,8 @@
   ARGV[1] now override (unused, kept for the common ARGV layout)   ARGV[2] unused
   Returns: {status, result document or ''}; {'', ''} when there is no such task.
 ]]
-local status = redis.call('HGET', KEYS[1], 'status')
-if not status then return { '', '' } end
+local status = redis.pcall('HGET', KEYS[1], 'status')
+if type(status) ~= 'string' then return { '', '' } end   -- no such task, or not a task hash
 if status == 'completed' or status == 'failed' or status == 'cancelled' then
   local doc = redis.call('GET', KEYS[2]) or ''
   if doc ~= '' and redis.call('LLEN', KEYS[3]) == 0 then

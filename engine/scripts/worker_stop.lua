@@ -11,7 +11,6 @@ for i = 6, 5 + 2 * tonumber(ARGV[5]) do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', KEYS[2], unpack(fields))
 redis.call('PEXPIRE', KEYS[2], ARGV[4])
 redis.call('ZREM', KEYS[1], ARGV[3])
-emit_raw(KEYS[3], KEYS[4], ARGV[2], '{"type":"worker.stopped","data":{"worker_id":"' .. ARGV[3] ..
-  '","ts":' .. string.format('%d', now) .. '}}')
+emit_data(KEYS[3], KEYS[4], ARGV[2], 'worker.stopped', { worker_id = ARGV[3] })
 flush_events()
 return 1
