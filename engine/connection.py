@@ -6,10 +6,28 @@ from urllib.parse import parse_qsl, urlsplit
 import redis
 from redis.backoff import ExponentialBackoff
 from redis.cluster import RedisCluster
+from redis.exceptions import RedisClusterException
 from redis.retry import Retry
 
 from .config import Settings, check_redis_url
-from .errors import ConfigurationError
+from .errors import ConfigurationError, cluster_outage
+
+
+class OutageAwareCluster(RedisCluster):
+    """redis-py's cluster client, except that while it cannot read the cluster's layout
+    (every node down, nodes disagreeing mid-failover, slots uncovered) its commands raise
+    ``ClusterDownError`` rather than the bare ``RedisClusterException`` it also uses for
+    misuse: callers that wait out a cluster outage (the worker) can tell the two apart."""
+
+    def execute_command(self, *args, **kwargs):
+        """As RedisCluster's, with the layout failures above raised as ClusterDownError."""
+        try:
+            return super().execute_command(*args, **kwargs)
+        except RedisClusterException as exc:
+            if isinstance(exc, redis.RedisError) or not cluster_outage(exc):
+                raise
+            raise redis.exceptions.ClusterDownError(
+                "the cluster's layout cannot be read (a node down or a failover under way)") from exc
 
 
 def connect(url: str, *, ssl_ca_certs: str | None = None, socket_timeout: float = 10.0,
@@ -33,7 +51,7 @@ def connect(url: str, *, ssl_ca_certs: str | None = None, socket_timeout: float 
     try:
         if cluster:
             # Every key of a namespace shares one hash tag, so each script runs on one node.
-            return RedisCluster.from_url(url, **kwargs)
+            return OutageAwareCluster.from_url(url, **kwargs)
         return redis.Redis.from_url(url, **kwargs)
     except (ValueError, TypeError):
         # redis-py's message may quote a piece of the URL (a port that is really the start

@@ -92,6 +92,28 @@ _REFUSAL_CLASSES: dict[type, str] = {      # for redis-py versions without statu
 REFUSAL_ERRORS: tuple[type, ...] = tuple(_REFUSAL_CLASSES)
 
 
+# The states a Redis Cluster passes through when a master fails or slots move, all of which
+# end by themselves (a replica is promoted, the master comes back, the reshard finishes):
+# CLUSTERDOWN (every node says it while any slot is uncovered, MasterDownError included),
+# TRYAGAIN, MOVED/ASK storms redis-py gives up on ("TTL exhausted", a ClusterError), and a
+# slot the client's map does not cover.
+CLUSTER_OUTAGE_ERRORS: tuple[type, ...] = (
+    redis.exceptions.ClusterError, redis.exceptions.TryAgainError, redis.exceptions.AskError,
+    redis.exceptions.SlotNotCoveredError)
+# redis-py raises its bare RedisClusterException for these while it cannot read the
+# cluster's layout (it also raises it for misuse, which must stay an error).
+_CLUSTER_LAYOUT_UNREADABLE = ("Redis Cluster cannot be connected", "could not agree on a valid slots cache",
+                              "All slots are not covered")
+
+
+def cluster_outage(exc: BaseException) -> bool:
+    """Whether ``exc`` is a Redis Cluster state that passes (see CLUSTER_OUTAGE_ERRORS)."""
+    if isinstance(exc, CLUSTER_OUTAGE_ERRORS):
+        return True
+    return (isinstance(exc, redis.exceptions.RedisClusterException)
+            and any(text in str(exc) for text in _CLUSTER_LAYOUT_UNREADABLE))
+
+
 def refusal(exc: BaseException) -> RedisRefused | None:
     """The :class:`RedisRefused` that a Redis error reply stands for, or None when the
     reply is not a passing refusal (a script bug, a wrong type...)."""
@@ -151,8 +173,8 @@ def raise_for_code(code: int, task_id: str, verb: str, status: str | None = None
 
 
 class _TranslateRedisErrors:
-    """Turn redis-py connection errors into :class:`QueueUnavailable`, and Redis's passing
-    refusals to write into :class:`RedisRefused`.
+    """Turn redis-py connection errors and Redis Cluster outages into
+    :class:`QueueUnavailable`, and Redis's passing refusals to write into :class:`RedisRefused`.
 
     The message names the error class only: redis-py messages can carry the URL, and a
     URL can carry a password. A class, not ``@contextmanager``: it wraps every public
@@ -169,6 +191,9 @@ class _TranslateRedisErrors:
         if refused is not None:
             raise refused from exc
         if not isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
+            if cluster_outage(exc):
+                raise QueueUnavailable(f"Redis Cluster is not serving the queue's slot "
+                                       f"({type(exc).__name__}); try again shortly") from exc
             return False
         if isinstance(exc, redis.AuthenticationError):
             raise QueueUnavailable("Redis refused the credentials (check the password in "

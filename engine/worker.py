@@ -24,8 +24,8 @@ from typing import Any, Callable
 import redis
 
 from . import clock
-from .errors import (REFUSAL_ERRORS, CorruptRecord, NoHandler, PermanentError, QueueUnavailable, RedisRefused,
-                     ValidationError, refusal)
+from .errors import (CLUSTER_OUTAGE_ERRORS, REFUSAL_ERRORS, CorruptRecord, NoHandler, PermanentError,
+                     QueueUnavailable, RedisRefused, ValidationError, refusal)
 from .models import RunningTask, TaskPriority, TaskType, retry_policy, type_name
 from .policies import retry_delay_ms
 from .queue import TaskQueue, get_task_queue
@@ -39,9 +39,11 @@ CLAIM_FIELDS = 13               # values per task in claim.lua's reply
 BLOCK_SLICE_SECONDS = 1.0       # longest wait on the wake-up marker (see DESIGN.md traps)
 BATCH_WINDOW_SECONDS = 0.05     # how much work a prefetched batch may hold, in run time
 # Redis gone, or refusing writes for a while (QueueUnavailable covers RedisRefused;
-# REFUSAL_ERRORS are refusals that reach us untranslated, e.g. on Redis Cluster): the
-# worker keeps what it holds and retries with backoff.
-REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError, QueueUnavailable, *REFUSAL_ERRORS)
+# REFUSAL_ERRORS are refusals that reach us untranslated, e.g. on Redis Cluster), or a
+# Redis Cluster between states (CLUSTER_OUTAGE_ERRORS): the worker keeps what it holds
+# and retries with backoff.
+REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError, QueueUnavailable, *REFUSAL_ERRORS,
+              *CLUSTER_OUTAGE_ERRORS)
 
 
 class _Abort(BaseException):
