@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
-from .errors import InvalidTransition, TaskNotFound, ValidationError, translate_redis_errors
+from .errors import (IdempotencyConflict, InvalidTransition, QueueUnavailable, TaskNotFound,
+                     ValidationError, translate_redis_errors)
 from .models import Task, TaskType
-from .serialization import loads
+from .serialization import dumps, fingerprint, loads
+from .store import accepted_ids
 
 SUBMIT_CHUNK = 500      # children per script call (as TaskQueue.submit_tasks)
 
@@ -69,19 +71,61 @@ def submit_batch(queue: "TaskQueue", task: Task) -> str:
 
 
 def submit_family(queue: "TaskQueue", parent: Task, children: Sequence[Task]) -> str:
-    """Submit a batch parent and the children built for it (see :func:`submit_batch`)."""
+    """Submit a batch parent and the children built for it (see :func:`submit_batch`).
+
+    Written whole or not at all: the parent is written staged (in no index, no count, its
+    idempotency key not taken), then the children in chunks, and one script call opens
+    the batch. If anything fails on the way (Redis out of memory, a dropped connection),
+    what was written is removed before the error is raised; if even that fails, the
+    next submit of the same Task removes it first.
+    """
     parent_row = queue._row(parent, children=len(children))
     child_rows = [queue._row(child) for child in children]
+    content = ""
+    if parent.idempotency_key:     # a batch is its children's work: the key covers them all
+        content = fingerprint([parent.type_name, parent.payload, [c.payload for c in children]])
+        parent_row[2] = dumps({**loads(parent_row[2]), "fp": content}, "task options")
     with translate_redis_errors():
-        if queue.client.exists(queue.keys.task(parent.task_id)):
+        status = queue.client.hget(queue.keys.task(parent.task_id), "status")
+        if status == "staging":
+            remove_staged(queue, parent.task_id)    # an earlier submit of it failed half-way
+        elif status is not None:
             return parent.task_id           # the same Task submitted again: already fanned out
-        parent_id = queue.store.submit([parent_row])[0]
+        parent_id = accepted_ids(queue.store.submit([parent_row]), [parent])[0]
         if parent_id != parent.task_id:     # idempotent resubmit: the batch exists already
             return parent_id
-        size = SUBMIT_CHUNK
-        chunks = [child_rows[i:i + size] for i in range(0, len(child_rows), size)]
-        queue.store.submit_streamed(chunks, len(chunks))
-    return parent_id
+        try:
+            chunks = [child_rows[i:i + SUBMIT_CHUNK] for i in range(0, len(child_rows), SUBMIT_CHUNK)]
+            queue.store.submit_streamed(chunks, len(chunks))
+            code, other = queue.store.open_batch(parent_id, parent.idempotency_key, content)
+        except BaseException:
+            _remove_quietly(queue, parent_id)
+            raise
+    if int(code) == 1:
+        return parent_id
+    _remove_quietly(queue, parent_id)       # another submit with the same key got there first
+    if int(code) == -5:
+        raise IdempotencyConflict(f"idempotency key {parent.idempotency_key!r} was used for "
+                                  f"batch {other} with other content", other)
+    return other or parent_id
+
+
+def remove_staged(queue: "TaskQueue", parent_id: str) -> None:
+    """Delete a staged batch parent and every child written for it."""
+    ids = child_ids(queue, parent_id)
+    for start in range(0, len(ids), _CHUNK):
+        queue.store.delete(ids[start:start + _CHUNK])
+    queue.store.delete([parent_id])
+    queue.client.delete(queue.keys.children(parent_id))
+
+
+def _remove_quietly(queue: "TaskQueue", parent_id: str) -> None:
+    """remove_staged while an error is on its way up: that error is the one to raise."""
+    try:
+        with translate_redis_errors():
+            remove_staged(queue, parent_id)
+    except QueueUnavailable:
+        pass
 
 
 def child_ids(queue: "TaskQueue", batch_id: str) -> list[str]:

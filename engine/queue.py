@@ -15,8 +15,8 @@ from .errors import (ConfigurationError, TaskNotFound, TaskTimeout, ValidationEr
 from .events import EventSubscription, parse_stream_entries
 from .keys import PRIORITY_NAMES, STATUS_NAMES, Keys
 from .models import STORED_DEFAULTS, QueueStats, Task, TaskPriority, TaskStatus, TERMINAL_STATUSES
-from .serialization import dumps, loads
-from .store import REAP_CHUNK, Store
+from .serialization import dumps, fingerprint, loads
+from .store import REAP_CHUNK, Store, accepted_ids
 
 SUBMIT_CHUNK = 500           # tasks per script call in bulk submits (500 measured best: finer overlap)
 WAIT_SLICE_SECONDS = 2.0     # longest single blocking call (see DESIGN.md, known traps)
@@ -74,8 +74,11 @@ class TaskQueue:
                             ("parent", task.parent_id)):
             if value is not None and value != "" and value != STORED_DEFAULTS.get(name):
                 extra += [name, value]
-        return [task.task_id, int(task.priority), _submit_options(task, children),
-                task.type_name, payload, retries, len(extra) // 2, *extra]
+        # What the idempotency fingerprint covers: what the task does (its type and payload),
+        # not how or when it runs, which a retry of the same submit may change.
+        options = _submit_options(task, children, (task.type_name, task.payload))
+        return [task.task_id, int(task.priority), options, task.type_name, payload, retries,
+                len(extra) // 2, *extra]
 
     def submit_task(self, task: Task) -> str:
         """Submit one task (one round trip); returns its id. Raises ValidationError (and
@@ -84,7 +87,7 @@ class TaskQueue:
             return batch.submit_batch(self, task)
         row = self._row(task)
         with translate_redis_errors():
-            return self.store.submit([row])[0]
+            return accepted_ids(self.store.submit([row]), [task])[0]
 
     def submit_tasks(self, tasks: Iterable[Task]) -> list[str]:
         """Submit many tasks: every task is validated first (nothing is written if any is
@@ -103,8 +106,8 @@ class TaskQueue:
                   for i in range(0, len(tasks), SUBMIT_CHUNK))
         count = -(-len(tasks) // SUBMIT_CHUNK)
         with translate_redis_errors():
-            return [task_id for reply in self.store.submit_streamed(chunks, count)
-                    for task_id in reply]
+            replies = self.store.submit_streamed(chunks, count)
+        return accepted_ids([task_id for reply in replies for task_id in reply], tasks)
 
     # -- reading ------------------------------------------------------------------------
     def get_task(self, task_id: str) -> dict[str, Any] | None:
@@ -435,7 +438,10 @@ class TaskQueue:
 
     def _is_batch_parent(self, task_id: str) -> bool:
         with translate_redis_errors():
-            return self.client.hexists(self.keys.task(task_id), "total")
+            try:
+                return bool(self.client.hexists(self.keys.task(task_id), "total"))
+            except redis.ResponseError:     # not a hash: the verb's script answers CorruptRecord
+                return False
 
     def requeue_task(self, task_id: str, priority: Any = None) -> str:
         """Put an unfinished task back in line now (optionally at another priority)."""
@@ -555,9 +561,10 @@ def _row_matches(task_id: str, values: Sequence[str | None], priority: int | Non
     return not needle or needle in task_id.lower() or needle in (values[3] or "").lower()
 
 
-def _submit_options(task: Task, children: int) -> str:
+def _submit_options(task: Task, children: int, content: Sequence[Any]) -> str:
     """submit.lua's options for a task: '' for a plain one (most), so that a plain submit
-    sends and parses no more than it needs; else a small JSON object."""
+    sends and parses no more than it needs; else a small JSON object. ``content`` is what
+    the idempotency fingerprint covers."""
     options: dict[str, Any] = {}
     if task.run_at is not None:
         options["due"] = task.due_ms()
@@ -565,6 +572,7 @@ def _submit_options(task: Task, children: int) -> str:
         options["delay"] = int(task.delay * 1000)
     if task.idempotency_key:
         options["idem"] = task.idempotency_key
+        options["fp"] = fingerprint(content)
     if task.parent_id:
         options["parent"] = task.parent_id
     if children:

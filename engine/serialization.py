@@ -2,6 +2,7 @@
 code when loaded is a remote-code-execution hole for anyone who can write to Redis."""
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any
 
@@ -21,6 +22,13 @@ def dumps(value: Any, what: str = "payload", limit: int | None = None) -> str:
         raise PayloadTooLarge(f"{what} is {len(text.encode('utf-8')):,} bytes, over the "
                               f"limit of {limit:,} bytes")
     return text
+
+
+def fingerprint(value: Any) -> str:
+    """A short digest of a JSON value, equal for equal values whatever their dicts' key
+    order (16 hex digits)."""
+    text = json.dumps(value, sort_keys=True, ensure_ascii=True, separators=(",", ":"), default=str)
+    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
 
 
 def loads(text: str | bytes | None, default: Any = None) -> Any:

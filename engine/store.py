@@ -21,7 +21,7 @@ except ImportError:  # pragma: no cover - hiredis is in requirements.txt
 
 from . import clock
 from .config import Settings
-from .errors import refusal
+from .errors import IdempotencyConflict, refusal
 from .keys import Keys
 from .scripting import register_all
 
@@ -62,8 +62,7 @@ class Store:
                            k.events_log, k.events, k.stats, k.minute_stats_prefix, *k.batch_keys]
         self._submit_keys = [k.task_prefix, *k.queues, k.status["pending"], k.status["scheduled"],
                              k.scheduled, k.marker, k.events_log, k.events, k.stats,
-                             k.minute_stats_prefix, k.idempotency_prefix, k.children_prefix,
-                             k.status["running"]]
+                             k.minute_stats_prefix, k.idempotency_prefix, k.children_prefix]
 
     # -- helpers ----------------------------------------------------------------------
     def script_pipeline(self) -> Any:
@@ -259,6 +258,15 @@ class Store:
                 conn.disconnect()
                 raise reply
         return replies
+
+    def open_batch(self, parent_id: str, idempotency_key: str | None, fingerprint: str) -> list:
+        """Make a staged batch parent visible once its children are in: [code, id]
+        (open_batch.lua's header has the codes)."""
+        k = self.keys
+        idem = k.idempotency(idempotency_key) if idempotency_key else k.idempotency_prefix
+        return self._run("open_batch", [k.task(parent_id), idem, *k.batch_keys],
+                         [parent_id, "1" if idempotency_key else "", fingerprint,
+                          IDEMPOTENCY_TTL_MS, int(self.settings.result_ttl * 1000)])
 
     def claim(self, worker_id: str, count: int, types: Sequence[str] = ()) -> list[str]:
         """Claim up to ``count`` pending tasks for a worker with handlers for ``types``;
@@ -466,6 +474,23 @@ class Store:
     def remove_schedule(self, name: str) -> int:
         """1 removed, 0 missing."""
         return int(self._run("remove_schedule", self._schedule_keys(name), [name]))
+
+
+def accepted_ids(replies: list, tasks: Sequence[Any]) -> list[str]:
+    """submit.lua's reply as ids; raises IdempotencyConflict when a task's idempotency key
+    named a task with other content (nothing was written for it; in a bulk submit the
+    others were, and the error lists every id)."""
+    conflicts = [(task, reply[0]) for task, reply in zip(tasks, replies) if isinstance(reply, list)]
+    if not conflicts:
+        return replies
+    task, existing = conflicts[0]
+    error = IdempotencyConflict(
+        f"idempotency key {task.idempotency_key!r} was used for task {existing} with other "
+        f"content; nothing was written for this task (use a new key for new content)"
+        + (f" ({len(conflicts)} tasks of this call conflict)" if len(conflicts) > 1 else ""),
+        existing)
+    error.ids = [reply[0] if isinstance(reply, list) else reply for reply in replies]
+    raise error
 
 
 class _OneByOne:

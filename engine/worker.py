@@ -128,7 +128,9 @@ class TaskWorker:
         self._free = concurrency
         self._slots = threading.Condition(self._lock)
         self._threads: list[threading.Thread] = []
-        self._redis_down_since: float | None = None
+        self._redis_down_since: float | None = None     # the outage under way, if any
+        self._flush_failed = False                       # Redis refused the last outcomes
+        self._claimed = 0                                # tasks the last claim returned
         self._backoff = 0.1                              # seconds; doubles while Redis is down
 
     # -- handlers -----------------------------------------------------------------------
@@ -224,7 +226,7 @@ class TaskWorker:
         drained = False    # the last claim got fewer tasks than asked: the queues were empty
         while not self._stopping.is_set():
             try:
-                if self._unwritten and self.concurrency == 1 and not self._flush():
+                if self._outcomes_stuck():
                     self._back_off()
                     continue
                 free = self._wait_for_free_slot()
@@ -233,7 +235,7 @@ class TaskWorker:
                 if not drained:
                     want = self._batch_size(free)
                     batch = self._claim(want)
-                    drained = len(batch) < want
+                    drained = self._claimed < want
                     if batch:
                         self._dispatch(batch)
                         self._promote_if_due(force=False)
@@ -251,7 +253,7 @@ class TaskWorker:
                     # moment the marker wakes us.
                     want = self._batch_size(free)
                     batch = self._wait_for_work(want)
-                    drained = len(batch) < want
+                    drained = self._claimed < want
                     if batch:
                         self._dispatch(batch)
                 self._redis_back()
@@ -259,6 +261,14 @@ class TaskWorker:
                 self._note_redis_down(exc)
                 self._back_off()
                 drained = False
+
+    def _outcomes_stuck(self) -> bool:
+        """Whether outcomes wait that Redis would not take. Claiming then would only pile
+        up more of them in memory: a claim's LPOP is allowed when Redis is out of memory
+        while the writes of complete and fail are refused."""
+        if self.concurrency == 1:
+            return bool(self._unwritten) and not self._flush()
+        return self._flush_failed      # the writer thread retries; the claim loop waits
 
     def _batch_size(self, free: int) -> int:
         if self.concurrency > 1 or self._avg_run <= 0:
@@ -268,7 +278,9 @@ class TaskWorker:
         return max(1, min(self.max_batch, int(BATCH_WINDOW_SECONDS / max(self._avg_run, 1e-6))))
 
     def _claim(self, count: int) -> list[RunningTask]:
-        return self._hold(self.store.claim(self.worker_id, count, self.handler_types))
+        flat = self.store.claim(self.worker_id, count, self.handler_types)
+        self._redis_back()
+        return self._hold(flat)
 
     def _hold(self, flat: list) -> list[RunningTask]:
         """claim.lua's reply as tasks, now held by this worker. A task whose record the
@@ -276,6 +288,7 @@ class TaskWorker:
         timeout are checked here) is dead-lettered, never handed to a handler, and never
         allowed to stop the worker."""
         tasks, corrupt = [], []
+        self._claimed = len(flat) // CLAIM_FIELDS     # a short claim means the lists are empty
         for i in range(0, len(flat), CLAIM_FIELDS):
             values = flat[i:i + CLAIM_FIELDS]
             try:
@@ -389,8 +402,11 @@ class TaskWorker:
         except REDIS_DOWN as exc:
             with self._lock:
                 self._unwritten[:0] = done + failed
+            self._flush_failed = True
             self._note_redis_down(exc)
             return False
+        self._flush_failed = False
+        self._redis_back()
         return True
 
     def _count(self, outcomes: list[tuple], codes: list[int], names: dict[int, str]) -> None:
@@ -421,6 +437,7 @@ class TaskWorker:
         if self._next_promote:
             timeout = min(timeout, max(0.001, self._next_promote - clock.monotonic()))
         woke, flat = self.store.wait_and_claim(self.worker_id, want, timeout, self.handler_types)
+        self._redis_back()
         if woke:
             # A submit of a task due later also wakes us: learn its due time soon, but
             # after the claim, so a pending task's latency never waits on a promote.
@@ -519,6 +536,7 @@ class TaskWorker:
                         return
                     self._heartbeat_now()
                 self.queue.reap_expired_leases()
+                self._redis_back()
             except REDIS_DOWN as exc:
                 self._note_redis_down(exc)
             except Exception:  # never let the heartbeat thread die
@@ -556,10 +574,13 @@ class TaskWorker:
                             self.worker_id, type(exc).__name__)
 
     def _redis_back(self) -> None:
-        if self._redis_down_since is not None:
-            log.warning("%s: reconnected to Redis after %.1f s", self.worker_id,
-                        clock.monotonic() - self._redis_down_since)
+        """Called after every call that reached Redis: ends the outage under way, so the
+        time logged is the outage's, not the time until some later code path looked."""
+        since = self._redis_down_since
+        if since is not None:
             self._redis_down_since = None
+            log.warning("%s: reconnected to Redis after %.1f s", self.worker_id,
+                        clock.monotonic() - since)
 
     def _back_off(self) -> None:
         self._stopping.wait(self._backoff * random.uniform(0.5, 1.0))

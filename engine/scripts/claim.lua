@@ -20,6 +20,7 @@
   ARGV[6]  how recent a worker's heartbeat must be for it to count as live, in ms
   ARGV[7]  TTL of a dead-lettered (corrupt) task in ms
   ARGV[8..] the task types this worker has handlers for
+  Errors: OOM when Redis is out of memory (nothing claimed).
   Returns: a flat array, 13 values per claimed task: id, token, type, priority, payload,
            attempt, max_retries, retry_delay, backoff, max_retry_delay, session, timeout,
            created_at; empty when nothing is pending.
@@ -32,6 +33,14 @@ local need = want
 local FIELDS = { 'status', 'type', 'priority', 'payload', 'attempt', 'max_retries',
   'retry_delay', 'backoff', 'max_retry_delay', 'session', 'timeout', 'created_at', 'fence',
   'enqueued_at' }
+
+-- The first write is one that Redis refuses when it is out of memory (LPOP, which frees
+-- memory, is allowed), so that a full Redis refuses the whole claim: a worker whose
+-- results cannot be written takes no more work. It records when this worker last claimed.
+local stamped = redis.pcall('HSET', KEYS[15] .. worker, 'last_claim', NOW_TEXT)
+if type(stamped) == 'table' and stamped.err and string.find(stamped.err, 'OOM', 1, true) then
+  return redis.error_reply(stamped.err)
+end
 
 local mine = {}
 for i = 8, #ARGV do mine[ARGV[i]] = true end

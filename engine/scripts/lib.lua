@@ -15,6 +15,8 @@
   store_end(...)     expire a finished task and hand its result to waiters.
   enqueue/dequeue    push to / remove from a priority list (dequeue: or from `routed`);
                      such scripts take the four queue keys as KEYS[2..5].
+  idem_held(key, fp), idem_take(...)
+                     read and set an idempotency key ("<id> <content fingerprint>").
   read_task(...), misfit(...), is_count(v), bury(...)
                      read a task hash that may be corrupt, judge it, and move a record no
                      script can use to the dead letters ("corrupt record: <field>").
@@ -142,6 +144,21 @@ local function dequeue(priority, id, routed)
   if redis.call('LREM', KEYS[1 + queue_index(priority)], 1, id) == 0 then
     redis.call('LREM', routed, 1, id)
   end
+end
+
+-- An idempotency key holds "<task id> <fingerprint>", the fingerprint a digest of the
+-- task's content (engine/queue.py), so that a reuse with other content is told apart from
+-- a retry of the same submit. Returns the id the key names (nil when it is free) and
+-- whether the content differs (a value without a fingerprint matches anything).
+local function idem_held(key, fp)
+  local held = redis.call('GET', key)
+  if not held then return nil, false end
+  local id, held_fp = string.match(held, '^(%S+) ?(%S*)$')
+  return id or held, (fp or '') ~= '' and held_fp ~= nil and held_fp ~= '' and held_fp ~= fp
+end
+
+local function idem_take(key, id, fp, ttl)
+  redis.call('SET', key, id .. ' ' .. (fp or ''), 'PX', ttl)
 end
 
 --[[ Batch bookkeeping. A BATCH_QUERY parent tracks its children: each child that ends

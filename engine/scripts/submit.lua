@@ -4,16 +4,20 @@
   KEYS[6]  status:pending    KEYS[7]  status:scheduled   KEYS[8]  scheduled
   KEYS[9]  marker            KEYS[10] events:log          KEYS[11] events (channel)
   KEYS[12] stats             KEYS[13] minute stats prefix KEYS[14] idempotency key prefix
-  KEYS[15] batch children list prefix   KEYS[16] status:running
+  KEYS[15] batch children list prefix
   ARGV[1]  now override in ms ('' = Redis TIME)   ARGV[2] events stream max length
   ARGV[3]  number of tasks N                       ARGV[4] idempotency TTL (ms)
   ARGV[5..] per task: id, priority, options, type, payload (JSON), max_retries, P, then P
            more field/value pairs stored as they are (session, timeout, parent, a retry
            policy other than the defaults). options is '' for a plain task (due now), else
-           a JSON object with any of: due (epoch ms), delay (ms), idem (idempotency key),
-           parent (batch parent id), children (> 0: a batch parent, waits in `running`).
+           a JSON object with any of: due (epoch ms), delay (ms), idem (idempotency key)
+           and fp (its content fingerprint), parent (batch parent id), children (> 0: a
+           batch parent, written as 'staging': in no index, its idempotency key not yet
+           taken, until open_batch.lua opens it once every child is in).
   Returns: the N task ids, in order (an idempotent resubmit returns the first id; an id
-           that exists already is returned as it is, and nothing is written for it).
+           that exists already is returned as it is, and nothing is written for it); in
+           place of an id, {existing id} when the idempotency key names a task whose
+           content differs (nothing is written for it).
 ]]
 local now = now_ms(ARGV[1])
 local maxlen, n, idem_ttl = ARGV[2], tonumber(ARGV[3]), ARGV[4]
@@ -25,16 +29,18 @@ for i = 1, n do
   local id, priority = ARGV[b], ARGV[b + 1]
   local o = ARGV[b + 2] == '' and PLAIN or cjson.decode(ARGV[b + 2])
   local last = b + 6 + 2 * tonumber(ARGV[b + 6])
-  local existing = false
+  local existing, differs = false, false
   if o.idem then
-    existing = redis.call('GET', KEYS[14] .. o.idem)
-    if not existing then redis.call('SET', KEYS[14] .. o.idem, id, 'PX', idem_ttl) end
+    existing, differs = idem_held(KEYS[14] .. o.idem, o.fp)
+    if not existing and not o.children then idem_take(KEYS[14] .. o.idem, id, o.fp, idem_ttl) end
   end
   -- An id that exists already (the same Task submitted twice) is not written again:
   -- overwriting would reset a running or finished task and leave it in two indexes.
   local key = KEYS[1] .. id
   if not existing and redis.call('EXISTS', key) == 1 then existing = id end
-  if existing then
+  if differs then
+    ids[#ids + 1] = { existing }
+  elseif existing then
     ids[#ids + 1] = existing
   else
     local due, due_text = o.due or now, NOW_TEXT
@@ -42,7 +48,7 @@ for i = 1, n do
     if due ~= now then due_text = string.format('%d', due) end
     local status, children = 'pending', o.children or 0
     if due > now then status = 'scheduled' end
-    if children > 0 then status = 'running' end
+    if children > 0 then status = 'staging' end
     -- attempt, fence, stalls and enqueued_at are left out while they hold their defaults
     -- (0, 0, 0, created_at), as are the id (it is in the key) and a default retry policy
     -- (engine.models.STORED_DEFAULTS): fewer fields make the hottest write cheaper.
@@ -53,7 +59,6 @@ for i = 1, n do
     if children > 0 then
       redis.call('HSET', key, 'total', children, 'n_completed', 0, 'n_failed', 0,
         'n_cancelled', 0, 'started_at', NOW_TEXT)
-      redis.call('ZADD', KEYS[16], NOW_TEXT, id)
     elseif status == 'pending' then
       local qi = queue_index(priority)
       local q = queued[qi]
@@ -65,10 +70,13 @@ for i = 1, n do
       scheduled[#scheduled + 1], scheduled[#scheduled + 2] = due_text, id
       entered[#entered + 1], entered[#entered + 2] = NOW_TEXT, id
     end
-    emit(KEYS[10], KEYS[11], maxlen, 'task.submitted', id, status)
     ids[#ids + 1] = id
-    -- Counters count work: a batch parent is bookkeeping over its children.
-    if children == 0 then submitted = submitted + 1 end
+    -- Counters count work: a batch parent is bookkeeping over its children (and is
+    -- announced when open_batch.lua opens it).
+    if children == 0 then
+      emit(KEYS[10], KEYS[11], maxlen, 'task.submitted', id, status)
+      submitted = submitted + 1
+    end
   end
   b = last + 1
 end
