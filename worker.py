@@ -13,9 +13,12 @@ import signal
 import sys
 import time
 
+import redis
+
 from engine import ConfigurationError, QueueError, Settings, TaskQueue, TaskWorker
 from engine.config import mask_url
 from engine.connection import connect_settings
+from engine.health import HealthMonitor, check_redis, refuse_unsafe_redis
 
 RULE = "=" * 80
 
@@ -70,6 +73,19 @@ def connect_with_backoff(settings: Settings) -> TaskQueue:
             delay = min(10.0, delay * 2)
 
 
+def check_server(queue: TaskQueue, settings: Settings) -> None:
+    """Refuse an evicting Redis (ConfigurationError) unless QUEUE_ALLOW_EVICTION, print the
+    warnings, and keep checking every minute while the worker runs (engine/health.py)."""
+    try:
+        health = check_redis(queue.client, queue.keys.stats)
+    except (redis.RedisError, OSError):
+        health = None       # gone again since the ping: the worker waits that out itself
+    if health is not None:
+        for line in refuse_unsafe_redis(health, settings.allow_eviction):
+            print(f"warning: {line}", file=sys.stderr, flush=True)
+    HealthMonitor(queue.client, queue.keys.stats, first=health).start()
+
+
 def install_signal_handlers(worker: TaskWorker) -> None:
     """First signal: graceful stop. Second: hand tasks back and leave now."""
     def on_signal(signum, frame):
@@ -101,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Connecting to task queue... {mask_url(settings.connection_url())} "
               f"namespace={settings.namespace}", flush=True)
         queue = connect_with_backoff(settings)
+        check_server(queue, settings)
         print("Redis task queue initialized", flush=True)
         print("Creating worker...", flush=True)
         worker = TaskWorker(queue, concurrency=args.concurrency, name=args.name)

@@ -15,6 +15,7 @@ from engine.embedded import RedisUnavailableError
 from .auth import fingerprint, password_matches
 from .components import page_link
 from .connection import EMBEDDED_CONCURRENCY, describe_mode
+from .redis_health import render_redis_health
 from .runtime import ConsoleContext, connect_console, load_settings
 from .widgets import render_task_queue_dashboard
 
@@ -53,6 +54,7 @@ def render_frame(title: str) -> ConsoleContext:
                 "to run on an embedded Redis. This page retries when reloaded.")
         st.stop()
     _sidebar(ctx)
+    render_redis_health(ctx)
     st.title(title)
     return ctx
 

@@ -78,6 +78,9 @@ class Settings:
     heartbeat_interval: float = field(default=30.0, metadata={"env": "QUEUE_HEARTBEAT_INTERVAL"})
     lease_timeout: float = field(default=90.0, metadata={"env": "QUEUE_LEASE_TIMEOUT"})
     max_stalls: int = field(default=3, metadata={"env": "QUEUE_MAX_STALLS"})
+    # How long a task type that a worker handled recently waits for a worker that handles it
+    # again (a rolling deploy) before "no handler for task type X" is final.
+    handler_grace: float = field(default=300.0, metadata={"env": "QUEUE_HANDLER_GRACE"})
     result_ttl: float = field(default=86400.0, metadata={"env": "QUEUE_RESULT_TTL"})
     failed_ttl: float = field(default=7 * 86400.0, metadata={"env": "QUEUE_FAILED_TTL"})
     max_finished_index: int = field(default=2_000_000, metadata={"env": "QUEUE_MAX_FINISHED"})
@@ -90,6 +93,8 @@ class Settings:
     default_max_retries: int = field(default=3, metadata={"env": "QUEUE_MAX_RETRIES"})
     default_retry_delay: float = field(default=60.0, metadata={"env": "QUEUE_RETRY_DELAY"})
     data_dir: str = field(default="data", metadata={"env": "QUEUE_DATA_DIR"})
+    # Start a worker on a Redis that evicts keys (engine/health.py says why it refuses).
+    allow_eviction: bool = field(default=False, metadata={"env": "QUEUE_ALLOW_EVICTION"})
     # CSV jobs (see engine.csv_jobs) and recurring schedules (see engine.scheduler).
     csv_max_bytes: int = field(default=20 * 1024 * 1024, metadata={"env": "QUEUE_CSV_MAX_BYTES"})
     csv_max_rows: int = field(default=100_000, metadata={"env": "QUEUE_CSV_MAX_ROWS"})
@@ -126,7 +131,7 @@ class Settings:
                 "QUEUE_LEASE_TIMEOUT must be longer than QUEUE_HEARTBEAT_INTERVAL "
                 "(a lease must survive at least one missed heartbeat)")
         for name in ("max_stalls", "default_max_retries", "redis_db", "max_finished_index",
-                     "schedule_misfire_grace", "reply_spin_us"):
+                     "schedule_misfire_grace", "reply_spin_us", "handler_grace"):
             if getattr(self, name) < 0:
                 raise ConfigurationError(f"{_env_name(name)} must not be negative")
         if not 0.0 <= self.agent_demo_failure_rate <= 1.0:
