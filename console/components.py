@@ -17,6 +17,7 @@ from streamlit.errors import StreamlitAPIException
 from engine import QueueError
 
 from .forms import idempotency_key
+from .text import md
 from .theme import STATUS_COLOR, STATUS_COLUMNS, status_css
 
 REDIS_DOWN = (redis.RedisError, QueueError, OSError)
@@ -39,7 +40,7 @@ def redis_guard(what: str = "the queue") -> Iterator[None]:
         yield
     except REDIS_DOWN as exc:
         st.warning(f"Could not read {what}: Redis did not answer ({type(exc).__name__}: "
-                   f"{_short(exc)}). Retrying on the next refresh.", icon=":material/warning:")
+                   f"{md(_short(exc))}). Retrying on the next refresh.", icon=":material/warning:")
 
 
 def updated_caption(prefix: str = "Updated") -> None:
@@ -54,11 +55,12 @@ def flash(key: str, level: str, text: str) -> None:
 
 
 def show_flash(key: str) -> None:
-    """Show, and forget, the message :func:`flash` left for ``key``."""
+    """Show, and forget, the message :func:`flash` left for ``key``. The message is drawn
+    as text: it carries task ids, names and the engine's reasons."""
     message = st.session_state.pop(f"{key}__flash", None)
     if message:
         level, text = message
-        {"success": st.success, "warning": st.warning, "error": st.error}.get(level, st.info)(text)
+        {"success": st.success, "warning": st.warning, "error": st.error}.get(level, st.info)(md(text))
 
 
 def table_key(key: str) -> str:
@@ -224,3 +226,14 @@ def status_badge(status: str | None) -> None:
 def _short(exc: BaseException) -> str:
     text = str(exc)
     return text if len(text) <= 200 else text[:199] + "…"
+
+
+def facts(cells: Sequence[tuple[str, Any]], per_row: int | None = None) -> None:
+    """Label-and-value pairs in columns, each value as text that wraps (a metric card
+    cuts a long id or name to "agent_…"); empty values read "—"."""
+    per_row = per_row or len(cells)
+    for start in range(0, len(cells), per_row):
+        row = cells[start:start + per_row]
+        for column, (label, value) in zip(st.columns(per_row), row):
+            column.caption(md(label))
+            column.markdown(md(value if value not in (None, "") else "—"))

@@ -11,7 +11,7 @@ from typing import Any, Sequence
 
 import pandas as pd
 
-from engine import QueueStats, TaskQueue, TaskPriority, clock
+from engine import QueueStats, TaskQueue, TaskPriority, ValidationError, clock
 from engine.queue import MERGED_PAGE_DEPTH
 
 from .theme import status_label, worker_state_label
@@ -28,13 +28,40 @@ QUERY_PREVIEW_CHARS = 120
 
 # -- small formatting helpers ----------------------------------------------------------------
 def to_timestamp(iso: str | None) -> pd.Timestamp | None:
-    """An engine ISO time as a UTC pandas Timestamp (None stays None)."""
-    return pd.Timestamp(iso).tz_convert("UTC") if iso else None
+    """An engine ISO time as a UTC pandas Timestamp (None stays None, and so does a time
+    pandas cannot hold, such as a due time centuries ahead: one odd record must not take
+    the table)."""
+    if not iso:
+        return None
+    try:
+        return pd.Timestamp(iso).tz_convert("UTC")
+    except (TypeError, ValueError, OverflowError):     # OutOfBoundsDatetime is a ValueError
+        return None
 
 
 def iso_ms(iso: str | None) -> int | None:
-    """An engine ISO time as epoch ms."""
-    return int(pd.Timestamp(iso).value // 1_000_000) if iso else None
+    """An engine ISO time as epoch ms (None when there is none, or it is out of range)."""
+    stamp = to_timestamp(iso)
+    return int(stamp.value // 1_000_000) if stamp is not None else None
+
+
+def record_status(record: dict[str, Any]) -> str | None:
+    """A record's status for display: ``"corrupt"`` when the engine could not read some
+    of its fields (``record["corrupt"]``), else its status."""
+    return "corrupt" if record.get("corrupt") else record.get("status")
+
+
+def corrupt_note(record: dict[str, Any]) -> str:
+    """``"corrupt: payload, priority"`` for a corrupt record, else ``""``."""
+    fields = record.get("corrupt") or []
+    return f"corrupt: {', '.join(map(str, fields))}" if fields else ""
+
+
+def attempts_text(record: dict[str, Any], joiner: str = " / ") -> str:
+    """Attempts made and allowed, ``"1 / 4"`` (a field that could not be read counts 0)."""
+    made = record.get("attempts") or 0
+    allowed = (record.get("max_retries") or 0) + 1
+    return f"{made}{joiner}{allowed}"
 
 
 def describe_age(seconds: float | None) -> str:
@@ -104,7 +131,7 @@ def failures_frame(records: Sequence[dict[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame([{
         "Failed at (UTC)": to_timestamp(r.get("finished_at") or r.get("updated_at")),
         "Task id": r["task_id"], "Type": r.get("task_type"),
-        "Error": (r.get("error") or "").splitlines()[0] if r.get("error") else "",
+        "Error": corrupt_note(r) or first_line(r.get("error")),
         "Attempts": r.get("attempts"),
     } for r in records], columns=["Failed at (UTC)", "Task id", "Type", "Error", "Attempts"])
 
@@ -171,7 +198,10 @@ def load_task_page(queue: TaskQueue, filters: TaskFilters, page: int = 0, page_s
     search box holds a single word, which is first tried as an exact task id)."""
     search = filters.search.strip()
     if search and " " not in search and len(search) <= 200:
-        record = queue.get_task(search)
+        try:
+            record = queue.get_task(search)
+        except ValidationError:         # not something an id can be: search the text
+            record = None
         if record is not None:
             return TaskPage([record], 1, True, 0, page_size, exact_id=search)
     merged = not filters.status and not filters.scans
@@ -192,15 +222,21 @@ TASK_COLUMNS = ["Status", "Task id", "Type", "Priority", "Query", "Session", "Wo
 def tasks_frame(records: Sequence[dict[str, Any]]) -> pd.DataFrame:
     """The Tasks table: one row per task, newest change first."""
     return pd.DataFrame([{
-        "Status": status_label(r.get("status")), "Task id": r["task_id"],
+        "Status": status_label(record_status(r)), "Task id": r["task_id"],
         "Type": r.get("task_type"), "Priority": r.get("priority"),
         "Query": query_preview(r.get("payload")), "Session": r.get("session_id") or "",
         "Worker": r.get("worker_id") or "",
-        "Attempts": f"{r.get('attempts', 0)} / {r.get('max_retries', 0) + 1}",
+        "Attempts": attempts_text(r),
         "Created (UTC)": to_timestamp(r.get("created_at")),
         "Updated (UTC)": to_timestamp(r.get("updated_at")),
-        "Error": (r.get("error") or "").splitlines()[0] if r.get("error") else "",
+        "Error": corrupt_note(r) or first_line(r.get("error")),
     } for r in records], columns=TASK_COLUMNS)
+
+
+def first_line(text: Any) -> str:
+    """The first line of an error ("" for none)."""
+    lines = str(text).splitlines() if text else []
+    return lines[0] if lines else ""
 
 
 def allowed_actions(status: str | None, is_batch: bool = False) -> set[str]:
@@ -239,11 +275,15 @@ def task_timeline(queue: TaskQueue, record: dict[str, Any],
     return frame.sort_values("Time (UTC)", kind="stable").reset_index(drop=True)
 
 
-def _event_time(event: dict[str, Any]) -> pd.Timestamp:
-    ts = (event.get("data") or {}).get("ts")
-    if ts is None:                         # stream ids start with the ms they were added
-        ts = int(str(event.get("id", "0-0")).split("-")[0])
-    return pd.Timestamp(int(ts), unit="ms", tz="UTC")
+def _event_time(event: dict[str, Any]) -> pd.Timestamp | None:
+    """When an event happened: its ``ts``, else the ms its stream id starts with (None
+    when neither reads as a time pandas can hold)."""
+    for ts in ((event.get("data") or {}).get("ts"), str(event.get("id", "")).split("-")[0]):
+        try:
+            return pd.Timestamp(int(float(ts)), unit="ms", tz="UTC")
+        except (TypeError, ValueError, OverflowError):
+            continue
+    return None
 
 
 # -- workers ---------------------------------------------------------------------------------
@@ -373,10 +413,10 @@ def scheduled_frame(records: Sequence[dict[str, Any]], now_ms: int) -> pd.DataFr
         rows.append({"Due (UTC)": to_timestamp(r.get("due_at")),
                      "Due in": "due now" if due is not None and due <= now_ms
                      else describe_age((due - now_ms) / 1000) if due else "—",
-                     "Status": status_label(r.get("status")), "Task id": r["task_id"],
+                     "Status": status_label(record_status(r)), "Task id": r["task_id"],
                      "Type": r.get("task_type"), "Priority": r.get("priority"),
                      "Query": query_preview(r.get("payload")), "Attempts": r.get("attempts"),
-                     "Error": (r.get("error") or "").splitlines()[0] if r.get("error") else ""})
+                     "Error": corrupt_note(r) or first_line(r.get("error"))})
     return pd.DataFrame(rows, columns=SCHEDULE_COLUMNS)
 
 
@@ -394,7 +434,7 @@ def failed_tasks_frame(records: Sequence[dict[str, Any] | None]) -> pd.DataFrame
     """Failed tasks (from ``search_tasks`` or ``get_task_statuses`` rows)."""
     return pd.DataFrame([{
         "Task id": r["task_id"], "Type": r.get("task_type"), "Priority": r.get("priority"),
-        "Error": (r.get("error") or "").splitlines()[0] if r.get("error") else "",
+        "Error": corrupt_note(r) or first_line(r.get("error")),
         "Attempts": r.get("attempts"), "Worker": r.get("worker_id") or "",
         "Failed at (UTC)": to_timestamp(r.get("finished_at")),
     } for r in records if r], columns=["Task id", "Type", "Priority", "Error", "Attempts",

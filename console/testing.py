@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import contextlib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import redis
 
@@ -77,3 +78,143 @@ def texts(at) -> str:
     for node in at.get("expander"):
         parts.append(str(getattr(node, "label", "")))
     return "\n".join(parts)
+
+
+# -- every page against one queue ----------------------------------------------------------------
+PAGE_PROBLEM_PREFIXES = ("Could not read",)    # a redis_guard warning: that part drew nothing
+
+
+@contextlib.contextmanager
+def _console_env(redis_url: str, namespace: str, extra: dict[str, str] | None) -> Iterator[None]:
+    """Point ``Settings.from_env`` at ``redis_url``/``namespace`` (and ``extra``) for the
+    block, then restore the environment and drop the cached connections."""
+    import os
+
+    import streamlit as st
+
+    values = {"REDIS_URL": redis_url, "QUEUE_NAMESPACE": namespace, "CONSOLE_PASSWORD": "",
+              **(extra or {})}
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        st.cache_resource.clear()
+        st.cache_data.clear()
+
+
+def _page_problems(at, where: str) -> list[str]:
+    problems = [f"{where}: {getattr(e, 'value', e)}" for e in at.exception]
+    problems += [f"{where}: {w.value}" for w in at.warning
+                 if str(w.value).startswith(PAGE_PROBLEM_PREFIXES)]
+    return problems
+
+
+def page_exceptions(redis_url: str, namespace: str, *, task_ids: Sequence[str] = (),
+                    env: dict[str, str] | None = None, timeout: float = 60) -> list[str]:
+    """Render every console page with Streamlit's AppTest against the queue in
+    ``namespace`` on ``redis_url``, and return what went wrong, one line each
+    (``"<page>: <message>"``): exceptions, and parts of a page that could not read Redis
+    (their ``redis_guard`` warning). An empty list means every page drew.
+
+    Each page is drawn twice (a first run and one live refresh); the Tasks page is also
+    drawn with each of ``task_ids`` opened (``/Tasks?task=<id>``, as a shared link does),
+    and filtered on each status. ``env`` adds environment variables (e.g.
+    ``{"QUEUE_LEASE_TIMEOUT": "1"}``) for the duration; the environment is restored after.
+    """
+    problems: list[str] = []
+
+    def run(where: str, at) -> None:
+        try:
+            at.run()
+            at.run()
+        except Exception as exc:    # AppTest itself failing (a timeout) is a problem too
+            problems.append(f"{where}: {type(exc).__name__}: {exc}")
+            return
+        problems.extend(_page_problems(at, where))
+
+    from streamlit import config
+
+    # The console hides error details from browsers; a test wants the message.
+    shown = config.get_option("client.showErrorDetails")
+    config.set_option("client.showErrorDetails", "full")
+    try:
+        with _console_env(redis_url, namespace, env):
+            _run_every_page(run, task_ids, timeout)
+    finally:
+        config.set_option("client.showErrorDetails", shown)
+    return problems
+
+
+def _run_every_page(run, task_ids: Sequence[str], timeout: float) -> None:
+    from streamlit.testing.v1 import AppTest
+
+    from engine.keys import STATUS_NAMES
+
+    run("Overview", AppTest.from_file(str(APP), default_timeout=timeout))
+    for name, path in PAGE_FILES.items():
+        run(name, AppTest.from_file(str(ROOT / path), default_timeout=timeout))
+    tasks_page = str(ROOT / PAGE_FILES["Tasks"])
+    for status in STATUS_NAMES:
+        at = AppTest.from_file(tasks_page, default_timeout=timeout)
+        at.query_params["status"] = status
+        run(f"Tasks (status {status})", at)
+    for task_id in task_ids:
+        at = AppTest.from_file(tasks_page, default_timeout=timeout)
+        at.query_params["task"] = task_id
+        run(f"Tasks (task {task_id!r})", at)
+
+
+# -- what Markdown a source would draw ------------------------------------------------------------
+_ESCAPED = re.compile(r"\\[!-/:-@\[-`{-~]")
+_CODE_SPAN = re.compile(r"(`+)(.+?)\1", re.S)
+_LINK = re.compile(r"\[([^\]]*)\]\(([^)\s]*)[^)]*\)")
+_BOLD = re.compile(r"(\*\*|__)(.+?)\1", re.S)
+_BARE_URL = re.compile(r"(?:https?://|www\.)\S+")
+
+
+def markup_in(source: str) -> dict[str, list]:
+    """The links (``(text, target)``, bare URLs included) and bold spans that the Markdown
+    ``source`` would draw: escaped characters and code spans draw as themselves, so they
+    are left out. A small reader of the CommonMark rules these pages rely on, for tests."""
+    # Two copies of one length: in ``masked`` an escaped character is gone (it pairs with
+    # nothing), in ``kept`` it is there as drawn. Code spans draw as themselves.
+    masked = _CODE_SPAN.sub(lambda m: " " * len(m.group(0)), _ESCAPED.sub("\x00\x00", source))
+    kept = _ESCAPED.sub(lambda m: "\x00" + m.group(0)[1], source)
+    kept = "".join(k if m != " " or k == " " else " " for k, m in zip(kept, masked))
+    found = list(_LINK.finditer(masked))
+    links = [(kept[m.start(1):m.end(1)].replace("\x00", ""),
+              kept[m.start(2):m.end(2)].replace("\x00", "")) for m in found]
+    # Bare URLs are found in the text as drawn, escapes read: GitHub-flavoured Markdown
+    # links them after parsing, so escaping their punctuation does not stop it.
+    drawn = list(kept)
+    for m in found:
+        drawn[m.start():m.end()] = " " * (m.end() - m.start())
+    bare = [(u.group(0), u.group(0)) for u in _BARE_URL.finditer("".join(drawn).replace("\x00", ""))]
+    bold = [kept[m.start(2):m.end(2)].replace("\x00", "") for m in _BOLD.finditer(masked)]
+    return {"links": links + bare, "bold": bold}
+
+
+def plain_texts(at) -> str:
+    """:func:`texts` with Markdown escapes removed: the words as an operator reads them."""
+    return unescape(texts(at))
+
+
+def unescape(text: str) -> str:
+    """Markdown source as it reads: escapes removed (see ``console.text.md``)."""
+    return re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", str(text)).replace("\u2060", "")
+
+
+def facts_of(at) -> dict[str, str]:
+    """The label → value pairs drawn by ``console.components.facts`` on the page."""
+    out = {}
+    for column in at.columns:
+        captions, markdowns = list(column.caption), list(column.markdown)
+        if len(captions) == 1 and len(markdowns) == 1:
+            out[unescape(captions[0].value)] = unescape(markdowns[0].value)
+    return out

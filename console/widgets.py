@@ -12,9 +12,10 @@ from engine.agent import AgentExecutor
 
 from .components import (form_generation, live, next_form_generation, plain_table, redis_guard,
                          submission_key, updated_caption)
-from .data import query_preview, summary_numbers
+from .data import query_preview, record_status, summary_numbers
 from .forms import PRIORITY_OPTIONS, Checked, check_common, check_query
 from .runtime import default_queue
+from .text import md
 from .theme import FINISHED, status_label
 
 MONITOR_MAX_WATCHED = 20
@@ -40,7 +41,7 @@ def _dashboard_body(queue: TaskQueue, key: str, title: str) -> None:
     # The container key becomes a CSS class (st-key-<key>): a browser test can find
     # this copy of the summary among others.
     with st.container(key=key, border=True):
-        st.markdown(f"**{title}**")
+        st.markdown(f"**{md(title)}**")
         with redis_guard("the queue summary"):
             numbers = summary_numbers(queue.get_queue_stats())
             cells = list(numbers.items())
@@ -86,12 +87,12 @@ def _monitor_form(executor: AgentExecutor, key: str) -> None:
         st.text_area("Query", key=f"{key}_query", height=90,
                      placeholder="Ask the agent something…")
         if errors.get("query"):
-            st.error(errors["query"])
+            st.error(md(errors["query"]))
         left, right = st.columns(2)
         left.selectbox("Priority", PRIORITY_OPTIONS, index=2, key=f"{key}_priority")
         right.text_input("Session id", key=f"{key}_session", placeholder="optional")
         if errors.get("session_id"):
-            right.error(errors["session_id"])
+            right.error(md(errors["session_id"]))
         # The generation in the button's key and in the idempotency key: a double click
         # submits once (see console.components.form_generation).
         st.form_submit_button("Submit", type="primary", key=f"{key}_submit_{generation}",
@@ -138,14 +139,21 @@ def watched_tasks(queue: TaskQueue, key: str) -> None:
         statuses = queue.get_task_statuses(watched)
         rows = []
         for task_id, status in zip(watched, statuses):
-            state = status["status"] if status else None
+            state = record_status(status) if status else None
             if state in FINISHED and task_id not in answers:
                 # A finished task's result never changes: read it once, keep it.
-                answers[task_id] = _outcome_text(queue.get_task_result(task_id))
+                answers[task_id] = _read_outcome(queue, task_id)
             rows.append({"Status": status_label(state) if state else "gone",
                          "Answer / error": answers.get(task_id, ""), "Task id": task_id})
         plain_table(f"{key}_watch_table", pd.DataFrame(rows))
         updated_caption()
+
+
+def _read_outcome(queue: TaskQueue, task_id: str) -> str:
+    try:
+        return _outcome_text(queue.get_task_result(task_id))
+    except (ValueError, RecursionError):     # a result document that is not JSON
+        return "corrupt result: it could not be read"
 
 
 def _outcome_text(doc: dict[str, Any] | None) -> str:

@@ -62,5 +62,9 @@ def parse_stream_entries(entries: list) -> list[dict[str, Any]]:
             continue
         # One entry per script call: a single event, or an array of the call's events.
         for event in events if isinstance(events, list) else [events]:
-            out.append({"id": entry_id, "type": event.get("type"), "data": event.get("data", {})})
+            if not isinstance(event, dict):     # not an event: a reader must not fail on it
+                continue
+            data = event.get("data", {})
+            out.append({"id": entry_id, "type": event.get("type"),
+                        "data": data if isinstance(data, dict) else {}})
     return out

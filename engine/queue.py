@@ -116,19 +116,36 @@ class TaskQueue:
             pipe = self.client.pipeline(transaction=False)
             pipe.hgetall(self.keys.task(task_id))
             pipe.get(self.keys.result(task_id))
-            fields, result = pipe.execute()
+            fields, result = pipe.execute(raise_on_error=False)
+        if _unreadable(fields):
+            return corrupt_record(task_id)
+        if isinstance(fields, Exception):
+            raise fields
         if not fields:
             return None
         record = task_record(fields, task_id)
-        doc = loads(result)
+        record["result"] = None
+        if _unreadable(result):
+            _mark_corrupt(record, "result")
+            return record
+        try:
+            doc = loads(result)
+        except (ValueError, RecursionError):
+            _mark_corrupt(record, "result")
+            return record
         record["result"] = doc.get("result") if isinstance(doc, dict) else None
         return record
 
     def get_task_status(self, task_id: str) -> dict[str, Any] | None:
         """``{'task_id', 'status', 'created_at', 'started_at', 'worker_id', ...}``, or
         None when there is no such task (never submitted, or expired)."""
-        with translate_redis_errors():
-            values = self.client.hmget(self.keys.task(task_id), _STATUS_FIELDS)
+        try:
+            with translate_redis_errors():
+                values = self.client.hmget(self.keys.task(task_id), _STATUS_FIELDS)
+        except redis.ResponseError as exc:
+            if _unreadable(exc):
+                return corrupt_record(task_id)
+            raise
         if values[0] is None:
             return None
         return task_record(dict(zip(_STATUS_FIELDS, values)), task_id)
@@ -180,8 +197,16 @@ class TaskQueue:
                                  scan_limit=scan_limit)["tasks"]
 
     def _load_records(self, ids: Sequence[str]) -> list[dict[str, Any]]:
-        replies = self._read_hashes(self.keys.task(task_id) for task_id in ids)
-        return [task_record(fields, task_id) for task_id, fields in zip(ids, replies) if fields]
+        """The records of ``ids`` in one round trip, in order. An id with no record (an
+        index entry left behind) is skipped; a key that is not a hash comes back as a
+        :func:`corrupt_record`, never as an error for the whole page."""
+        with translate_redis_errors():
+            pipe = self.client.pipeline(transaction=False)
+            for task_id in ids:
+                pipe.hgetall(self.keys.task(task_id))
+            replies = pipe.execute(raise_on_error=False) if ids else []
+        return [corrupt_record(task_id) if _unreadable(fields) else task_record(fields, task_id)
+                for task_id, fields in zip(ids, replies) if fields]
 
     def _read_hashes(self, keys: Iterable[str]) -> list[dict[str, str]]:
         """HGETALL of each key, in order, in one round trip ({} for a missing key)."""
@@ -330,14 +355,18 @@ class TaskQueue:
             pipe = self.client.pipeline(transaction=False)
             for task_id in ids:
                 pipe.hmget(self.keys.task(task_id), fields)
-            values = pipe.execute() if ids else []
-        return [task_id for task_id, v in zip(ids, values) if v[0] is not None
-                and _row_matches(task_id, v, priority, task_type, session_id, needle)]
+            values = pipe.execute(raise_on_error=False) if ids else []
+        # A key that is not a hash has no fields to match: only its id can be found.
+        return [task_id for task_id, v in zip(ids, values)
+                if (_unreadable(v) and priority is None and not task_type and not session_id
+                    and needle and needle in task_id.lower())
+                or (not _unreadable(v) and v[0] is not None
+                    and _row_matches(task_id, v, priority, task_type, session_id, needle))]
 
     @staticmethod
     def _with_updated(records: list[dict[str, Any]], scores: dict[str, float]) -> list[dict[str, Any]]:
         for record in records:
-            record["updated_at"] = clock.to_iso(scores.get(record["task_id"]))
+            record["updated_at"] = _iso_or_none(scores.get(record["task_id"]))
         return records
 
     def get_task_statuses(self, task_ids: Sequence[str]) -> list[dict[str, Any] | None]:
@@ -349,9 +378,10 @@ class TaskQueue:
             pipe = self.client.pipeline(transaction=False)
             for task_id in task_ids:
                 pipe.hmget(self.keys.task(task_id), _STATUS_FIELDS)
-            replies = pipe.execute()
-        return [task_record(dict(zip(_STATUS_FIELDS, values)), task_id) if values[0] is not None
-                else None for task_id, values in zip(task_ids, replies)]
+            replies = pipe.execute(raise_on_error=False)
+        return [corrupt_record(task_id) if _unreadable(values)
+                else task_record(dict(zip(_STATUS_FIELDS, values)), task_id)
+                if values[0] is not None else None for task_id, values in zip(task_ids, replies)]
 
     def list_scheduled(self, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
         """Tasks waiting for a due time (scheduled ones, and retries waiting out their
@@ -364,7 +394,9 @@ class TaskQueue:
         due = dict(pairs)
         records = self._load_records([task_id for task_id, _ in pairs])
         for record in records:
-            record["due_at"] = clock.to_iso(due.get(record["task_id"]))
+            record["due_at"] = _iso_or_none(due.get(record["task_id"]))
+            if record["due_at"] is None:
+                _mark_corrupt(record, "due_at")
         return records
 
     def failed_task_groups(self, scan_limit: int = 2000) -> list[dict[str, Any]]:
@@ -378,9 +410,12 @@ class TaskQueue:
             pipe = self.client.pipeline(transaction=False)
             for task_id, _ in pairs:
                 pipe.hmget(self.keys.task(task_id), ("status", "error", "type"))
-            values = pipe.execute() if pairs else []
+            values = pipe.execute(raise_on_error=False) if pairs else []
         groups: dict[str, dict[str, Any]] = {}
-        for (task_id, score), (status, error, task_type) in zip(pairs, values):
+        for (task_id, score), reply in zip(pairs, values):
+            # A key that is not a hash: its own group, so it can be seen and deleted.
+            status, error, task_type = (("failed", "corrupt record: not a task hash", None)
+                                        if _unreadable(reply) else reply)
             if status != "failed":      # expired, or moved on since the index was read
                 continue
             key = (error or "(no error recorded)").strip().splitlines()[0][:300]
@@ -395,8 +430,8 @@ class TaskQueue:
         for group in sorted(groups.values(), key=lambda g: (-g["count"], -g["last_ms"])):
             out.append({"error": group["error"], "count": group["count"],
                         "task_types": sorted(group["task_types"]),
-                        "first_failed_at": clock.to_iso(group["first_ms"]),
-                        "last_failed_at": clock.to_iso(group["last_ms"]),
+                        "first_failed_at": _iso_or_none(group["first_ms"]),
+                        "last_failed_at": _iso_or_none(group["last_ms"]),
                         "task_ids": group["task_ids"]})
         return out
 
@@ -521,32 +556,91 @@ class TaskQueue:
 
 
 def task_record(fields: dict[str, str], task_id: str) -> dict[str, Any]:
-    """A task hash as the public dict: ISO times, parsed payload, priority name."""
-    priority = fields.get("priority")
+    """A task hash as the public dict: ISO times, parsed payload, priority name.
+
+    Never raises on a record's content: a field that cannot be read (bad JSON, a number
+    that is not one, a time out of range, an unknown status or priority) is left at its
+    empty value and named in ``record["corrupt"]``; the other fields are read as usual.
+    A sound record has no ``corrupt`` key.
+    """
+    corrupt: list[str] = []
+
+    def read(name: str, parse: Callable[[str], Any], empty: Any = None) -> Any:
+        raw = fields.get(name)
+        if raw is None or raw == "":
+            return empty
+        try:
+            return parse(raw)
+        except (TypeError, ValueError, OverflowError, OSError, RecursionError):
+            corrupt.append(name)
+            return empty
+
+    status = fields.get("status")
+    if status is not None and status not in STATUS_NAMES:
+        corrupt.append("status")
     record: dict[str, Any] = {
         "task_id": task_id,
-        "status": fields.get("status"),
+        "status": status,
         "task_type": fields.get("type"),
-        "priority": TaskPriority(int(priority)).label if priority not in (None, "") else None,
-        "created_at": clock.to_iso(fields.get("created_at")),
-        "started_at": clock.to_iso(fields.get("started_at")),
-        "finished_at": clock.to_iso(fields.get("finished_at")),
+        "priority": read("priority", _priority_label),
+        "created_at": read("created_at", clock.to_iso),
+        "started_at": read("started_at", clock.to_iso),
+        "finished_at": read("finished_at", clock.to_iso),
         "worker_id": fields.get("worker") or None,
-        "attempts": int(fields.get("attempt") or 0),
+        "attempts": read("attempt", int, 0),
         "error": fields.get("error") or None,
     }
     if "payload" in fields:
         record.update({
-            "payload": loads(fields.get("payload"), {}),
+            "payload": read("payload", loads, {}),
             "session_id": fields.get("session") or None,
-            "max_retries": int(fields.get("max_retries") or 0),
-            "due_at": clock.to_iso(fields.get("due_at")),
+            "max_retries": read("max_retries", int, 0),
+            "due_at": read("due_at", clock.to_iso),
             "traceback": fields.get("traceback") or None,
-            "duration": int(fields["duration_ms"]) / 1000 if fields.get("duration_ms") else None,
-            "stalls": int(fields.get("stalls") or 0),
+            "duration": read("duration_ms", lambda v: int(v) / 1000),
+            "stalls": read("stalls", int, 0),
             "parent_id": fields.get("parent") or None,
         })
+    if corrupt:
+        record["corrupt"] = corrupt
     return record
+
+
+# Every key of the public record, for a record that could not be read at all.
+_RECORD_KEYS = ("status", "task_type", "priority", "created_at", "started_at", "finished_at",
+                "worker_id", "error", "payload", "session_id", "due_at", "traceback",
+                "duration", "parent_id")
+
+
+def corrupt_record(task_id: str) -> dict[str, Any]:
+    """The record of a task whose key holds something other than a hash: its id, every
+    other field empty, and ``corrupt == ["record"]``."""
+    record: dict[str, Any] = {"task_id": task_id, **dict.fromkeys(_RECORD_KEYS),
+                              "attempts": 0, "max_retries": 0, "stalls": 0}
+    record["corrupt"] = ["record"]
+    return record
+
+
+def _mark_corrupt(record: dict[str, Any], name: str) -> None:
+    if name not in record.setdefault("corrupt", []):
+        record["corrupt"].append(name)
+
+
+def _unreadable(reply: Any) -> bool:
+    """Whether a pipelined reply is Redis refusing to read a key of the wrong type."""
+    return isinstance(reply, redis.ResponseError) and str(reply).startswith("WRONGTYPE")
+
+
+def _priority_label(raw: str) -> str:
+    return TaskPriority(int(raw)).label
+
+
+def _iso_or_none(ms: Any) -> str | None:
+    """``clock.to_iso``, or None for a value that is no time (out of range, not a number)."""
+    try:
+        return clock.to_iso(ms)
+    except (TypeError, ValueError, OverflowError, OSError):
+        return None
 
 
 def _row_matches(task_id: str, values: Sequence[str | None], priority: int | None,

@@ -373,3 +373,26 @@ def test_live_parts_refresh_without_reload(start_console, new_page, queue) -> No
         assert page.evaluate("window.__not_reloaded === true"), "the page was reloaded"
         no_errors_shown(page)
     no_tracebacks_logged(server)
+
+
+# -- text from a URL is text ----------------------------------------------------------------------------
+# Closes and reopens the code span the console once put an id in.
+INJECTED_LINK = "x` **[Session expired: sign in again](https://evil.example/login)** `x"
+
+
+def test_markdown_in_a_link_is_drawn_as_text(start_console, new_page, queue) -> None:
+    """``/Tasks?task=<markdown>`` names the task as text: no link to the injected site, no
+    bold, inside the console's own warning box."""
+    from urllib.parse import quote
+
+    server = start_console()
+    server.wait_healthy()
+    page = new_page()
+    page.goto(server.page_url("/Tasks?task=" + quote(INJECTED_LINK)))
+    expect(title_heading(page, "Tasks")).to_be_visible(timeout=LOAD)
+    main = page.locator('[data-testid="stMain"]')
+    expect(main.get_by_text("Session expired: sign in again", exact=False).first).to_be_visible(timeout=LIVE)
+    wait_idle(page, LOAD)
+    expect(page.locator('a[href*="evil.example"]')).to_have_count(0)
+    expect(main.locator("strong").filter(has_text="Session expired")).to_have_count(0)
+    no_tracebacks_logged(server)

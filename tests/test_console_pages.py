@@ -18,7 +18,7 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from console.batch_jobs import results_csv
-from console.testing import APP, PAGE_FILES, button, texts
+from console.testing import APP, PAGE_FILES, button, facts_of, texts
 from engine import AgentTask, PermanentError, Task, TaskScheduler
 from engine.agent import AgentExecutor, DemoBackend, register_handlers
 from tests.support.steps import claim, wait_until
@@ -375,7 +375,7 @@ def test_task_detail_shows_payload_result_error_timeline(console_env, queue, mix
     at = open_page("Tasks")
     open_task(at, mixed_tasks["failed"])
     assert f"Task {mixed_tasks['failed']}" in [s.value for s in at.subheader]
-    facts = {m.label: m.value for m in at.main.metric}
+    facts = facts_of(at)
     assert facts["Type"] == "boom" and facts["Attempts"] == "1 of 1"
     assert any("content policy" in c.value for c in at.code)
     assert any({"query": "explode"} == j.value or "explode" in str(j.value) for j in at.json)

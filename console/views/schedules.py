@@ -14,6 +14,7 @@ from ..components import (REDIS_DOWN, clear_selection, flash, live, redis_guard,
 from ..data import query_preview, scheduled_frame, to_timestamp
 from ..forms import PRIORITY_OPTIONS, check_query
 from ..runtime import ConsoleContext
+from ..text import md
 from ..theme import status_label
 
 KEY = "schedules"
@@ -164,7 +165,7 @@ def _add_schedule_form(scheduler: TaskScheduler) -> None:
             st.text_area("Query", key=f"{k}_query", height=80)
             st.selectbox("Priority", PRIORITY_OPTIONS, index=2, key=f"{k}_priority")
             for problem in errors.values():
-                st.error(problem, icon=":material/front_hand:")
+                st.error(md(problem), icon=":material/front_hand:")
             st.form_submit_button("Add schedule", type="primary", on_click=_add_schedule,
                                   args=(scheduler, k))
 

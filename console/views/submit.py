@@ -23,6 +23,7 @@ from ..components import (REDIS_DOWN, flash, form_generation, live, next_form_ge
 from ..forms import (PRIORITY_OPTIONS, WHEN_AT, WHEN_DELAY, WHEN_OPTIONS, Checked, check_batch,
                      check_common, check_single)
 from ..runtime import ConsoleContext
+from ..text import md
 from ..widgets import watched_tasks
 
 KEY = "submit"
@@ -47,7 +48,7 @@ def render(ctx: ConsoleContext) -> None:
 
 def _field_error(errors: dict[str, str], name: str) -> None:
     if errors.get(name):
-        st.error(errors[name], icon=":material/front_hand:")
+        st.error(md(errors[name]), icon=":material/front_hand:")
 
 
 # -- one query ---------------------------------------------------------------------------------
@@ -209,9 +210,9 @@ def _csv(ctx: ConsoleContext) -> None:
     try:
         frame = read_csv(data)
     except ValueError as exc:
-        st.error(f"{upload.name}: {exc}", icon=":material/front_hand:")
+        st.error(md(f"{upload.name}: {exc}"), icon=":material/front_hand:")
         return
-    st.markdown(f"**Preview** of {upload.name}: {len(frame):,} rows, {len(frame.columns)} columns")
+    st.markdown(f"**Preview** of {md(upload.name)}: {len(frame):,} rows, {len(frame.columns)} columns")
     plain_table(f"{k}_preview", frame.head(20))
     columns = list(frame.columns)
     guess = guess_query_column(frame)
@@ -223,7 +224,7 @@ def _csv(ctx: ConsoleContext) -> None:
     if problem:
         errors["column"] = problem
     with st.form(f"{k}_form", border=True):
-        st.markdown(f"**{len(queries):,} queries** from column *{column}*")
+        st.markdown(f"**{len(queries):,} queries** from column *{md(column)}*")
         _field_error(errors, "column")
         _common_fields(ctx, k, errors)
         key = submission_key("csv", generation, hashlib.sha256(data).hexdigest(), column)
@@ -291,10 +292,11 @@ def _batch_row(ctx: ConsoleContext, job: BatchJob) -> None:
         try:
             progress = batch_progress(ctx.queue, job)
         except TaskNotFound:
-            st.warning(f"Batch {job.batch_id} ({job.label}) no longer exists.")
+            st.warning(md(f"Batch {job.batch_id} ({job.label}) no longer exists."))
             return
         head, link = st.columns([4, 1], vertical_alignment="center")
-        head.markdown(f"**{job.label}** · batch `{job.batch_id}` · submitted {job.created_at}")
+        head.markdown(f"{md(job.label)} · batch {md(job.batch_id)} · submitted "
+                      f"{md(job.created_at)}")
         with link:
             page_link("pages/2_Tasks.py", "Open in Tasks", ":material/open_in_new:",
                       query_params={"task": job.batch_id})

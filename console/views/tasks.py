@@ -5,17 +5,19 @@ from typing import Any, Sequence
 
 import streamlit as st
 
-from engine import clock
+from engine import ValidationError, clock
 from engine.keys import PRIORITY_NAMES, STATUS_NAMES
 
 from ..actions import ACTIONS, BULK_LIMIT, matching_ids
 from ..batch_jobs import batch_progress
-from ..components import (REDIS_DOWN, clear_selection, flash, live, plain_table, redis_guard,
+from ..components import (REDIS_DOWN, clear_selection, facts, flash, live, plain_table, redis_guard,
                           run_action, selectable_table, selection_header, show_flash, status_badge,
                           turn_page, updated_caption)
 from ..data import (PAGE_SIZES, SEARCH_SCAN, TIME_RANGES, TaskFilters, TaskPage, allowed_actions,
-                    describe_age, load_task_page, task_timeline, tasks_frame)
+                    attempts_text, describe_age, load_task_page, record_status, task_timeline,
+                    tasks_frame)
 from ..runtime import ConsoleContext
+from ..text import md
 
 KEY = "tasks"
 ANY = "All"
@@ -118,7 +120,7 @@ def _live_body(ctx: ConsoleContext, filters: TaskFilters, page_size: int) -> Non
 
 def _summary(page: TaskPage, filters: TaskFilters) -> str:
     if page.exact_id:
-        return f"Task id **{page.exact_id}** found."
+        return f"Task id **{md(page.exact_id)}** found."
     if not page.records:
         return "**No tasks match these filters.**"
     last = page.first_row + len(page.records) - 1
@@ -216,17 +218,26 @@ def _close() -> None:
 
 
 def _detail(ctx: ConsoleContext, task_id: str) -> None:
-    record = ctx.queue.get_task(task_id)
-    if record is None:
-        st.warning(f"No task `{task_id}`: it was never submitted, or it expired or was deleted.")
+    try:
+        record = ctx.queue.get_task(task_id)
+    except ValidationError as exc:      # not something a task id can be (from a link)
+        st.warning(f"No task {md(task_id, 200)}: {md(exc)}")
         return
-    status = record.get("status")
+    if record is None:
+        st.warning(f"No task {md(task_id, 200)}: it was never submitted, or it expired or was "
+                   "deleted.")
+        return
+    status = record_status(record)
     is_batch = record.get("task_type") == "batch_query"
     with st.container(border=True, key=f"{KEY}_detail"):
         title, badge = st.columns([5, 1], vertical_alignment="center")
-        title.subheader(f"Task {task_id}")
+        title.subheader(f"Task {md(task_id)}")
         with badge:
             status_badge(status)
+        if record.get("corrupt"):
+            st.error(f"This task's record is corrupt: {md(', '.join(record['corrupt']))} could not "
+                     "be read. What could be read is shown below; deleting the task removes it.",
+                     icon=":material/report:")
         _facts(record)
         if is_batch:
             _batch_progress(ctx, task_id)
@@ -253,18 +264,15 @@ def _detail(ctx: ConsoleContext, task_id: str) -> None:
 
 
 def _facts(record: dict[str, Any]) -> None:
-    cells = [("Type", record.get("task_type") or "—"), ("Priority", record.get("priority") or "—"),
-             ("Attempts", f"{record.get('attempts', 0)} of {record.get('max_retries', 0) + 1}"),
-             ("Worker", record.get("worker_id") or "—"),
-             ("Run time", _run_time(record.get("duration"))),
-             ("Session", record.get("session_id") or "—")]
-    for column, (label, value) in zip(st.columns(len(cells)), cells):
-        column.metric(label, value)
+    cells = [("Type", record.get("task_type")), ("Priority", record.get("priority")),
+             ("Attempts", attempts_text(record, " of ")), ("Worker", record.get("worker_id")),
+             ("Run time", _run_time(record.get("duration"))), ("Session", record.get("session_id"))]
+    facts(cells)
     times = [("Created", "created_at"), ("Started", "started_at"), ("Finished", "finished_at"),
              ("Due", "due_at")]
-    st.caption(" · ".join(f"{label}: {record[name]}" for label, name in times if record.get(name))
-               + (f" · Parent batch: {record['parent_id']}" if record.get("parent_id") else "")
-               + (f" · Stalls: {record['stalls']}" if record.get("stalls") else ""))
+    st.caption(md(" · ".join(f"{label}: {record[name]}" for label, name in times if record.get(name))
+                  + (f" · Parent batch: {record['parent_id']}" if record.get("parent_id") else "")
+                  + (f" · Stalls: {record['stalls']}" if record.get("stalls") else "")))
 
 
 def _run_time(seconds: float | None) -> str:

@@ -6,6 +6,7 @@ import streamlit as st
 from ..components import live, plain_table, redis_guard, updated_caption
 from ..data import load_workers
 from ..runtime import ConsoleContext
+from ..text import md
 from ..theme import STATE_COLOR, status_markdown
 
 KEY = "workers"
@@ -17,7 +18,7 @@ def render(ctx: ConsoleContext) -> None:
                f"lease timeout ({ctx.settings.lease_timeout:g} s) is shown as lost; the tasks it "
                "held go back in line (or fail once they have stalled too often).")
     if ctx.worker is not None:
-        st.info(f"This console runs an embedded worker, `{ctx.worker.worker_id}`. "
+        st.info(f"This console runs an embedded worker, {md(ctx.worker.worker_id)}. "
                 "Start more with `python worker.py` against a shared Redis.",
                 icon=":material/science:")
     live(_live_body, ctx, seconds=ctx.refresh_seconds)
@@ -38,12 +39,12 @@ def _live_body(ctx: ConsoleContext) -> None:
                              format="YYYY-MM-DD HH:mm:ss")})
         for story in view.lost:
             info = story.info
-            label = (f"{status_markdown('lost', STATE_COLOR)} · {info.get('name') or info['worker_id']}"
-                     f" on {info.get('host', '?')} (pid {info.get('pid', '?')}): what happened to "
-                     "its tasks")
+            label = (f"{status_markdown('lost', STATE_COLOR)} · "
+                     f"{md(info.get('name') or info['worker_id'])} on {md(info.get('host', '?'))} "
+                     f"(pid {md(info.get('pid', '?'))}): what happened to its tasks")
             with st.expander(label, expanded=True):
-                st.caption(f"Last heartbeat {info.get('last_heartbeat') or 'unknown'} · "
-                           f"processed {info.get('processed', 0)} · failed {info.get('failed', 0)}")
+                st.caption(md(f"Last heartbeat {info.get('last_heartbeat') or 'unknown'} · "
+                              f"processed {info.get('processed', 0)} · failed {info.get('failed', 0)}"))
                 if story.tasks.empty:
                     st.caption("It held no task when it went silent.")
                 else:
