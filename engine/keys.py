@@ -32,6 +32,7 @@ class Keys:
         self.workers = p + "workers"          # worker ids, scored by last heartbeat
         self.marker = p + "marker"            # wake-up marker workers block on
         self.routed = p + "routed"            # pending ids set aside for a worker of their type
+        self.handled = p + "handled"          # task type -> when a live worker last handled it
         self.events = p + "events"            # pub/sub channel
         self.events_log = p + "events:log"    # capped stream of the same events
         self.stats = p + "stats"              # lifetime counters

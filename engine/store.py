@@ -53,7 +53,7 @@ class Store:
         self._claim_keys = [k.task_prefix, *k.queues, k.status["pending"], k.status["running"],
                             k.leases, k.marker, k.events_log, k.events, k.minute_stats_prefix,
                             k.routed, k.workers, k.worker(""), k.status["failed"], k.stats,
-                            *k.batch_keys]
+                            k.handled, *k.batch_keys]
         self._complete_keys = [k.task_prefix, k.result_prefix, k.done_prefix, k.status["running"],
                                k.status["completed"], k.leases, k.events_log, k.events, k.stats,
                                k.minute_stats_prefix, *k.batch_keys]
@@ -276,7 +276,8 @@ class Store:
     def _claim_args(self, worker_id: str, count: int, types: Sequence[str]) -> list[Any]:
         # A worker counts as live for routing while its heartbeat is younger than a lease:
         # the same silence after which the reaper calls it lost.
-        return [worker_id, count, self.lease_ms, self.lease_ms, self._failed_ttl_ms, *types]
+        return [worker_id, count, self.lease_ms, self.lease_ms, self._failed_ttl_ms,
+                int(self.settings.handler_grace * 1000), *types]
 
     def wait_and_claim(self, worker_id: str, count: int, timeout: float,
                        types: Sequence[str] = ()) -> tuple[bool, list]:
@@ -430,7 +431,7 @@ class Store:
         pairs = [v for item in fields.items() for v in item]
         flat = [v for item in held for v in item]
         return self._run("heartbeat", [k.task_prefix, k.leases, k.workers, k.worker(worker_id),
-                                       k.events_log, k.events],
+                                       k.events_log, k.events, k.handled],
                          [worker_id, self.lease_ms, WORKER_RECORD_TTL_MS, len(fields), *pairs, *flat])
 
     def worker_stop(self, worker_id: str, fields: dict[str, Any]) -> None:

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from engine import PermanentError, RetryableError, Settings, Task, TaskQueue, ValidationError
+from engine import PermanentError, RetryableError, Settings, Task, TaskQueue, TaskWorker, ValidationError
 from engine.connection import connect
 from engine.policies import NO_RETRY, retry_delay_ms
 from tests.support.indexes import assert_consistent
@@ -211,14 +211,47 @@ def test_a_worker_leaves_a_type_it_cannot_run_to_a_live_worker_that_can(queue, f
     assert redis_client.llen(queue.keys.routed) == 0
 
 
-def test_a_type_whose_last_worker_left_fails_for_want_of_a_handler(queue, fleet, redis_client):
-    echoer, translator = fleet
+def test_a_type_whose_last_worker_left_waits_out_the_grace_then_fails_for_want_of_a_handler(
+        clocked_queue, fixed_clock, redis_client):
+    queue = clocked_queue
+    echoer = TaskWorker(queue, handlers={"echo": lambda t: t.payload})
+    translator = TaskWorker(queue, handlers={"translate": lambda t: "bonjour"})
+    echoer._heartbeat_now()
+    translator._heartbeat_now()
     word = queue.submit_task(Task(task_type="translate", max_retries=0))
     assert not echoer.process_one()             # set aside for the translator...
-    translator.store.worker_stop(translator.worker_id, {})   # ...which leaves
+    translator.store.worker_stop(translator.worker_id, {})   # ...which leaves (a deploy)
+    fixed_clock.advance(queue.settings.handler_grace - 1)
+    assert not echoer.process_one()             # its type was handled lately: it waits
+    assert_consistent(redis_client, queue.keys, word, "pending")
+    fixed_clock.advance(2)                      # no worker of its type came back in time
     assert echoer.process_one()
     assert queue.get_task_result(word)["error"] == "no handler for task type translate"
     assert_consistent(redis_client, queue.keys, word, "failed")
+
+
+def test_a_rolling_deploy_loses_no_attempt(clocked_queue, fixed_clock, redis_client):
+    queue = clocked_queue
+    echoer = TaskWorker(queue, handlers={"echo": lambda t: t.payload})
+    old = TaskWorker(queue, handlers={"translate": lambda t: "old"})
+    echoer._heartbeat_now()
+    old._heartbeat_now()
+    old.store.worker_stop(old.worker_id, {})    # the old version stops...
+    words = queue.submit_tasks([Task(task_type="translate", max_retries=0) for _ in range(3)])
+    fixed_clock.advance(60)
+    assert not echoer.process_one()             # ...the others leave its tasks alone...
+    new = TaskWorker(queue, handlers={"translate": lambda t: "new"})
+    new._heartbeat_now()                        # ...and the new version takes them all
+    assert new.start(burst=True)["processed"] == 3
+    assert [queue.get_task_result(w)["result"] for w in words] == ["new"] * 3
+    assert all(queue.get_task_result(w)["attempts"] == 1 for w in words)
+
+
+def test_a_type_no_worker_ever_handled_fails_at_once(queue, fleet, redis_client):
+    echoer, _ = fleet
+    typo = queue.submit_task(Task(task_type="translat", max_retries=0))
+    assert echoer.process_one()
+    assert queue.get_task_result(typo)["error"] == "no handler for task type translat"
 
 
 @pytest.mark.parametrize("verb", ["cancel", "requeue", "delete"])

@@ -3,8 +3,10 @@
   token; the worker must present the token to complete, fail, renew or release it.
   A worker takes only the task types it has handlers for while another live worker has a
   handler for the type: such a task is set aside, still pending, in `routed`, where the
-  workers of its type look first. A type no live worker handles is claimed as before (the
-  worker fails it: "no handler for task type X").
+  workers of its type look first. So is a type no live worker handles but one handled
+  within the grace (`handled`, written by heartbeat.lua): a rolling deploy's gap between
+  the old worker and the new. Past it, the type is claimed as before (the worker fails it:
+  "no handler for task type X").
   Every popped record is checked before anything is written about it (lib.lua: misfit,
   unusable below): a ghost id is dropped from status:pending, a stale one skipped, and a
   corrupt one dead-lettered ("corrupt record: <field>") while the rest are claimed.
@@ -14,12 +16,14 @@
   KEYS[9]  marker            KEYS[10] events:log       KEYS[11] events (channel)
   KEYS[12] minute stats prefix   KEYS[13] routed   KEYS[14] workers
   KEYS[15] worker hash prefix    KEYS[16] status:failed   KEYS[17] stats
+  KEYS[18] handled
   KEYS[-9..-1] the nine batch keys (see lib.lua)
   ARGV[1]  now override in ms ('' = Redis TIME)   ARGV[2] events stream max length
   ARGV[3]  worker id   ARGV[4] COUNT   ARGV[5] lease length in ms
   ARGV[6]  how recent a worker's heartbeat must be for it to count as live, in ms
   ARGV[7]  TTL of a dead-lettered (corrupt) task in ms
-  ARGV[8..] the task types this worker has handlers for
+  ARGV[8]  handler grace in ms (how long a type handled lately waits for its workers)
+  ARGV[9..] the task types this worker has handlers for
   Errors: OOM when Redis is out of memory (nothing claimed).
   Returns: a flat array, 13 values per claimed task: id, token, type, priority, payload,
            attempt, max_retries, retry_delay, backoff, max_retry_delay, session, timeout,
@@ -43,7 +47,7 @@ if type(stamped) == 'table' and stamped.err and string.find(stamped.err, 'OOM', 
 end
 
 local mine = {}
-for i = 8, #ARGV do mine[ARGV[i]] = true end
+for i = 9, #ARGV do mine[ARGV[i]] = true end
 
 -- Whether another live worker has a handler for type t (asked only for types not ours,
 -- so the common claim never reads the worker registry).
@@ -68,8 +72,14 @@ local function handled_elsewhere(t)
   return served[t]
 end
 
+-- Whether a live worker handled type t within the grace (a deploy under way).
+local function handled_lately(t)
+  local at = redis.pcall('HGET', KEYS[18], t)
+  return type(at) == 'string' and (tonumber(at) or 0) > now - tonumber(ARGV[8])
+end
+
 local function ours(t)
-  return mine[t] or not handled_elsewhere(t)
+  return mine[t] or not (handled_elsewhere(t) or handled_lately(t))
 end
 
 -- The first field of a pending record (FIELDS order) that the claim or the worker could

@@ -1,6 +1,7 @@
 --[[ heartbeat: a worker says it is alive and renews the leases of the tasks in its hands.
   KEYS[1] task key prefix   KEYS[2] leases   KEYS[3] workers   KEYS[4] this worker's hash
   KEYS[5] events:log        KEYS[6] events (channel)
+  KEYS[7] handled (task type -> when a live worker last handled it; claim.lua's grace)
   ARGV[1] now override in ms ('' = Redis TIME)   ARGV[2] events stream max length
   ARGV[3] worker id   ARGV[4] lease length in ms   ARGV[5] worker hash TTL in ms
   ARGV[6] number of worker fields P   ARGV[7..] P field/value pairs, then id/token pairs
@@ -10,14 +11,28 @@
 local now = now_ms(ARGV[1])
 local worker, deadline = ARGV[3], now + tonumber(ARGV[4])
 local p = tonumber(ARGV[6])
-local fields = {}
+local fields, types = {}, nil
 for i = 7, 6 + 2 * p do fields[#fields + 1] = ARGV[i] end
+for i = 7, 6 + 2 * p, 2 do
+  if ARGV[i] == 'types' then types = ARGV[i + 1] end
+end
 fields[#fields + 1] = 'last_heartbeat'
 fields[#fields + 1] = now
 redis.call('HSET', KEYS[4], unpack(fields))
 redis.call('PEXPIRE', KEYS[4], ARGV[5])
 if redis.call('ZADD', KEYS[3], now, worker) == 1 then
   emit_data(KEYS[5], KEYS[6], ARGV[2], 'worker.started', { worker_id = worker })
+end
+-- The types this worker handles were handled now: during a rolling deploy, their tasks
+-- wait for the next worker of the type instead of failing with "no handler".
+local ok, names = pcall(cjson.decode, types or '[]')
+if ok and type(names) == 'table' and #names > 0 then
+  local seen = {}
+  for _, name in ipairs(names) do
+    seen[#seen + 1] = tostring(name)
+    seen[#seen + 1] = now
+  end
+  redis.pcall('HSET', KEYS[7], unpack(seen))
 end
 local lost = {}
 for i = 7 + 2 * p, #ARGV, 2 do
