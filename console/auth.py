@@ -1,8 +1,32 @@
-"""The console's password check, kept free of Streamlit so it can be tested on its own."""
+"""The console's password check and its sign-in throttle, kept free of Streamlit so they
+can be tested on their own.
+
+A wrong password costs a second, but parallel sessions made that nothing (12 sessions
+got 12 guesses in 2 s). So attempts are counted in Redis, per client address and for
+all addresses together, in fixed windows: an address past ``ADDRESS_LIMIT`` attempts, or
+everyone once all addresses together pass ``GLOBAL_LIMIT``, is locked out until its
+window ends. The attempt is counted (one atomic INCR) *before* the password is checked,
+so parallel requests cannot all slip in before the first failure is recorded; a
+successful sign-in gives its attempt back. Operators see a lockout on the sign-in page
+(with the time left), in the server log, and with :func:`lockouts` or
+``redis-cli --scan --pattern '{<namespace>}:login:attempts:*'`` (clear one with DEL).
+"""
 from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from engine.keys import Keys
+
+log = logging.getLogger("console.auth")
+
+ADDRESS_LIMIT = 5          # attempts per client address per window
+GLOBAL_LIMIT = 50          # attempts from all addresses together per window
+WINDOW_SECONDS = 900       # 15 minutes
+ALL = "*"                  # the scope of the global counter
 
 
 def password_matches(given: str | None, expected: str | None) -> bool:
@@ -17,3 +41,86 @@ def fingerprint(password: str) -> str:
     """A one-way token of the password, kept in the session after sign-in so that a
     changed password signs every session out (the password itself is never stored)."""
     return hashlib.sha256(b"agent-task-queue-console:" + password.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class LoginOutcome:
+    """The answer to one sign-in attempt: ``ok``, or why not (``locked_for`` seconds)."""
+
+    ok: bool
+    message: str = ""
+    locked_for: int = 0
+
+
+@dataclass(frozen=True)
+class Lockout:
+    """A locked scope (a client address, or ``*`` for everyone) and its time left."""
+
+    scope: str
+    attempts: int
+    seconds_left: int
+
+
+class LoginThrottle:
+    """Counts sign-in attempts in Redis and refuses them past the limits."""
+
+    def __init__(self, client: Any, keys: Keys, address_limit: int = ADDRESS_LIMIT,
+                 global_limit: int = GLOBAL_LIMIT, window: int = WINDOW_SECONDS):
+        self.client, self.keys = client, keys
+        self.address_limit, self.global_limit, self.window = address_limit, global_limit, window
+
+    def attempt(self, given: str | None, password: str, address: str | None) -> LoginOutcome:
+        """Count the attempt, then check the password unless a limit is passed."""
+        address = address or "unknown"
+        mine, everyone = self.keys.login_attempts(address), self.keys.login_attempts(ALL)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.incr(mine)
+        pipe.expire(mine, self.window, nx=True)
+        pipe.incr(everyone)
+        pipe.expire(everyone, self.window, nx=True)
+        pipe.ttl(mine)
+        pipe.ttl(everyone)
+        count, _, total, _, mine_ttl, everyone_ttl = pipe.execute()
+        if count > self.address_limit:
+            if count == self.address_limit + 1:
+                log.warning("console sign-in locked for client %s after %d attempts (%d s left)",
+                            address, self.address_limit, mine_ttl)
+            return self._locked(max(1, mine_ttl), "from this address")
+        if total > self.global_limit:
+            if total == self.global_limit + 1:
+                log.warning("console sign-in locked for everyone after %d attempts from all "
+                            "addresses (%d s left)", self.global_limit, everyone_ttl)
+            return self._locked(max(1, everyone_ttl), "from all addresses together")
+        if password_matches(given, password):
+            pipe = self.client.pipeline(transaction=False)
+            pipe.delete(mine)
+            pipe.decr(everyone)
+            pipe.execute()
+            return LoginOutcome(ok=True)
+        return LoginOutcome(ok=False, message="Wrong password.")
+
+    def _locked(self, seconds: int, where: str) -> LoginOutcome:
+        minutes = max(1, round(seconds / 60))
+        return LoginOutcome(ok=False, locked_for=seconds, message=(
+            f"Too many sign-in attempts {where}: signing in is locked for about {minutes} "
+            "min. An operator can see and clear the lockout (docs/PRODUCTION.md)."))
+
+    def lockouts(self) -> list[Lockout]:
+        """Every scope currently past its limit, with its time left."""
+        found = []
+        for key in self.client.scan_iter(match=_glob(self.keys.login_attempts("")) + "*", count=500):
+            scope = key[len(self.keys.login_attempts("")):]
+            attempts = int(self.client.get(key) or 0)
+            limit = self.global_limit if scope == ALL else self.address_limit
+            if attempts > limit:
+                found.append(Lockout(scope, attempts, max(0, self.client.ttl(key))))
+        return sorted(found, key=lambda lock: lock.scope)
+
+    def clear(self, scope: str) -> bool:
+        """Lift the lockout of one address (``*``: the global one)."""
+        return bool(self.client.delete(self.keys.login_attempts(scope)))
+
+
+def _glob(text: str) -> str:
+    """``text`` with Redis glob metacharacters escaped (the hash tag's braces included)."""
+    return "".join("\\" + c if c in "*?[]{}\\" else c for c in text)

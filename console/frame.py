@@ -12,11 +12,12 @@ import streamlit as st
 from engine import ConfigurationError
 from engine.embedded import RedisUnavailableError
 
-from .auth import fingerprint, password_matches
+from .auth import fingerprint
 from .components import page_link
 from .connection import EMBEDDED_CONCURRENCY, describe_mode
 from .redis_health import render_redis_health
 from .runtime import ConsoleContext, connect_console, load_settings
+from .sign_in import attempt_sign_in
 from .widgets import render_task_queue_dashboard
 
 APP_TITLE = "Agent Task Queue"
@@ -71,12 +72,12 @@ def _require_login(password: str | None) -> None:
         st.text_input("Password", type="password", key="login_password")
         submitted = st.form_submit_button("Sign in", type="primary")
     if submitted:
-        given = st.session_state.get("login_password", "")
-        if password_matches(given, password):
+        outcome = attempt_sign_in(st.session_state.get("login_password", ""), password)
+        if outcome.ok:
             st.session_state[AUTH_KEY] = fingerprint(password)
             st.rerun()
         time.sleep(FAILED_LOGIN_DELAY)
-        st.error("Wrong password.")
+        st.error(outcome.message)
     st.caption("This console can cancel and delete tasks: it asks for the password set in "
                "CONSOLE_PASSWORD.")
     st.stop()

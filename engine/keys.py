@@ -38,6 +38,7 @@ class Keys:
         self.stats = p + "stats"              # lifetime counters
         self.idempotency_prefix = p + "idem:"
         self.schedules = p + "schedules"      # recurring schedule names, scored by next fire time
+        self.audit = p + "audit"              # stream: who did what to which tasks, when
 
     def queue(self, priority_name: str) -> str:
         """The pending list of one priority (``urgent``, ``high``, ``normal``, ``low``)."""
@@ -74,6 +75,10 @@ class Keys:
     def schedule(self, name: str) -> str:
         """The hash holding one recurring schedule (cron, timezone, task template, next fire)."""
         return self.prefix + "schedule:" + name
+
+    def login_attempts(self, scope: str) -> str:
+        """Console sign-in attempts of one client address (or ``*`` for all), with a TTL."""
+        return self.prefix + "login:attempts:" + scope
 
     def worker(self, worker_id: str) -> str:
         """The hash holding one worker's details."""
