@@ -9,6 +9,9 @@ from typing import Any
 
 from . import clock
 from .errors import ValidationError
+from .validation import (MAX_DELAY_SECONDS, MAX_RETRIES, MAX_SESSION_CHARS, MAX_TIMEOUT_SECONDS,
+                         check_count, check_id, check_run_at, check_seconds, check_text,
+                         check_type_name, shown)
 
 
 class TaskPriority(enum.IntEnum):
@@ -32,8 +35,8 @@ class TaskPriority(enum.IntEnum):
         except (KeyError, ValueError):
             pass
         raise ValidationError(
-            f"unknown priority {value!r}: use one of low, normal, high, urgent "
-            "(or 0, 5, 10, 15, or a TaskPriority member)")
+            "priority must be one of low, normal, high, urgent (or 0, 5, 10, 15, or a "
+            f"TaskPriority member), got {shown(value)}")
 
     @property
     def label(self) -> str:
@@ -73,11 +76,11 @@ class TaskType(str, enum.Enum):
 
 
 def type_name(task_type: "TaskType | str") -> str:
-    """The stored name of a task type (enum value or the user's own string)."""
-    name = task_type.value if isinstance(task_type, TaskType) else task_type
-    if not isinstance(name, str) or not name.strip() or len(name) > 200:
-        raise ValidationError(f"task type must be a non-empty string or TaskType, got {task_type!r}")
-    return name.strip()
+    """The stored name of a task type (enum value or the user's own string, checked by
+    :func:`engine.validation.check_type_name`)."""
+    if isinstance(task_type, TaskType):
+        return task_type.value
+    return check_type_name(task_type)
 
 
 class Backoff(str, enum.Enum):
@@ -112,12 +115,16 @@ def new_task_id() -> str:
 class Task:
     """A unit of work to submit.
 
-    ``payload`` must be JSON-serialisable. ``retry_delay`` is in seconds; with
+    ``payload`` must be a dict of JSON (checked, with its size, when submitted: it can be
+    changed after the Task is built). ``retry_delay`` is in seconds; with
     ``backoff="exponential"`` it doubles per attempt (with jitter), capped at
     ``max_retry_delay``. ``run_at`` / ``delay`` schedule it for later.
     ``idempotency_key`` makes a second submit with the same key return the first id.
     ``timeout`` (seconds) is passed to handlers that honour it. ``max_retries`` and
     ``retry_delay`` left at None take the queue's ``QUEUE_MAX_RETRIES`` / ``QUEUE_RETRY_DELAY``.
+    Every field is checked when the Task is built and again when it is submitted
+    (:meth:`validate`; the limits are in :mod:`engine.validation`): a bad one is a
+    ValidationError naming it.
     """
 
     task_type: TaskType | str = TaskType.CUSTOM
@@ -136,28 +143,52 @@ class Task:
     parent_id: str | None = None
 
     def __post_init__(self) -> None:
-        self.priority = TaskPriority.parse(self.priority)
-        self.task_type = self.task_type if isinstance(self.task_type, TaskType) else type_name(self.task_type)
-        try:
-            self.backoff = Backoff(self.backoff)
-        except ValueError:
-            raise ValidationError(f"backoff must be 'fixed' or 'exponential', got {self.backoff!r}") from None
         if not isinstance(self.payload, dict):
             raise ValidationError(f"payload must be a dict, got {type(self.payload).__name__}")
-        if self.max_retries is not None and (isinstance(self.max_retries, bool) or
-                                             not isinstance(self.max_retries, int) or self.max_retries < 0):
-            raise ValidationError(f"max_retries must be a whole number >= 0, got {self.max_retries!r}")
-        for name in ("retry_delay", "max_retry_delay"):
-            if name == "retry_delay" and self.retry_delay is None:
-                continue   # the queue's default, filled in at submit
-            if not isinstance(getattr(self, name), (int, float)) or getattr(self, name) < 0:
-                raise ValidationError(f"{name} must be a number of seconds >= 0")
-        if self.delay is not None and (not isinstance(self.delay, (int, float)) or self.delay < 0):
-            raise ValidationError(f"delay must be a number of seconds >= 0, got {self.delay!r}")
-        if self.run_at is not None and not isinstance(self.run_at, datetime):
-            raise ValidationError("run_at must be a datetime")
         if self.session_id is None and isinstance(self.payload.get("session_id"), str):
             self.session_id = self.payload["session_id"]
+        self.validate()
+
+    def validate(self) -> None:
+        """Check every field (normalising priority, type, backoff and empty text), or raise
+        ValidationError naming the first bad one. Runs when the Task is built and again
+        at submit (fields can be changed in between), so the common case is kept cheap."""
+        if type(self.priority) is not TaskPriority:
+            self.priority = TaskPriority.parse(self.priority)
+        if type(self.task_type) is not TaskType:
+            self.task_type = check_type_name(self.task_type)
+        if type(self.backoff) is not Backoff:
+            try:
+                self.backoff = Backoff(self.backoff)
+            except (ValueError, TypeError):
+                raise ValidationError("backoff must be 'fixed' or 'exponential', "
+                                      f"got {shown(self.backoff)}") from None
+        if not isinstance(self.payload, dict):
+            raise ValidationError(f"payload must be a dict, got {type(self.payload).__name__}")
+        check_id(self.task_id, "task_id")
+        if self.parent_id is not None:
+            check_id(self.parent_id, "parent_id")
+        if self.max_retries is not None:
+            check_count(self.max_retries, "max_retries", MAX_RETRIES)
+        if self.retry_delay is not None:      # None: the queue's default, filled in at submit
+            check_seconds(self.retry_delay, "retry_delay", MAX_DELAY_SECONDS)
+        check_seconds(self.max_retry_delay, "max_retry_delay", MAX_DELAY_SECONDS)
+        if self.delay is not None:
+            check_seconds(self.delay, "delay", MAX_DELAY_SECONDS)
+        if self.run_at is not None:
+            check_run_at(self.run_at)
+        if self.timeout is not None:
+            check_seconds(self.timeout, "timeout", MAX_TIMEOUT_SECONDS, zero=False)
+        if self.session_id is not None:
+            if self.session_id == "":
+                self.session_id = None
+            else:
+                check_text(self.session_id, "session_id", MAX_SESSION_CHARS)
+        if self.idempotency_key is not None:
+            if self.idempotency_key == "":
+                self.idempotency_key = None
+            else:
+                check_text(self.idempotency_key, "idempotency_key")
 
     @property
     def type_name(self) -> str:

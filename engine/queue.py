@@ -17,6 +17,7 @@ from .keys import PRIORITY_NAMES, STATUS_NAMES, Keys
 from .models import STORED_DEFAULTS, QueueStats, Task, TaskPriority, TaskStatus, TERMINAL_STATUSES
 from .serialization import dumps, fingerprint, loads
 from .store import REAP_CHUNK, Store, accepted_ids
+from .validation import check_id, check_ids, payload_json
 
 SUBMIT_CHUNK = 500           # tasks per script call in bulk submits (500 measured best: finer overlap)
 WAIT_SLICE_SECONDS = 2.0     # longest single blocking call (see DESIGN.md, known traps)
@@ -55,10 +56,12 @@ class TaskQueue:
 
     # -- submitting ---------------------------------------------------------------------
     def _payload(self, task: Task) -> str:
-        """The task's payload as JSON text, checked: a Task, JSON, within the size limit."""
+        """Check the task whole (its fields again: they can change after it is built) and
+        return its payload as JSON text, checked (engine.validation.payload_json)."""
         if not isinstance(task, Task):
             raise ValidationError(f"expected a Task, got {type(task).__name__}")
-        return dumps(task.payload, "payload", self.settings.max_payload_bytes)
+        task.validate()
+        return payload_json(task.payload, self.settings.max_payload_bytes)
 
     def _row(self, task: Task, children: int = 0, payload: str | None = None) -> list[Any]:
         """submit.lua's values for one task (``payload``: its JSON, when already checked)."""
@@ -112,6 +115,7 @@ class TaskQueue:
     # -- reading ------------------------------------------------------------------------
     def get_task(self, task_id: str) -> dict[str, Any] | None:
         """Everything stored about a task (payload parsed, times in ISO-8601), or None."""
+        check_id(task_id)
         with translate_redis_errors():
             pipe = self.client.pipeline(transaction=False)
             pipe.hgetall(self.keys.task(task_id))
@@ -139,6 +143,7 @@ class TaskQueue:
     def get_task_status(self, task_id: str) -> dict[str, Any] | None:
         """``{'task_id', 'status', 'created_at', 'started_at', 'worker_id', ...}``, or
         None when there is no such task (never submitted, or expired)."""
+        check_id(task_id)
         try:
             with translate_redis_errors():
                 values = self.client.hmget(self.keys.task(task_id), _STATUS_FIELDS)
@@ -153,6 +158,7 @@ class TaskQueue:
     def get_task_result(self, task_id: str) -> dict[str, Any] | None:
         """None until the task has finished; then ``{'status': 'completed' | 'failed' |
         'cancelled', 'result', 'error', 'duration', 'attempts', ...}``."""
+        check_id(task_id)
         with translate_redis_errors():
             return self._result_document(task_id, self.client.get(self.keys.result(task_id)))
 
@@ -170,6 +176,7 @@ class TaskQueue:
         Woken by the finishing script itself (no polling interval); raises TaskTimeout
         after ``timeout`` seconds (None = wait forever) and TaskNotFound for an unknown id.
         """
+        check_id(task_id)
         deadline = None if timeout is None else clock.monotonic() + timeout
         with translate_redis_errors():
             while True:
@@ -372,6 +379,7 @@ class TaskQueue:
     def get_task_statuses(self, task_ids: Sequence[str]) -> list[dict[str, Any] | None]:
         """:meth:`get_task_status` for many ids in one round trip, in the same order
         (None for an id with no task)."""
+        task_ids = check_ids(task_ids)
         if not task_ids:
             return []
         with translate_redis_errors():
@@ -453,6 +461,7 @@ class TaskQueue:
     def cancel_task(self, task_id: str, reason: str = "cancelled by request") -> str:
         """Cancel an unfinished task; returns the status it had. Raises TaskNotFound, or
         InvalidTransition for a finished task."""
+        check_id(task_id)
         doc = dumps({"task_id": task_id, "status": "cancelled", "result": None,
                      "error": reason, "duration": None, "attempts": None})
         if self._is_batch_parent(task_id):
@@ -466,6 +475,7 @@ class TaskQueue:
     def retry_task(self, task_id: str, priority: Any = None) -> str:
         """Run a failed or cancelled task again, with a fresh retry budget. For a batch:
         its failed and cancelled children."""
+        check_id(task_id)
         if self._is_batch_parent(task_id):
             batch.retry_batch(self, task_id)
             return "running"
@@ -480,6 +490,7 @@ class TaskQueue:
 
     def requeue_task(self, task_id: str, priority: Any = None) -> str:
         """Put an unfinished task back in line now (optionally at another priority)."""
+        check_id(task_id)
         return self._move(self.store.requeue, task_id, priority, "requeue")
 
     def _move(self, verb: Callable, task_id: str, priority: Any, name: str) -> str:
@@ -491,6 +502,7 @@ class TaskQueue:
 
     def delete_tasks(self, task_ids: Sequence[str]) -> int:
         """Delete tasks and every trace of them; returns how many existed."""
+        task_ids = check_ids(task_ids)
         deleted = 0
         with translate_redis_errors():
             for i in range(0, len(task_ids), 500):
@@ -499,6 +511,7 @@ class TaskQueue:
 
     def delete_task(self, task_id: str) -> bool:
         """Delete one task; False when there was none."""
+        check_id(task_id)
         return self.delete_tasks([task_id]) == 1
 
     def purge(self, status: TaskStatus | str) -> int:

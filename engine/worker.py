@@ -31,6 +31,7 @@ from .policies import retry_delay_ms
 from .queue import TaskQueue, get_task_queue
 from .scheduler import fire_due_schedules
 from .serialization import dumps
+from .validation import MAX_DELAY_SECONDS, check_id, check_text
 
 log = logging.getLogger("engine.worker")
 
@@ -38,6 +39,7 @@ Handler = Callable[[RunningTask], Any]
 CLAIM_FIELDS = 13               # values per task in claim.lua's reply
 BLOCK_SLICE_SECONDS = 1.0       # longest wait on the wake-up marker (see DESIGN.md traps)
 BATCH_WINDOW_SECONDS = 0.05     # how much work a prefetched batch may hold, in run time
+MAX_ERROR_CHARS = 10_000        # of a failed task's error message (its traceback: 20,000)
 # Redis gone, or refusing writes for a while (QueueUnavailable covers RedisRefused;
 # REFUSAL_ERRORS are refusals that reach us untranslated, e.g. on Redis Cluster), or a
 # Redis Cluster between states (CLUSTER_OUTAGE_ERRORS): the worker keeps what it holds
@@ -80,6 +82,27 @@ def running_task(values: list) -> RunningTask:
     return task
 
 
+def _error_text(exc: BaseException) -> str:
+    """The error a failed task records: ``Type: message`` (the message alone for a
+    missing handler), at most MAX_ERROR_CHARS, writable whatever the exception holds."""
+    try:
+        message = str(exc)
+    except Exception:  # an exception whose __str__ fails must not take the worker with it
+        message = "(its message could not be read)"
+    if isinstance(exc, NoHandler):
+        return _writable(message[:MAX_ERROR_CHARS])
+    text = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+    return _writable(text[:MAX_ERROR_CHARS])
+
+
+def _writable(text: str) -> str:
+    """``text`` with any lone surrogate (from a handler's exception) written as an escape:
+    Redis takes UTF-8 only, and an unwritable error would stop the worker's reports."""
+    if text.isascii():
+        return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def new_worker_id() -> str:
     """``worker-`` + 8 hex digits, as the guide's banner shows."""
     return "worker-" + uuid.uuid4().hex[:8]
@@ -103,8 +126,9 @@ class TaskWorker:
         self.queue = queue or get_task_queue()
         self.store = self.queue.store
         self.concurrency = concurrency
-        self.worker_id = worker_id or new_worker_id()
-        self.name = name or self.worker_id
+        # Both are stored, shown in the console and written into events and results.
+        self.worker_id = new_worker_id() if worker_id is None else check_id(worker_id, "worker_id")
+        self.name = self.worker_id if name is None else check_text(name, "name")
         self.max_batch = max(1, max_batch)
         self.heartbeat_interval = heartbeat_interval or self.queue.settings.heartbeat_interval
         self._handlers: dict[str, Handler] = {}
@@ -350,7 +374,12 @@ class TaskWorker:
                 self._in_handler = False
             elapsed = time.perf_counter() - started
             try:
-                body = dumps(result, "result", self.queue.settings.max_result_bytes)
+                # The whole document in one encoding (never text pasted into a template,
+                # which a quote in any part would break); the size limit is on what is stored.
+                doc = dumps({"task_id": task.task_id, "status": "completed", "result": result,
+                             "error": None, "duration": round(elapsed, 6),
+                             "attempts": task.attempt, "worker_id": self.worker_id},
+                            "result", self.queue.settings.max_result_bytes)
             except ValidationError as exc:
                 raise PermanentError(f"handler returned an unusable result: {exc}") from None
         except _Abort:
@@ -358,19 +387,19 @@ class TaskWorker:
         except Exception as exc:  # a handler's failure is the task's, never the worker's
             return self._failure(task, exc, time.perf_counter() - started)
         self._avg_run = elapsed if self._avg_run <= 0 else 0.9 * self._avg_run + 0.1 * elapsed
-        doc = ('{"task_id":"%s","status":"completed","result":%s,"error":null,'
-               '"duration":%.6f,"attempts":%d,"worker_id":"%s"}'
-               % (task.task_id, body, elapsed, task.attempt, self.worker_id))
         return ("ok", task, doc, int(elapsed * 1000))
 
     def _failure(self, task: RunningTask, exc: Exception, elapsed: float) -> tuple:
-        error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        if isinstance(exc, NoHandler):
-            error = str(exc)
-        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))[-20000:]
+        error = _error_text(exc)
+        tb = _writable("".join(traceback.format_exception(type(exc), exc, exc.__traceback__))[-20000:])
         policy = task.extra      # retry_policy(): defaults already filled in
-        delay = retry_delay_ms(exc, task.attempt, policy["retry_delay"], policy["backoff"],
-                               policy["max_retry_delay"])
+        try:
+            delay = retry_delay_ms(exc, task.attempt, policy["retry_delay"], policy["backoff"],
+                                   policy["max_retry_delay"])
+        except (TypeError, ValueError, OverflowError):   # a retry_after that is no number
+            delay = retry_delay_ms(RuntimeError(), task.attempt, policy["retry_delay"],
+                                   policy["backoff"], policy["max_retry_delay"])
+        delay = min(delay, MAX_DELAY_SECONDS * 1000)    # a due time Redis can still store
         doc = dumps({"task_id": task.task_id, "status": "failed", "result": None, "error": error,
                      "duration": round(elapsed, 6), "attempts": task.attempt,
                      "worker_id": self.worker_id})
