@@ -35,6 +35,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-agent", action="store_true",
                         help="do not register the agent handlers (agent_query)")
     parser.add_argument("--log-level", default="WARNING", help="logging level (default WARNING)")
+    parser.add_argument("--metrics-port", type=int, metavar="PORT",
+                        help="serve Prometheus /metrics, /healthz and /readyz on PORT")
+    parser.add_argument("--metrics-host", default="0.0.0.0", metavar="HOST",
+                        help="address the metrics server binds (default 0.0.0.0, for scrapers)")
     args = parser.parse_args(argv)
     if args.concurrency < 1:
         parser.error("--concurrency must be at least 1")
@@ -126,7 +130,12 @@ def main(argv: list[str] | None = None) -> int:
             register_handlers(worker, settings, AgentExecutor(queue=queue, backend=backend))
         for path in args.handlers:
             load_handler_module(worker, path)
-    except (ConfigurationError, QueueError, ImportError) as exc:
+        if args.metrics_port is not None:
+            from engine.observability import MetricsServer
+            metrics = MetricsServer(worker, args.metrics_port, args.metrics_host).start()
+            print(f"Metrics on http://{args.metrics_host}:{metrics.port}/metrics "
+                  "(/healthz, /readyz)", flush=True)
+    except (ConfigurationError, QueueError, ImportError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return 2
     install_signal_handlers(worker)

@@ -204,6 +204,8 @@ class TaskWorker:
         return dict(self.stats)
 
     on_ready: Callable[[], None] | None = None   # called once registered (the CLI prints "ready")
+    # engine.observability.WorkerMetrics when metrics are served: told of claims and outcomes.
+    observer: Any = None
 
     @property
     def stopping(self) -> bool:
@@ -324,6 +326,8 @@ class TaskWorker:
                 self._held[task.task_id] = task
             for outcome in corrupt:
                 self._held[outcome[1].task_id] = outcome[1]
+        if self.observer is not None:
+            self.observer.claimed(tasks)
         for outcome in corrupt:
             self._report(outcome)
         return tasks
@@ -407,6 +411,8 @@ class TaskWorker:
 
     # -- reporting ----------------------------------------------------------------------
     def _record(self, outcome: tuple) -> None:
+        if self.observer is not None:
+            self.observer.finished(outcome)
         with self._lock:
             self._unwritten.append(outcome)
 
