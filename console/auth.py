@@ -8,14 +8,16 @@ everyone once all addresses together pass ``GLOBAL_LIMIT``, is locked out until 
 window ends. The attempt is counted (one atomic INCR) *before* the password is checked,
 so parallel requests cannot all slip in before the first failure is recorded; a
 successful sign-in gives its attempt back. Operators see a lockout on the sign-in page
-(with the time left), in the server log, and with :func:`lockouts` or
-``redis-cli --scan --pattern '{<namespace>}:login:attempts:*'`` (clear one with DEL).
+(with the time left), in the server log, and with :meth:`LoginThrottle.lockouts` or
+``redis-cli ZRANGE '{<namespace>}:login:locked' 0 -1`` (lift one with
+:meth:`LoginThrottle.clear`, or DEL of ``{<namespace>}:login:attempts:<address>``).
 """
 from __future__ import annotations
 
 import hashlib
 import hmac
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,11 +87,13 @@ class LoginThrottle:
             if count == self.address_limit + 1:
                 log.warning("console sign-in locked for client %s after %d attempts (%d s left)",
                             address, self.address_limit, mine_ttl)
+                self._note_locked(address, mine_ttl)
             return self._locked(max(1, mine_ttl), "from this address")
         if total > self.global_limit:
             if total == self.global_limit + 1:
                 log.warning("console sign-in locked for everyone after %d attempts from all "
                             "addresses (%d s left)", self.global_limit, everyone_ttl)
+                self._note_locked(ALL, everyone_ttl)
             return self._locked(max(1, everyone_ttl), "from all addresses together")
         if password_matches(given, password):
             pipe = self.client.pipeline(transaction=False)
@@ -105,22 +109,29 @@ class LoginThrottle:
             f"Too many sign-in attempts {where}: signing in is locked for about {minutes} "
             "min. An operator can see and clear the lockout (docs/PRODUCTION.md)."))
 
+    def _note_locked(self, scope: str, seconds: int) -> None:
+        # Listed for lockouts() without SCAN, which the documented ACL user may not run.
+        self.client.zadd(self.keys.login_locked, {scope: time.time() + max(1, seconds)})
+
     def lockouts(self) -> list[Lockout]:
-        """Every scope currently past its limit, with its time left."""
-        found = []
-        for key in self.client.scan_iter(match=_glob(self.keys.login_attempts("")) + "*", count=500):
-            scope = key[len(self.keys.login_attempts("")):]
-            attempts = int(self.client.get(key) or 0)
-            limit = self.global_limit if scope == ALL else self.address_limit
-            if attempts > limit:
-                found.append(Lockout(scope, attempts, max(0, self.client.ttl(key))))
+        """Every scope currently locked out, with its attempts and time left."""
+        now = time.time()
+        self.client.zremrangebyscore(self.keys.login_locked, "-inf", now)
+        scopes = self.client.zrangebyscore(self.keys.login_locked, now, "+inf")
+        if not scopes:
+            return []
+        pipe = self.client.pipeline(transaction=False)
+        for scope in scopes:
+            pipe.get(self.keys.login_attempts(scope))
+            pipe.ttl(self.keys.login_attempts(scope))
+        replies = pipe.execute()
+        found = [Lockout(scope, int(attempts), max(0, ttl))
+                 for scope, attempts, ttl in zip(scopes, replies[::2], replies[1::2]) if attempts]
         return sorted(found, key=lambda lock: lock.scope)
 
     def clear(self, scope: str) -> bool:
         """Lift the lockout of one address (``*``: the global one)."""
-        return bool(self.client.delete(self.keys.login_attempts(scope)))
-
-
-def _glob(text: str) -> str:
-    """``text`` with Redis glob metacharacters escaped (the hash tag's braces included)."""
-    return "".join("\\" + c if c in "*?[]{}\\" else c for c in text)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.delete(self.keys.login_attempts(scope))
+        pipe.zrem(self.keys.login_locked, scope)
+        return bool(pipe.execute()[0])

@@ -40,6 +40,7 @@ class Keys:
         self.schedules = p + "schedules"      # recurring schedule names, scored by next fire time
         self.audit = p + "audit"              # stream: who did what to which tasks, when
         self.probe = p + "probe"              # short-lived: a readiness probe's test write
+        self.login_locked = p + "login:locked"  # locked-out sign-in scopes, scored by unlock time
 
     def queue(self, priority_name: str) -> str:
         """The pending list of one priority (``urgent``, ``high``, ``normal``, ``low``)."""
