@@ -46,6 +46,8 @@ if type(stamped) == 'table' and stamped.err and string.find(stamped.err, 'OOM', 
   return redis.error_reply(stamped.err)
 end
 
+local worker_json = ',"worker_id":' .. json_text(worker) .. ',"attempt":'   -- every event's
+
 local mine = {}
 for i = 9, #ARGV do mine[ARGV[i]] = true end
 
@@ -129,8 +131,7 @@ local function take(id, key, f)
   leases[#leases + 1] = id
   local w = string.format('wait:%d', bucket(now - tonumber(f[14] or f[12])))
   waits[w] = (waits[w] or 0) + 1
-  emit(KEYS[10], KEYS[11], maxlen, 'task.status_changed', id, 'running',
-    { worker_id = worker, attempt = tonumber(attempt) })
+  emit(KEYS[10], KEYS[11], maxlen, 'task.status_changed', id, 'running', worker_json .. attempt)
   need = need - 1
 end
 

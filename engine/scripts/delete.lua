@@ -22,7 +22,9 @@ for i = 3, #ARGV do
   redis.call('DEL', KEYS[8] .. id)
   if redis.call('DEL', KEYS[1] .. id) == 1 then
     deleted = deleted + 1
-    emit(KEYS[16], KEYS[17], ARGV[2], 'task.deleted', id, f[1] or 'missing')
+    local was = f[1] or 'missing'
+    if not (was == 'missing' or is_status(was)) then was = 'corrupt' end   -- a record's own text
+    emit(KEYS[16], KEYS[17], ARGV[2], 'task.deleted', id, was)
   end
 end
 flush_events()
