@@ -112,6 +112,12 @@ class Settings:
     # Console.
     console_password: str | None = field(default=None, metadata={"env": "CONSOLE_PASSWORD"}, repr=False)
     console_refresh_seconds: float = field(default=3.0, metadata={"env": "CONSOLE_REFRESH_SECONDS"})
+    # Roles of identities signed in with OpenID Connect (engine/access.py): comma lists of
+    # emails, *@domain, group:<name> (from the CONSOLE_GROUPS_CLAIM claim) or *.
+    console_admins: str | None = field(default=None, metadata={"env": "CONSOLE_ADMINS"})
+    console_operators: str | None = field(default=None, metadata={"env": "CONSOLE_OPERATORS"})
+    console_viewers: str | None = field(default=None, metadata={"env": "CONSOLE_VIEWERS"})
+    console_groups_claim: str = field(default="groups", metadata={"env": "CONSOLE_GROUPS_CLAIM"})
 
     def __post_init__(self) -> None:
         self._validate()

@@ -56,6 +56,10 @@ class IdempotencyConflict(QueueError):
         self.existing_id = existing_id
 
 
+class AccessDenied(QueueError, PermissionError):
+    """The acting identity's role does not allow this verb (engine.access); nothing changed."""
+
+
 class LeaseLost(QueueError):
     """A worker reported on a task whose lease it no longer holds (fencing token mismatch)."""
 
