@@ -11,7 +11,7 @@ from . import clock
 from .errors import ValidationError
 from .validation import (MAX_DELAY_SECONDS, MAX_RETRIES, MAX_SESSION_CHARS, MAX_TIMEOUT_SECONDS,
                          check_count, check_id, check_run_at, check_seconds, check_text,
-                         check_type_name, shown)
+                         check_type_name, checked_type_names, is_valid_id, shown)
 
 
 class TaskPriority(enum.IntEnum):
@@ -155,24 +155,29 @@ class Task:
         at submit (fields can be changed in between), so the common case is kept cheap."""
         if type(self.priority) is not TaskPriority:
             self.priority = TaskPriority.parse(self.priority)
-        if type(self.task_type) is not TaskType:
-            self.task_type = check_type_name(self.task_type)
+        task_type = self.task_type
+        if type(task_type) is not TaskType and (type(task_type) is not str
+                                                or checked_type_names.get(task_type) != task_type):
+            self.task_type = check_type_name(task_type)
         if type(self.backoff) is not Backoff:
             try:
                 self.backoff = Backoff(self.backoff)
             except (ValueError, TypeError):
                 raise ValidationError("backoff must be 'fixed' or 'exponential', "
                                       f"got {shown(self.backoff)}") from None
-        if not isinstance(self.payload, dict):
+        if type(self.payload) is not dict and not isinstance(self.payload, dict):
             raise ValidationError(f"payload must be a dict, got {type(self.payload).__name__}")
-        check_id(self.task_id, "task_id")
+        if not is_valid_id(self.task_id):
+            check_id(self.task_id, "task_id")
         if self.parent_id is not None:
             check_id(self.parent_id, "parent_id")
         if self.max_retries is not None:
             check_count(self.max_retries, "max_retries", MAX_RETRIES)
         if self.retry_delay is not None:      # None: the queue's default, filled in at submit
             check_seconds(self.retry_delay, "retry_delay", MAX_DELAY_SECONDS)
-        check_seconds(self.max_retry_delay, "max_retry_delay", MAX_DELAY_SECONDS)
+        limit = self.max_retry_delay          # a float, most often the default: checked inline
+        if type(limit) is not float or not 0 <= limit <= MAX_DELAY_SECONDS:
+            check_seconds(limit, "max_retry_delay", MAX_DELAY_SECONDS)
         if self.delay is not None:
             check_seconds(self.delay, "delay", MAX_DELAY_SECONDS)
         if self.run_at is not None:

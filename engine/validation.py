@@ -38,6 +38,7 @@ MAX_TIMEOUT_SECONDS = 7 * 86400
 MAX_PAYLOAD_DEPTH = 32                    # the payload dict itself is depth 1
 
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:\-]{0,%d}" % (MAX_ID_CHARS - 1))
+_ID_MATCH = _ID.fullmatch
 ID_RULE = f"1-{MAX_ID_CHARS} letters, digits or '_.:-', starting with a letter or digit"
 # Control characters (C0, DEL, C1) and lone surrogates (which no UTF-8 encoder accepts).
 _BAD_TEXT = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
@@ -52,7 +53,7 @@ def shown(value: Any, width: int = 60) -> str:
 
 def check_id(value: Any, field: str = "task_id") -> str:
     """An id (task, parent or worker): see the module's rules."""
-    if type(value) is str and _ID.fullmatch(value):
+    if is_valid_id(value):
         return value
     raise ValidationError(f"{field} must be {ID_RULE}, got {shown(value)}")
 
@@ -67,17 +68,28 @@ def check_ids(values: Any, field: str = "task_ids") -> list[str]:
 def is_valid_id(value: Any) -> bool:
     """Whether ``value`` would pass :func:`check_id` (for callers that try a string as an
     id before treating it as something else, e.g. a search box)."""
-    return type(value) is str and _ID.fullmatch(value) is not None
+    return type(value) is str and _ID_MATCH(value) is not None
 
 
 def check_type_name(value: Any) -> str:
     """A task type name (surrounding spaces are dropped): the id rules."""
+    if type(value) is str:
+        name = checked_type_names.get(value)
+        if name is not None:
+            return name
     if isinstance(value, str):
         name = value.strip()
         if _ID.fullmatch(name):
+            if type(value) is str and len(checked_type_names) < 4096:
+                checked_type_names[value] = name
             return name
     raise ValidationError(f"task_type must be a TaskType or a task type name of {ID_RULE}, "
                           f"got {shown(value)}")
+
+
+# Type names already checked, as given → as stored: a program uses a handful, and every
+# task it submits checks its own (bounded, so a stream of distinct names cannot grow it).
+checked_type_names: dict[str, str] = {}
 
 
 def check_text(value: Any, field: str, limit: int = MAX_TEXT_CHARS) -> str:
@@ -131,14 +143,14 @@ def payload_json(payload: Any, limit: int | None, field: str = "payload") -> str
     if not isinstance(payload, dict):
         raise ValidationError(f"{field} must be a dict, got {type(payload).__name__}")
     text = dumps(payload, field, limit)
-    # Cheap tests on the text pick the payloads that need the full walk: with more than
-    # one container there may be nesting (and non-text keys inside); a NUL in a string is
+    # Cheap tests on the text pick the payloads that need the full walk: with a second
+    # container there may be nesting (and non-text keys inside); a NUL in a string is
     # written as \u0000 (a false alarm when the text itself spells it is settled by the walk).
-    if text.count("{") + text.count("[") > 1 or "\\u0000" in text:
+    if "[" in text or text.find("{", 1) >= 0 or "\\u0000" in text:
         _walk(payload, field)
     else:
         for key in payload:
-            if not isinstance(key, str):
+            if type(key) is not str and not isinstance(key, str):
                 raise ValidationError(f"{field} keys must be text, got {shown(key)}")
     return text
 
