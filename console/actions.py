@@ -5,7 +5,10 @@ No Streamlit here: a page calls :func:`apply_action` and shows the report's summ
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime, timezone, tzinfo
 from typing import Any, Sequence
+
+import redis
 
 from engine import InvalidTransition, QueueError, TaskNotFound, TaskQueue
 
@@ -34,7 +37,13 @@ class ActionReport:
         return "success" if self.done and not self.skipped and not self.missing else "warning"
 
     def summary(self) -> str:
-        """One sentence for the operator."""
+        """One sentence for the operator; a refusal of one task says why."""
+        if not self.done and len(self.skipped) == 1 and not self.missing:
+            task_id, reason = self.skipped[0]
+            return f"Not {PAST_TENSE.get(self.action, self.action).lower()}: task {task_id} {reason}."
+        if not self.done and len(self.missing) == 1 and not self.skipped:
+            return (f"Not {PAST_TENSE.get(self.action, self.action).lower()}: task "
+                    f"{self.missing[0]} no longer exists.")
         noun = "task" if len(self.done) == 1 else "tasks"
         parts = [f"{PAST_TENSE.get(self.action, self.action)} {len(self.done)} {noun}."]
         if self.skipped:
@@ -48,9 +57,11 @@ class ActionReport:
 
 
 def apply_action(queue: TaskQueue, action: str, task_ids: Sequence[str],
-                 priority: Any = None) -> ActionReport:
-    """Run ``action`` (cancel, retry, requeue or delete) on each id. A task in a status
-    the verb does not accept is skipped with the engine's reason, never forced."""
+                 priority: Any = None, zone: tzinfo | None = None) -> ActionReport:
+    """Run ``action`` (cancel, retry, requeue or delete) on each id. The engine decides:
+    a task in a status the verb does not accept (it may have changed since the page was
+    drawn) is skipped with the reason, "was already completed at 11:07:34 CET" (times in
+    ``zone``, default UTC), never forced."""
     if action not in ACTIONS:
         raise ValueError(f"unknown action {action!r}: use one of {', '.join(ACTIONS)}")
     report = ActionReport(action)
@@ -73,7 +84,7 @@ def apply_action(queue: TaskQueue, action: str, task_ids: Sequence[str],
         except TaskNotFound:
             report.missing.append(task_id)
         except InvalidTransition as exc:
-            report.skipped.append((task_id, _short(exc)))
+            report.skipped.append((task_id, refusal_reason(queue, task_id, exc, zone)))
         except QueueError as exc:
             report.skipped.append((task_id, _short(exc)))
     return report
@@ -104,6 +115,23 @@ def retry_all_failed(queue: TaskQueue, limit: int = RETRY_ALL_LIMIT) -> ActionRe
         report.missing += step.missing
     report.more_remaining = len(tried) >= limit and queue.count_tasks("failed") > 0
     return report
+
+
+def refusal_reason(queue: TaskQueue, task_id: str, exc: Exception,
+                   zone: tzinfo | None = None) -> str:
+    """Why the engine refused: the task's state now, and since when (one read)."""
+    try:
+        record = queue.get_task_status(task_id)
+    except (QueueError, ValueError, redis.RedisError):
+        record = None
+    if not record or not record.get("status"):
+        return _short(exc)
+    status = record["status"]
+    when = record.get("finished_at") if status in ("completed", "failed", "cancelled") else None
+    if when:
+        moment = datetime.fromisoformat(when).astimezone(zone or timezone.utc)
+        return f"was already {status} at {moment:%H:%M:%S %Z}"
+    return f"is {status} now"
 
 
 def _short(exc: Exception) -> str:

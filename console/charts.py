@@ -37,7 +37,7 @@ def _empty(title: str, message: str) -> go.Figure:
     return figure
 
 
-def throughput_figure(rows: Sequence[dict[str, Any]], title: str = "Throughput per minute") -> go.Figure:
+def throughput_figure(rows: Sequence[dict[str, Any]], title: str = "Tasks per minute") -> go.Figure:
     """Completed and failed tasks per minute as stacked bars, submitted as a line."""
     if not rows:
         return _empty(title, "No data yet")

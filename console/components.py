@@ -48,19 +48,45 @@ def updated_caption(prefix: str = "Updated") -> None:
     st.caption(f"{prefix} {datetime.now(timezone.utc):%H:%M:%S} UTC")
 
 
+TOAST_ICONS = {"success": ":material/check_circle:", "warning": ":material/warning:",
+               "error": ":material/error:"}
+
+
 def flash(key: str, level: str, text: str) -> None:
-    """Remember a message to show once where :func:`show_flash` is called (callbacks
-    cannot draw: they run before the page)."""
-    st.session_state[f"{key}__flash"] = (level, text)
+    """Answer an action: a toast at the next run (where the operator is looking, even
+    scrolled down), and a line that :func:`show_flash` keeps showing under ``key``, with
+    the time, until the next action there (callbacks cannot draw: they run before the
+    page). A live refresh does not wipe it."""
+    st.session_state[f"{key}__flash"] = (level, text, clock_text())
+    st.session_state.setdefault("console__toasts", []).append((level, text))
+
+
+def flash_message(key: str) -> tuple[str, str, str] | None:
+    """The last answer :func:`flash` left under ``key``: ``(level, text, when)``."""
+    return st.session_state.get(f"{key}__flash")
+
+
+def show_toasts() -> None:
+    """Show (once) the toasts that actions left; called by the frame on every page run."""
+    for level, text in st.session_state.pop("console__toasts", []):
+        st.toast(md(text, 300), icon=TOAST_ICONS.get(level))
 
 
 def show_flash(key: str) -> None:
-    """Show, and forget, the message :func:`flash` left for ``key``. The message is drawn
-    as text: it carries task ids, names and the engine's reasons."""
-    message = st.session_state.pop(f"{key}__flash", None)
+    """Show the last answer :func:`flash` left for ``key``, with when it came; it stays
+    until the next action. The message is drawn as text: it carries task ids, names and
+    the engine's reasons."""
+    message = flash_message(key)
     if message:
-        level, text = message
-        {"success": st.success, "warning": st.warning, "error": st.error}.get(level, st.info)(md(text))
+        level, text, when = message
+        {"success": st.success, "warning": st.warning, "error": st.error}.get(level, st.info)(
+            f"{md(text)} ({when})")
+
+
+def clock_text() -> str:
+    """Now, as the operator reads it: ``"14:03:05 CET"`` in their time zone."""
+    from .timefmt import operator_zone, time_of_day
+    return time_of_day(datetime.now(timezone.utc), operator_zone())
 
 
 def table_key(key: str) -> str:
@@ -84,21 +110,28 @@ def turn_page(key: str, step: int) -> None:
     clear_selection(key)
 
 
-def selection_header(count: int, paused: bool) -> None:
-    """The first line of a selection bar: how many rows, and whether updates wait."""
-    st.markdown(f"**{count} selected**" + (" · live updates paused while rows are selected"
-                                           if paused else ""))
+def selection_header(count: int, paused: bool, key: str | None = None) -> None:
+    """The first line of a selection bar: how many rows, and since when the table waits."""
+    since = st.session_state.get(f"{key}__paused_since") if key else None
+    st.markdown(f"**{count} selected**" + (
+        f" · table paused since {since} while rows are selected (clear the selection to "
+        "resume)" if paused and since else
+        " · table paused while rows are selected" if paused else ""))
 
 
 def run_action(queue: Any, key: str, action: str, task_ids: Sequence[str], **options: Any) -> Any:
     """Apply ``action`` to the tasks (see console.actions); on a Redis outage, say under
     ``key`` that nothing changed and return None."""
     from .actions import apply_action   # console.actions imports nothing of Streamlit
+    from .shared import queue_changed
+    from .timefmt import operator_zone
     try:
-        return apply_action(queue, action, task_ids, **options)
+        report = apply_action(queue, action, task_ids, zone=operator_zone(), **options)
     except REDIS_DOWN as exc:
         flash(key, "error", f"Nothing was changed: Redis did not answer ({exc}).")
         return None
+    queue_changed(queue)        # every session's next read shows the engine's answer
+    return report
 
 
 def clear_selection(key: str) -> None:
@@ -123,7 +156,9 @@ def selectable_table(key: str, fetch: Callable[[], Any], to_frame: Callable[[Any
     paused = bool(rows) and snapshot_key in st.session_state
     data = st.session_state[snapshot_key] if paused else fetch()
     st.session_state[snapshot_key] = data
-    frame = to_frame(data)
+    if not paused:
+        st.session_state[f"{key}__paused_since"] = clock_text()   # the rows shown are this fresh
+    frame, column_config, column_order = local_times(to_frame(data), column_config, column_order)
     st.dataframe(styled(frame, short_ids), key=table_key(key), on_select="rerun",
                  selection_mode="multi-row", hide_index=True, column_config=column_config,
                  column_order=column_order, width="stretch", height=height)
@@ -144,8 +179,44 @@ def plain_table(key: str, frame: Any, *, short_ids: Sequence[str] = (), **kwargs
     """A read-only table inside a container keyed ``key``: the key finds it in tests and
     becomes a CSS class (``st-key-<key>``) for browser tests. Statuses are coloured and
     ``short_ids`` columns shortened (see :func:`styled`)."""
+    frame, kwargs["column_config"], order = local_times(frame, kwargs.get("column_config"),
+                                                        kwargs.get("column_order"))
+    if order is not None:
+        kwargs["column_order"] = order
     with st.container(key=key):
         st.dataframe(styled(frame, short_ids), hide_index=True, width="stretch", **kwargs)
+
+
+UTC_SUFFIX = " (UTC)"
+DEFAULT_TIME_FORMAT = "YYYY-MM-DD HH:mm:ss"
+
+
+def local_times(frame: pd.DataFrame, column_config: dict | None,
+                column_order: Sequence[str] | None) -> tuple[pd.DataFrame, dict, list | None]:
+    """Show a table's UTC time columns (named ``"... (UTC)"`` by console.data) in the
+    operator's time zone: the column loses its suffix, its times are converted, and its
+    header's help names the zone (UTC is what is stored)."""
+    from .timefmt import local_frame_times, operator_zone, zone_label
+
+    config = dict(column_config or {})
+    names = [c for c in frame.columns if str(c).endswith(UTC_SUFFIX)]
+    if not names:
+        return frame, config, list(column_order) if column_order is not None else None
+    zone = operator_zone()
+    renamed = {c: c[:-len(UTC_SUFFIX)] for c in names}
+    frame = local_frame_times(frame.copy(), names, zone).rename(columns=renamed)
+    for old, new in renamed.items():
+        given = config.pop(old, None)
+        fmt = DEFAULT_TIME_FORMAT
+        width = None
+        if given is not None:
+            fmt = given.get("type_config", {}).get("format") or fmt
+            width = given.get("width")
+        config[new] = st.column_config.DatetimeColumn(
+            format=fmt, width=width,
+            help=f"In your time zone, {zone_label(zone)} (stored as UTC).")
+    order = [renamed.get(c, c) for c in column_order] if column_order is not None else None
+    return frame, config, order
 
 
 # -- table styling -----------------------------------------------------------------------------
@@ -175,7 +246,7 @@ def styled(frame: pd.DataFrame, short_ids: Sequence[str] = ()) -> Any:
     ids = [c for c in short_ids if c in frame.columns]
     if (not statuses and not ids) or frame.size > MAX_STYLED_CELLS:
         return frame
-    styler = frame.style.format(_cell_text, na_rep="")
+    styler = frame.style.format(_cell_text, na_rep="—")
     if ids:
         styler = styler.format(short_id, subset=ids, na_rep="")
     for column, colors in statuses.items():
@@ -184,6 +255,8 @@ def styled(frame: pd.DataFrame, short_ids: Sequence[str] = ()) -> Any:
 
 
 def _cell_text(value: Any) -> str:
+    if value is None or value is pd.NaT:
+        return "—"
     if isinstance(value, float):
         if math.isnan(value):
             return ""

@@ -12,6 +12,7 @@ from typing import Any, Sequence
 import pandas as pd
 
 from engine import QueueStats, TaskQueue, TaskPriority, ValidationError, clock
+from engine import batch as engine_batch
 from engine.queue import MERGED_PAGE_DEPTH
 
 from .theme import status_label, worker_state_label
@@ -99,30 +100,92 @@ def query_preview(payload: Any, limit: int = QUERY_PREVIEW_CHARS) -> str:
 
 
 # -- overview --------------------------------------------------------------------------------
+BATCH_STATUSES = ("running", "completed", "failed", "cancelled")   # where batch parents wait
+BATCH_COUNT_WINDOW = 500      # newest ids of an index looked at to count its batches
+
+
 @dataclass
-class OverviewSnapshot:
-    """The Overview page's live numbers: stats, the last hour per minute, recent failures."""
+class QueueCounts:
+    """Tasks and batches counted apart. The engine's lifetime counters (completed,
+    failed...) count tasks only (a batch's children, never the batch); its status indexes
+    hold batch parents too (a batch waits in ``running`` while its children run), so
+    every count of tasks read from an index subtracts the batches in it."""
 
     stats: QueueStats
+    batches: dict[str, tuple[int, bool]]      # status -> (batch parents, exact)
+
+    def batches_in(self, status: str) -> int:
+        """Batch parents in the index of ``status`` (0 for statuses they never take)."""
+        return self.batches.get(status, (0, True))[0]
+
+    def batches_exact(self, status: str | None = None) -> bool:
+        """Whether the batch count of ``status`` (None: every status) is exact."""
+        names = [status] if status else list(self.batches)
+        return all(self.batches.get(n, (0, True))[1] for n in names)
+
+    @property
+    def running_tasks(self) -> int:
+        """Tasks held by a worker (the running index without batch parents)."""
+        return max(0, self.stats.running_tasks - self.batches_in("running"))
+
+    @property
+    def dead_letter_tasks(self) -> int:
+        """Failed tasks stored (the failed index without failed batches)."""
+        return max(0, self.stats.failed_in_index - self.batches_in("failed"))
+
+    def index_split(self, status: str | None, total: int) -> tuple[int, int]:
+        """``(tasks, batches)`` among ``total`` index entries of ``status`` (None: all)."""
+        batches = (self.batches_in(status) if status
+                   else sum(self.batches_in(name) for name in BATCH_STATUSES))
+        return max(0, total - batches), batches
+
+
+def load_counts(queue: TaskQueue) -> QueueCounts:
+    """Stats and batch parents per status: three round trips."""
+    return QueueCounts(queue.get_queue_stats(),
+                       engine_batch.count_batches(queue, BATCH_STATUSES, BATCH_COUNT_WINDOW))
+
+
+@dataclass
+class OverviewSnapshot:
+    """The Overview page's live numbers: counts, the last hour per minute, recent failures."""
+
+    counts: QueueCounts
     throughput: list[dict[str, Any]]
     failures: list[dict[str, Any]]
 
+    @property
+    def stats(self) -> QueueStats:
+        """The engine's snapshot of index sizes and counters."""
+        return self.counts.stats
+
 
 def load_overview(queue: TaskQueue, minutes: int = 60, failures: int = 8) -> OverviewSnapshot:
-    """Five round trips: stats (1), per-minute rows (2), newest failures (2)."""
+    """Seven round trips: counts (3), per-minute rows (2), newest failures (2)."""
     return OverviewSnapshot(
-        stats=queue.get_queue_stats(), throughput=queue.throughput(minutes),
+        counts=load_counts(queue), throughput=queue.throughput(minutes),
         failures=queue.search_tasks(status="failed", limit=failures)["tasks"])
 
 
-def summary_numbers(stats: QueueStats) -> dict[str, str]:
-    """The compact summary's six numbers, formatted."""
+def count_text(value: int, exact: bool = True) -> str:
+    """``"1,234"``, or ``"≥1,234"`` for a count that looked at a bounded window."""
+    return f"{value:,}" if exact else f"≥{value:,}"
+
+
+def summary_numbers(counts: QueueCounts | QueueStats) -> dict[str, str]:
+    """The compact summary's numbers, formatted: tasks (pending, running, completed and
+    failed over the queue's life), then running batches, workers and the success rate."""
+    if isinstance(counts, QueueStats):
+        counts = QueueCounts(counts, {})
+    stats = counts.stats
     done = stats.completed_tasks + stats.failed_tasks
     return {
-        "Pending": f"{stats.pending_tasks:,}", "Running": f"{stats.running_tasks:,}",
+        "Pending": f"{stats.pending_tasks:,}", "Running": f"{counts.running_tasks:,}",
         "Completed": f"{stats.completed_tasks:,}", "Failed": f"{stats.failed_tasks:,}",
         "Workers": f"{stats.active_workers:,}",
         "Success rate": format_rate(stats.success_rate) if done else "—",
+        "Batches running": count_text(counts.batches_in("running"),
+                                      counts.batches_exact("running")),
     }
 
 
@@ -147,6 +210,7 @@ class TaskFilters:
     session_id: str | None = None
     time_range: str = "Any time"
     search: str = ""
+    batch: str | None = None          # only the children of this batch
 
     def search_kwargs(self, now_ms: int) -> dict[str, Any]:
         """Keyword arguments for ``TaskQueue.search_tasks``."""
@@ -196,6 +260,8 @@ def load_task_page(queue: TaskQueue, filters: TaskFilters, page: int = 0, page_s
                    now_ms: int | None = None) -> TaskPage:
     """A page of tasks for the filters: two or three round trips (plus one when the
     search box holds a single word, which is first tried as an exact task id)."""
+    if filters.batch:
+        return load_batch_children(queue, filters, page, page_size)
     search = filters.search.strip()
     if search and " " not in search and len(search) <= 200:
         try:
@@ -213,6 +279,33 @@ def load_task_page(queue: TaskQueue, filters: TaskFilters, page: int = 0, page_s
                                 scan_limit=SEARCH_SCAN)
     return TaskPage(result["tasks"], result["total"], result["exact"], page, page_size,
                     max_rows=max_rows)
+
+
+def load_batch_children(queue: TaskQueue, filters: TaskFilters, page: int = 0,
+                        page_size: int = 50) -> TaskPage:
+    """A page of a batch's children, in input order. Without other filters: two round
+    trips, any depth. With a status (or type, priority, session, text): its first
+    ``SEARCH_SCAN`` children are looked at, so the total is exact for batches up to that
+    size."""
+    batch_id = filters.batch or ""
+    others = filters.status or filters.scans
+    if not others:
+        total = engine_batch.count_children(queue, batch_id)
+        ids = engine_batch.child_window(queue, batch_id, page * page_size, page_size)
+        return TaskPage(queue._load_records(ids), total, True, page, page_size)
+    ids = engine_batch.child_window(queue, batch_id, 0, SEARCH_SCAN)
+    if filters.status:
+        statuses = engine_batch.child_statuses(queue, ids)
+        ids = [i for i, status in zip(ids, statuses) if status == filters.status]
+    if filters.scans:
+        kwargs = filters.search_kwargs(0)
+        priority = kwargs["priority"]
+        ids = queue._matching(ids, int(TaskPriority.parse(priority)) if priority else None,
+                              kwargs["task_type"], kwargs["session_id"],
+                              (kwargs["text"] or "").lower())
+    exact = engine_batch.count_children(queue, batch_id) <= SEARCH_SCAN
+    window = ids[page * page_size:(page + 1) * page_size]
+    return TaskPage(queue._load_records(window), len(ids), exact, page, page_size)
 
 
 TASK_COLUMNS = ["Status", "Task id", "Type", "Priority", "Query", "Session", "Worker",
@@ -486,3 +579,83 @@ def priority_choices() -> list[str]:
     """Priority names, most urgent first."""
     return [p.label for p in sorted(TaskPriority, reverse=True)]
 
+
+
+# -- batches -----------------------------------------------------------------------------------
+BATCH_FAILURES_SHOWN = 200     # failed children listed in a batch's view
+
+
+@dataclass
+class BatchView:
+    """One batch: its progress, and its failed children (the first ones, in input order)."""
+
+    summary: dict[str, Any]
+    failures: list[dict[str, Any]]
+    failures_scanned: int
+
+    @property
+    def finished(self) -> bool:
+        """Whether every child has ended."""
+        return self.summary["done"] >= self.summary["total"] > 0
+
+
+def load_batch_view(queue: TaskQueue, batch_id: str) -> BatchView | None:
+    """The batch's summary and failed children; None when ``batch_id`` is no batch.
+    Four round trips: the summary, the first ``SEARCH_SCAN`` child ids, their statuses,
+    the failed ones' records."""
+    [summary] = engine_batch.batch_summaries(queue, [batch_id])
+    if summary is None:
+        return None
+    failures: list[dict[str, Any]] = []
+    scanned = 0
+    if summary["failed"] or summary["cancelled"]:
+        ids = engine_batch.child_window(queue, batch_id, 0, SEARCH_SCAN)
+        scanned = len(ids)
+        statuses = engine_batch.child_statuses(queue, ids)
+        failed = [i for i, status in zip(ids, statuses) if status in ("failed", "cancelled")]
+        failures = queue._load_records(failed[:BATCH_FAILURES_SHOWN])
+    return BatchView(summary, failures, scanned)
+
+
+def recent_batches(queue: TaskQueue, limit: int = 50) -> list[dict[str, Any]]:
+    """The newest batches (by their last change) with their progress; three round trips."""
+    found = queue.search_tasks(task_type="batch_query", limit=limit, scan_limit=SEARCH_SCAN)
+    ids = [r["task_id"] for r in found["tasks"]]
+    return [s for s in engine_batch.batch_summaries(queue, ids) if s is not None]
+
+
+BATCH_COLUMNS = ["Status", "Batch id", "Source", "Progress", "Queries", "Completed", "Failed",
+                 "Cancelled", "Created (UTC)", "Finished (UTC)"]
+
+
+def batches_frame(summaries: Sequence[dict[str, Any]]) -> pd.DataFrame:
+    """The Batches table: one row per batch, newest first."""
+    return pd.DataFrame([{
+        "Status": status_label(s.get("status")), "Batch id": s["batch_id"],
+        "Source": s.get("source") or "",
+        "Progress": (s["done"] / s["total"]) if s.get("total") else 0.0,
+        "Queries": s.get("total"), "Completed": s.get("completed"), "Failed": s.get("failed"),
+        "Cancelled": s.get("cancelled"),
+        "Created (UTC)": _ms_timestamp(s.get("created_at")),
+        "Finished (UTC)": _ms_timestamp(s.get("finished_at")),
+    } for s in summaries], columns=BATCH_COLUMNS)
+
+
+def _ms_timestamp(ms: int | None) -> pd.Timestamp | None:
+    if ms is None:
+        return None
+    try:
+        return pd.Timestamp(int(ms), unit="ms", tz="UTC")
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
+def batch_failures_frame(records: Sequence[dict[str, Any]]) -> pd.DataFrame:
+    """A batch's failed (and cancelled) children: input row, id, query, status, error."""
+    return pd.DataFrame([{
+        "Row": ((r.get("payload") or {}).get("index", -1) + 1
+                if isinstance((r.get("payload") or {}).get("index"), int) else None),
+        "Status": status_label(record_status(r)), "Task id": r["task_id"],
+        "Query": query_preview(r.get("payload")), "Attempts": attempts_text(r),
+        "Error": corrupt_note(r) or first_line(r.get("error")),
+    } for r in records], columns=["Row", "Status", "Task id", "Query", "Attempts", "Error"])

@@ -14,7 +14,7 @@ APP = ROOT / "app.py"
 PAGE_FILES = {
     "Submit": "pages/1_Submit.py", "Tasks": "pages/2_Tasks.py", "Workers": "pages/3_Workers.py",
     "Schedules": "pages/4_Schedules.py", "Failed tasks": "pages/5_Failed_tasks.py",
-    "Events": "pages/6_Events.py",
+    "Events": "pages/6_Events.py", "Batches": "pages/7_Batches.py",
 }
 
 

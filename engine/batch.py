@@ -232,3 +232,99 @@ def export_results_csv(batch_id: str, queue: "TaskQueue | None" = None,
     file; then None is returned)."""
     from .csv_jobs import export_results_csv as export
     return export(batch_id, queue=queue, path_or_buffer=path_or_buffer)
+
+
+# -- reads for the console's batch view (each a fixed number of round trips) -------------------
+BATCH_FIELDS = ("status", "total", "n_completed", "n_failed", "n_cancelled", "created_at",
+                "finished_at", "payload", "priority")
+
+
+def batch_summaries(queue: "TaskQueue", batch_ids: Sequence[str]) -> list[dict[str, Any] | None]:
+    """:func:`batch_progress` of many batches in one round trip, in order, each with
+    ``created_at`` / ``finished_at`` (epoch ms or None), ``source`` (where its queries came
+    from, when known) and ``priority``; None for an id that is no batch. Never raises on a
+    record's content: a field that does not read is 0 or None."""
+    if not batch_ids:
+        return []
+    with translate_redis_errors():
+        pipe = queue.client.pipeline(transaction=False)
+        for batch_id in batch_ids:
+            pipe.hmget(queue.keys.task(batch_id), BATCH_FIELDS)
+        replies = pipe.execute(raise_on_error=False)
+    return [_summary(batch_id, reply) for batch_id, reply in zip(batch_ids, replies)]
+
+
+def _summary(batch_id: str, reply: Any) -> dict[str, Any] | None:
+    if isinstance(reply, Exception) or reply[0] is None or reply[1] is None:
+        return None
+    status, total, completed, failed, cancelled, created, finished, payload, priority = reply
+    total, completed, failed, cancelled, created, finished = (
+        _number(v) for v in (total, completed, failed, cancelled, created, finished))
+    try:
+        source = (loads(payload, {}) or {}).get("source")
+    except (ValueError, AttributeError, RecursionError):
+        source = None
+    return {"batch_id": batch_id, "status": status, "total": total or 0,
+            "completed": completed or 0, "failed": failed or 0, "cancelled": cancelled or 0,
+            "done": (completed or 0) + (failed or 0) + (cancelled or 0),
+            "created_at": created, "finished_at": finished, "source": source,
+            "priority": priority}
+
+
+def _number(value: Any) -> int | None:
+    try:
+        return int(float(value))
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
+def count_children(queue: "TaskQueue", batch_id: str) -> int:
+    """How many children the batch has."""
+    with translate_redis_errors():
+        return int(queue.client.llen(queue.keys.children(batch_id)))
+
+
+def child_window(queue: "TaskQueue", batch_id: str, start: int = 0,
+                 count: int = 5000) -> list[str]:
+    """``count`` of the batch's child ids from ``start``, in input order (one round trip)."""
+    if count <= 0:
+        return []
+    with translate_redis_errors():
+        return queue.client.lrange(queue.keys.children(batch_id), start, start + count - 1)
+
+
+def child_statuses(queue: "TaskQueue", ids: Sequence[str]) -> list[str | None]:
+    """The status of each child id, in order (None: gone, or not a task hash)."""
+    if not ids:
+        return []
+    with translate_redis_errors():
+        pipe = queue.client.pipeline(transaction=False)
+        for task_id in ids:
+            pipe.hget(queue.keys.task(task_id), "status")
+        replies = pipe.execute(raise_on_error=False)
+    return [None if isinstance(r, Exception) else r for r in replies]
+
+
+def count_batches(queue: "TaskQueue", statuses: Sequence[str],
+                  window: int = 1000) -> dict[str, tuple[int, bool]]:
+    """How many batch parents each status index holds among its newest ``window`` ids:
+    ``{status: (count, exact)}``, exact when the index holds no more than ``window``.
+    Two round trips. (The lifetime counters count a batch's children, never the batch;
+    the status indexes hold both, so a count of tasks subtracts these.)"""
+    if not statuses:
+        return {}
+    with translate_redis_errors():
+        pipe = queue.client.pipeline(transaction=False)
+        for status in statuses:
+            pipe.zrevrange(queue.keys.status[status], 0, window)   # window + 1: is there more?
+        windows = pipe.execute()
+        pipe = queue.client.pipeline(transaction=False)
+        for ids in windows:
+            for task_id in ids[:window]:
+                pipe.hexists(queue.keys.task(task_id), "total")
+        flags = iter(pipe.execute(raise_on_error=False) if any(windows) else [])
+    out = {}
+    for status, ids in zip(statuses, windows):
+        count = sum(1 for _ in ids[:window] if next(flags) is True)
+        out[status] = (count, len(ids) <= window)
+    return out

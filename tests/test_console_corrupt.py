@@ -31,6 +31,7 @@ def console_env(monkeypatch, redis_url, namespace):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("REDIS_URL", redis_url)
     monkeypatch.setenv("QUEUE_NAMESPACE", namespace)
+    monkeypatch.setattr("console.shared.ENABLED", False)
     yield
     st.cache_resource.clear()
     st.cache_data.clear()

@@ -28,6 +28,8 @@ def test_embedded_redis_and_worker_run_a_query_end_to_end(nothing_configured):
     assert not at.exception, [e.value for e in at.exception]
     sidebar = texts(at.sidebar)
     assert "Running embedded" in sidebar and "Nothing is shared with other machines" in sidebar
+    # The demo agent's knobs, to make failures and retries on purpose.
+    assert "AGENT_DEMO_FAILURE_RATE" in sidebar and "QUEUE_RETRY_DELAY" in sidebar
     ctx = runtime.connect_console()         # the same cached objects the page used
     assert ctx.connection.embedded and ctx.connection.mode == "redis-server"
     assert ":6379" not in ctx.connection.url

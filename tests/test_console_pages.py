@@ -36,6 +36,8 @@ def console_env(monkeypatch, redis_url, namespace):
     # The same short lease as the engine fixtures, so both agree on who is lost.
     monkeypatch.setenv("QUEUE_HEARTBEAT_INTERVAL", "0.2")
     monkeypatch.setenv("QUEUE_LEASE_TIMEOUT", "1.0")
+    # Nothing shared between runs: each run() reads what Redis holds now.
+    monkeypatch.setattr("console.shared.ENABLED", False)
     yield
     st.cache_resource.clear()
 
@@ -105,7 +107,7 @@ def test_overview_shows_live_numbers_sidebar_and_recent_failures(console_env, qu
     assert "content policy" in failures["Error"][0]
     sidebar = {m.label: m.value for m in at.sidebar.metric}
     assert sidebar == {"Pending": "1", "Running": "0", "Completed": "3", "Failed": "1",
-                       "Workers": "0", "Success rate": "75%"}
+                       "Workers": "0", "Success rate": "75%", "Batches running": "0"}
     side_text = " ".join(c.value for c in at.sidebar.caption)
     assert "login disabled (set CONSOLE_PASSWORD)" in side_text
     assert queue.namespace in side_text
@@ -346,7 +348,7 @@ def test_tasks_table_filters_by_status_priority_type_session_time_and_search(con
     at.text_input(key="tasks_search").input("")
     at.selectbox(key="tasks_range").set_value("Last 15 minutes").run()
     assert len(table(at, "tasks_table")) == 10
-    assert "Showing **1–10** of **10** tasks" in texts(at)
+    assert "Showing **1–10** of **10** entries" in texts(at)
 
 
 def test_tasks_table_pages_on_the_server(console_env, queue):

@@ -48,7 +48,7 @@ def test_dashboard_twice_on_one_page_with_the_cached_default_queue(bare_env, que
     sidebar = {m.label: m.value for m in at.sidebar.metric}
     main = {m.label: m.value for m in at.main.metric}
     expected = {"Pending": "2", "Running": "0", "Completed": "0", "Failed": "0", "Workers": "0",
-                "Success rate": "—"}
+                "Success rate": "—", "Batches running": "0"}
     assert sidebar == expected and main == expected
     assert at.get_by_key("left") is not None and at.get_by_key("right") is not None
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from ..components import live, plain_table, redis_guard, updated_caption
+from ..components import live, page_link, plain_table, redis_guard, updated_caption
 from ..data import EVENT_TYPES, events_frame, filter_events
 from ..runtime import ConsoleContext
 
@@ -57,7 +57,32 @@ def _live_body(ctx: ConsoleContext, types: list[str], text: str, keep: int, paus
         note = "paused" if paused else _catch_up(ctx, keep)
         events = filter_events(st.session_state.get(f"{KEY}_buffer", []), types, text)
         st.markdown(f"**{len(events):,} events** shown · {note}")
+        _batch_links(events)
         plain_table(f"{KEY}_table", events_frame(events), height=560,
                     column_config={"Time (UTC)": st.column_config.DatetimeColumn(
                          format="YYYY-MM-DD HH:mm:ss.SSS")})
         updated_caption()
+
+
+MAX_BATCH_LINKS = 5
+
+
+def _batch_links(events: list[dict]) -> None:
+    """Links to the batches whose progress the shown events report (newest first)."""
+    seen: list[str] = []
+    for event in reversed(events):
+        data = event.get("data") or {}
+        batch_id = data.get("batch_id") or data.get("parent_id") or (
+            data.get("task_id") if event.get("type") == "batch.progress" else None)
+        if batch_id and isinstance(batch_id, str) and batch_id not in seen:
+            seen.append(batch_id)
+        if len(seen) >= MAX_BATCH_LINKS:
+            break
+    if not seen:
+        return
+    columns = st.columns(len(seen) + 1, vertical_alignment="center")
+    columns[0].caption("Batches in these events:")
+    for column, batch_id in zip(columns[1:], seen):
+        with column:
+            page_link("pages/7_Batches.py", f"Batch {batch_id[:8]}", ":material/stacks:",
+                      query_params={"batch": batch_id})

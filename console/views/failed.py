@@ -8,7 +8,8 @@ import streamlit as st
 from ..actions import retry_all_failed
 from ..components import (REDIS_DOWN, clear_selection, flash, live, page_link, redis_guard,
                           run_action, selectable_table, show_flash, updated_caption)
-from ..data import failed_groups_frame, failed_tasks_frame
+from ..data import count_text, failed_groups_frame, failed_tasks_frame, load_counts
+from ..shared import queue_changed, shared_read
 from ..runtime import ConsoleContext
 
 KEY = "failed"
@@ -40,6 +41,7 @@ def _whole_queue_actions(ctx: ConsoleContext) -> None:
 def _retry_all(ctx: ConsoleContext) -> None:
     try:
         report = retry_all_failed(ctx.queue)
+        queue_changed(ctx.queue)
     except REDIS_DOWN as exc:
         flash(KEY, "error", f"Redis did not answer: {exc}")
         return
@@ -51,6 +53,7 @@ def _retry_all(ctx: ConsoleContext) -> None:
 def _purge(ctx: ConsoleContext) -> None:
     try:
         deleted = ctx.queue.purge("failed")
+        queue_changed(ctx.queue)
     except REDIS_DOWN as exc:
         flash(KEY, "error", f"Redis did not answer: {exc}")
         return
@@ -67,15 +70,20 @@ def _reset() -> None:
 def _live_body(ctx: ConsoleContext) -> None:
     show_flash(KEY)
     with redis_guard("the failed tasks"):
-        stats = ctx.queue.get_queue_stats()
+        counts = shared_read(ctx.queue, "counts", lambda: load_counts(ctx.queue))
         groups, picked, paused = selectable_table(
-            GROUPS, lambda: ctx.queue.failed_task_groups(scan_limit=GROUP_SCAN),
+            GROUPS, lambda: shared_read(ctx.queue, "failed_groups",
+                                        lambda: ctx.queue.failed_task_groups(scan_limit=GROUP_SCAN)),
             failed_groups_frame,
             column_config={"Error": st.column_config.TextColumn(width="large"),
                            "Last failed (UTC)": st.column_config.DatetimeColumn(format=TIME),
                            "First failed (UTC)": st.column_config.DatetimeColumn(format=TIME)})
-        total = stats.failed_in_index
-        st.caption(f"{total:,} failed tasks stored in {len(groups)} error groups"
+        total = counts.stats.failed_in_index
+        batches = counts.batches_in("failed")
+        st.caption(f"{counts.dead_letter_tasks:,} failed tasks"
+                   + (f" and {count_text(batches, counts.batches_exact('failed'))} failed batches"
+                      if batches else "")
+                   + f" stored, in {len(groups)} error groups"
                    + (f" (grouping looks at the newest {GROUP_SCAN:,})" if total > GROUP_SCAN else "")
                    + (" · paused while a group is selected" if paused else "")
                    + ". Select groups to see and retry their tasks.")
@@ -100,7 +108,8 @@ def _tasks_table(ctx: ConsoleContext, chosen: list[dict]) -> None:
         fetch = lambda: [r for r in ctx.queue.get_task_statuses(ids) if r]  # noqa: E731
     else:
         st.markdown("**Newest failed tasks**")
-        fetch = lambda: ctx.queue.search_tasks(status="failed", limit=TASKS_SHOWN)["tasks"]  # noqa: E731
+        fetch = lambda: shared_read(ctx.queue, "failed_newest", lambda: ctx.queue.search_tasks(  # noqa: E731
+            status="failed", limit=TASKS_SHOWN)["tasks"])
     records, rows, _ = selectable_table(
         TASKS, fetch, failed_tasks_frame,
         column_config={"Error": st.column_config.TextColumn(width="large"),

@@ -5,8 +5,9 @@ import streamlit as st
 
 from ..charts import latency_figure, throughput_figure, totals
 from ..components import live, page_link, plain_table, redis_guard, updated_caption
-from ..data import OverviewSnapshot, failures_frame, format_rate, load_overview
+from ..data import OverviewSnapshot, count_text, failures_frame, format_rate, load_overview
 from ..runtime import ConsoleContext
+from ..shared import shared_read
 
 KEY = "overview"
 
@@ -20,7 +21,7 @@ def render(ctx: ConsoleContext) -> None:
 
 def _live_body(ctx: ConsoleContext) -> None:
     with st.container(key=f"{KEY}_live"), redis_guard("the queue overview"):
-        snapshot = load_overview(ctx.queue)
+        snapshot = shared_read(ctx.queue, "overview", lambda: load_overview(ctx.queue))
         _numbers(snapshot)
         _charts(snapshot)
         _failures(snapshot)
@@ -28,33 +29,44 @@ def _live_body(ctx: ConsoleContext) -> None:
 
 
 def _numbers(snapshot: OverviewSnapshot) -> None:
-    stats = snapshot.stats
+    counts = snapshot.counts
+    stats = counts.stats
     done = stats.completed_tasks + stats.failed_tasks
+    st.markdown("**Tasks** · a batch's queries are tasks; the batch itself is counted below")
     cells = [
-        ("Pending", f"{stats.pending_tasks:,}", "Waiting in line, all priorities"),
-        ("Running", f"{stats.running_tasks:,}", "Held by a worker right now"),
-        ("Completed", f"{stats.completed_tasks:,}", "Finished successfully (lifetime)"),
-        ("Failed", f"{stats.failed_tasks:,}", "Out of attempts (lifetime)"),
+        ("Pending", f"{stats.pending_tasks:,}", "Tasks waiting in line, all priorities"),
+        ("Running", f"{counts.running_tasks:,}", "Tasks held by a worker right now"),
+        ("Completed", f"{stats.completed_tasks:,}", "Tasks finished successfully, over the "
+         "queue's life"),
+        ("Failed", f"{stats.failed_tasks:,}", "Tasks out of attempts, over the queue's life"),
         ("Active workers", f"{stats.active_workers:,}", "Heartbeat within the lease timeout"),
         ("Success rate", format_rate(stats.success_rate) if done else "—",
-         "completed / (completed + failed)"),
+         "completed / (completed + failed) tasks"),
     ]
     for column, (label, value, help_text) in zip(st.columns(len(cells)), cells):
         column.metric(label, value, help=help_text, border=True)
     depth = stats.depth_by_priority
-    st.markdown("**Waiting** · pending by priority, then tasks waiting for a time or a retry")
+    st.markdown("**Waiting** · pending tasks by priority, then tasks waiting for a time or a "
+                "retry, and failed tasks stored")
     more = [("Urgent", depth.get("urgent", 0)), ("High", depth.get("high", 0)),
             ("Normal", depth.get("normal", 0)), ("Low", depth.get("low", 0)),
             ("Set aside", stats.routed_tasks),      # pending, for a worker of their type
             ("Scheduled", stats.scheduled_tasks), ("Retry waiting", stats.retry_tasks),
-            ("Dead letters", stats.failed_in_index)]
+            ("Dead letters", counts.dead_letter_tasks)]
     for column, (label, value) in zip(st.columns(len(more)), more):
         column.metric(label, f"{value:,}")
+    batches = [(name.capitalize(), count_text(counts.batches_in(name), counts.batches_exact(name)))
+               for name in ("running", "completed", "failed", "cancelled")]
+    left, right = st.columns([4, 1], vertical_alignment="center")
+    left.markdown("**Batches** stored · " + " · ".join(f"{label} **{value}**"
+                                                      for label, value in batches))
+    with right:
+        page_link("pages/7_Batches.py", "All batches", ":material/stacks:")
 
 
 def _charts(snapshot: OverviewSnapshot) -> None:
     hour = totals(snapshot.throughput)
-    st.markdown(f"**Last hour:** {hour['submitted']:,} submitted · {hour['completed']:,} "
+    st.markdown(f"**Last hour, tasks:** {hour['submitted']:,} submitted · {hour['completed']:,} "
                 f"completed · {hour['failed']:,} failed · {hour['retried']:,} retried")
     left, right = st.columns(2)
     left.plotly_chart(throughput_figure(snapshot.throughput), width="stretch",

@@ -11,10 +11,12 @@ from engine import AgentTask, TaskScheduler, ValidationError, clock
 from ..components import (REDIS_DOWN, clear_selection, flash, live, redis_guard, run_action,
                           selectable_table, selected_rows, selection_header, show_flash, turn_page,
                           updated_caption)
-from ..data import query_preview, scheduled_frame, to_timestamp
+from ..data import load_counts, query_preview, scheduled_frame
+from ..shared import queue_changed, shared_read
 from ..forms import PRIORITY_OPTIONS, check_query
 from ..runtime import ConsoleContext
 from ..text import md
+from ..timefmt import local_text, operator_zone, zone_label
 from ..theme import status_label
 
 KEY = "schedules"
@@ -40,12 +42,13 @@ def _live_body(ctx: ConsoleContext) -> None:
     show_flash(KEY)
     with redis_guard("the scheduled tasks"):
         page = st.session_state.get(f"{KEY}_page", 0)
-        stats = ctx.queue.get_queue_stats()
+        stats = shared_read(ctx.queue, "counts", lambda: load_counts(ctx.queue)).stats
         waiting = stats.scheduled_tasks + stats.retry_tasks
         st.metric("Waiting for a due time", f"{waiting:,}",
                   help=f"{stats.scheduled_tasks:,} scheduled, {stats.retry_tasks:,} retries waiting")
         records, rows, paused = selectable_table(
-            KEY, lambda: ctx.queue.list_scheduled(limit=PAGE_SIZE, offset=page * PAGE_SIZE),
+            KEY, lambda: shared_read(ctx.queue, "scheduled", lambda: ctx.queue.list_scheduled(
+                limit=PAGE_SIZE, offset=page * PAGE_SIZE), page),
             lambda recs: scheduled_frame(recs, clock.now_ms()),
             column_config={"Due (UTC)": st.column_config.DatetimeColumn(format=TIME)})
         pages = max(1, -(-waiting // PAGE_SIZE))
@@ -95,8 +98,8 @@ VERBS: tuple[tuple[str, str, Callable[[TaskScheduler, str], Any]], ...] = (
     ("Resume schedule", "resume_schedule", TaskScheduler.resume_schedule),
     ("Remove schedule", "remove_schedule", TaskScheduler.remove_schedule),
 )
-SCHEDULE_COLUMNS = ["Name", "State", "Cron", "Timezone", "Next run (UTC)", "Last run (UTC)",
-                    "Fires", "Skipped", "Task", "Last error"]
+SCHEDULE_COLUMNS = ["Name", "State", "Cron", "Timezone", "Next run", "Last run", "Fires",
+                    "Skipped", "Task", "Last error"]
 
 
 def schedules_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
@@ -107,9 +110,10 @@ def schedules_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
         state = "paused" if r.get("paused") else "active"
         out.append({"Name": r["name"], "State": status_label(state),
                     "Cron": r.get("cron"), "Timezone": r.get("timezone"),
-                    "Next run (UTC)": to_timestamp(r.get("next_run")),
-                    "Last run (UTC)": to_timestamp(r.get("last_run")),
-                    "Fires": r.get("fires"), "Skipped": r.get("skipped"),
+                    "Next run": local_text(r.get("next_run"),
+                                           empty="paused" if r.get("paused") else "—"),
+                    "Last run": local_text(r.get("last_run"), empty="never"),
+                    "Fires": r.get("fires") or 0, "Skipped": r.get("skipped") or 0,
                     "Task": f"{task.get('task_type', '?')}: {query_preview(task.get('payload'))}",
                     "Last error": r.get("last_error") or ""})
     return pd.DataFrame(out, columns=SCHEDULE_COLUMNS)
@@ -122,10 +126,13 @@ def _recurring_body(ctx: ConsoleContext, scheduler: TaskScheduler) -> None:
         if not schedules and not selected_rows(RECURRING):
             st.caption("No recurring schedule is defined.")
             return
+        zone = zone_label(operator_zone())
         rows, picked, _ = selectable_table(
             RECURRING, lambda: schedules, schedules_frame,
-            column_config={"Next run (UTC)": st.column_config.DatetimeColumn(format=TIME),
-                           "Last run (UTC)": st.column_config.DatetimeColumn(format=TIME)})
+            column_config={"Next run": st.column_config.TextColumn(
+                               help=f"In your time zone, {zone}"),
+                           "Last run": st.column_config.TextColumn(
+                               help=f"In your time zone, {zone}")})
         names = [rows[i]["name"] for i in picked]
         if names:
             for column, (label, suffix, verb) in zip(st.columns(len(VERBS)), VERBS):
@@ -145,6 +152,7 @@ def _schedule_verb(scheduler: TaskScheduler, label: str,
         # report it with the others, never crash the page.
         except (*REDIS_DOWN, ValueError, KeyError) as exc:
             failed.append(f"{name}: {exc}")
+    queue_changed(scheduler.queue)
     flash(RECURRING, "warning" if failed else "success",
           f"{label}: done for {done} schedule{'s' if done != 1 else ''}."
           + (f" Failed: {'; '.join(failed)}" if failed else ""))
@@ -160,10 +168,11 @@ def _add_schedule_form(scheduler: TaskScheduler) -> None:
             name.text_input("Schedule name", key=f"{k}_name", placeholder="nightly-report")
             cron.text_input("Cron expression", key=f"{k}_cron", placeholder="*/15 * * * *",
                             help="Five fields (minute hour day month weekday), or @hourly, @daily…")
-            zone.text_input("Timezone", key=f"{k}_tz", value="UTC",
-                            help="An IANA name, e.g. Europe/Paris")
+            st.session_state.setdefault(f"{k}_tz", "UTC")
+            zone.text_input("Timezone", key=f"{k}_tz", help="An IANA name, e.g. Europe/Paris")
             st.text_area("Query", key=f"{k}_query", height=80)
-            st.selectbox("Priority", PRIORITY_OPTIONS, index=2, key=f"{k}_priority")
+            st.session_state.setdefault(f"{k}_priority", "normal")
+            st.selectbox("Priority", PRIORITY_OPTIONS, key=f"{k}_priority")
             for problem in errors.values():
                 st.error(md(problem), icon=":material/front_hand:")
             st.form_submit_button("Add schedule", type="primary", on_click=_add_schedule,
@@ -193,4 +202,9 @@ def _add_schedule(scheduler: TaskScheduler, k: str) -> None:
     except REDIS_DOWN as exc:
         state[f"{k}_errors"] = {"schedule": f"Not added: Redis did not answer ({exc})."}
         return
+    queue_changed(scheduler.queue)
     flash(RECURRING, "success", f"Added schedule {name} ({cron}).")
+    # An empty form: the same schedule is not one click away from being added twice.
+    for field, empty in (("name", ""), ("cron", ""), ("query", ""), ("tz", "UTC"),
+                         ("priority", "normal")):
+        state[f"{k}_{field}"] = empty

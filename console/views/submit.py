@@ -298,8 +298,8 @@ def _batch_row(ctx: ConsoleContext, job: BatchJob) -> None:
         head.markdown(f"{md(job.label)} · batch {md(job.batch_id)} · submitted "
                       f"{md(job.created_at)}")
         with link:
-            page_link("pages/2_Tasks.py", "Open in Tasks", ":material/open_in_new:",
-                      query_params={"task": job.batch_id})
+            page_link("pages/7_Batches.py", "Open batch", ":material/stacks:",
+                      query_params={"batch": job.batch_id})
         st.progress(progress["fraction"], text=(
             f"{progress['done']:,} of {progress['total']:,} done · {progress['completed']:,} "
             f"completed · {progress['failed']:,} failed · {progress['cancelled']:,} cancelled"))

@@ -1,4 +1,10 @@
-"""Tasks: a live, filtered, server-paged table; a task's details; actions alone and in bulk."""
+"""Tasks: a live, filtered, server-paged table; a task's details; actions alone and in bulk.
+
+The filters, the page, the open task and the batch filter live in the URL
+(``/Tasks?status=failed&type=agent_query&range=Last+hour&task=<id>``): a link can be
+shared, Back and Forward step through them, and they come back when the operator returns
+to the page from elsewhere.
+"""
 from __future__ import annotations
 
 from typing import Any, Sequence
@@ -10,83 +16,169 @@ from engine.keys import PRIORITY_NAMES, STATUS_NAMES
 
 from ..actions import ACTIONS, BULK_LIMIT, matching_ids
 from ..batch_jobs import batch_progress
-from ..components import (REDIS_DOWN, clear_selection, facts, flash, live, plain_table, redis_guard,
-                          run_action, selectable_table, selection_header, show_flash, status_badge,
-                          turn_page, updated_caption)
-from ..data import (PAGE_SIZES, SEARCH_SCAN, TIME_RANGES, TaskFilters, TaskPage, allowed_actions,
-                    attempts_text, describe_age, load_task_page, record_status, task_timeline,
-                    tasks_frame)
+from ..components import (REDIS_DOWN, clear_selection, clock_text, facts, flash, flash_message,
+                          live, page_link, plain_table, redis_guard, run_action, selectable_table,
+                          selection_header, show_flash, status_badge, turn_page)
+from ..data import (PAGE_SIZES, SEARCH_SCAN, TIME_RANGES, QueueCounts, TaskFilters, TaskPage,
+                    allowed_actions, attempts_text, count_text, describe_age, load_counts,
+                    load_task_page, record_status, task_timeline, tasks_frame)
 from ..runtime import ConsoleContext
+from ..shared import shared_read
 from ..text import md
+from ..timefmt import local_text, utc_text
 
 KEY = "tasks"
 ANY = "All"
 KNOWN_TYPES = ("agent_query", "batch_query", "custom")
 KEEP_PRIORITY = "keep current"
 TABLE_TIME = "MM-DD HH:mm:ss"       # the year is in the task's details
-# Widths that fit the table in the main area of a 1400 px window with the sidebar open.
-# The session and the worker are left to the task's details; the Task id column shows
-# the first 12 characters (the cell keeps the full id: copy it, or select the row).
+DEFAULT_PAGE_SIZE = 50
+# Widths that fit the table in the main area of a 1024 px window with the sidebar open;
+# the Query and Error columns take what is left. The session and the worker are left to
+# the task's details; the Task id column shows the first 12 characters (the cell keeps
+# the full id: copy it, or select the row).
 COLUMNS = {
-    "Status": st.column_config.TextColumn(width=96),
+    "Status": st.column_config.TextColumn(width=100),
     "Task id": st.column_config.TextColumn(
         width=112, help="The first 12 characters of the id. Select the row to open the task "
                         "with its full id below; copying the cell copies the full id."),
-    "Query": st.column_config.TextColumn(width=170),
-    "Type": st.column_config.TextColumn(width=88),
+    "Query": st.column_config.TextColumn(width="medium"),
+    "Type": st.column_config.TextColumn(width=96),
     "Priority": st.column_config.TextColumn(width=64),
     "Attempts": st.column_config.TextColumn(width=68, help="Attempts made / allowed"),
-    "Created (UTC)": st.column_config.DatetimeColumn(format=TABLE_TIME, width=104),
-    "Updated (UTC)": st.column_config.DatetimeColumn(format=TABLE_TIME, width=104),
-    "Error": st.column_config.TextColumn(width=80),
+    "Created (UTC)": st.column_config.DatetimeColumn(format=TABLE_TIME, width=112),
+    "Updated (UTC)": st.column_config.DatetimeColumn(format=TABLE_TIME, width=112),
+    "Error": st.column_config.TextColumn(width="medium"),
 }
 COLUMN_ORDER = list(COLUMNS)
+
+# URL parameter -> (session key of its widget, default value).
+URL_FILTERS = {
+    "status": (f"{KEY}_status", ANY), "priority": (f"{KEY}_priority", ANY),
+    "type": (f"{KEY}_type", ""), "session": (f"{KEY}_session", ""),
+    "range": (f"{KEY}_range", "Any time"), "q": (f"{KEY}_search", ""),
+    "batch": (f"{KEY}_batch", ""), "size": (f"{KEY}_page_size", DEFAULT_PAGE_SIZE),
+}
+URL_KEYS = (*URL_FILTERS, "page", "task")
+CHOICES = {"status": (ANY, *STATUS_NAMES), "priority": (ANY, *PRIORITY_NAMES),
+           "range": tuple(TIME_RANGES), "size": PAGE_SIZES}
+SAVED = f"{KEY}__url"       # the parameters last put in the URL (and to restore on return)
+OPEN = f"{KEY}_open"
+PAGE = f"{KEY}_page"
+OUTCOMES = f"{KEY}__outcomes"   # task id -> (level, text, when) of the last action on it
 
 
 def render(ctx: ConsoleContext) -> None:
     """Draw the Tasks page."""
-    _open_from_link()
+    state_from_url()
     filters, page_size = _filter_bar()
+    if filters.batch:
+        _batch_filter_note(filters.batch)
     live(_live_body, ctx, filters, page_size, seconds=ctx.refresh_seconds)
 
 
+# -- the URL -----------------------------------------------------------------------------------
+def _url_params() -> dict[str, str]:
+    return {name: st.query_params[name] for name in URL_KEYS if name in st.query_params}
+
+
+def _apply(params: dict[str, str]) -> None:
+    """Set the filters, page and open task from URL parameters (unknown values ignored)."""
+    state = st.session_state
+    for name, (key, default) in URL_FILTERS.items():
+        value: Any = params.get(name, default)
+        if name == "size":
+            try:
+                value = int(value)
+            except (TypeError, ValueError):
+                value = default
+        if name in CHOICES and value not in CHOICES[name]:
+            value = default
+        state[key] = value if isinstance(value, int) else str(value)[:500]
+    try:
+        state[PAGE] = max(0, int(params.get("page", "1")) - 1)
+    except ValueError:
+        state[PAGE] = 0
+    task = (params.get("task") or "").strip()[:500]
+    if task:
+        state[OPEN] = task
+    else:
+        state.pop(OPEN, None)
+    clear_selection(KEY)
+
+
+def state_from_url() -> None:
+    """At the start of a page run: a link, Back or Forward (the URL differs from what
+    this page last wrote) sets the filters; coming back to the page with no parameters
+    restores the last ones."""
+    params, saved = _url_params(), st.session_state.get(SAVED)
+    widgets_there = all(key in st.session_state for key, _ in URL_FILTERS.values())
+    if params and params != saved:
+        _apply(params)
+    elif not params and saved:
+        _apply(saved)
+    elif not widgets_there:
+        _apply(params)
+
+
+def publish_url() -> None:
+    """Put the current filters, page and open task in the URL (defaults left out)."""
+    state = st.session_state
+    params: dict[str, str] = {}
+    for name, (key, default) in URL_FILTERS.items():
+        value = state.get(key, default)
+        if value not in (default, None, "") and str(value).strip():
+            params[name] = str(value).strip()
+    if state.get(PAGE, 0):
+        params["page"] = str(state[PAGE] + 1)
+    if state.get(OPEN):
+        params["task"] = state[OPEN]
+    state[SAVED] = params
+    if _url_params() != params:
+        st.query_params.from_dict(params)
+
+
 # -- filters -----------------------------------------------------------------------------------
-def _open_from_link() -> None:
-    """``/Tasks?task=<id>`` opens that task (once per link, so closing it sticks)."""
-    task_id = st.query_params.get("task")
-    if task_id and st.session_state.get(f"{KEY}_linked") != task_id:
-        st.session_state[f"{KEY}_linked"] = task_id
-        st.session_state[f"{KEY}_open"] = task_id
-
-
 def _filters_changed() -> None:
-    st.session_state[f"{KEY}_page"] = 0
+    st.session_state[PAGE] = 0
     clear_selection(KEY)
 
 
 def _filter_bar() -> tuple[TaskFilters, int]:
-    columns = st.columns([1, 1, 1.2, 1.2, 1.2, 2.2, 0.9], vertical_alignment="bottom")
     common = dict(on_change=_filters_changed)
-    status = columns[0].selectbox("Status", [ANY, *STATUS_NAMES], key=f"{KEY}_status", **common)
-    priority = columns[1].selectbox("Priority", [ANY, *PRIORITY_NAMES], key=f"{KEY}_priority",
-                                    **common)
-    task_type = columns[2].text_input("Task type", key=f"{KEY}_type", placeholder="any",
-                                      help="The exact type name, e.g. " + ", ".join(KNOWN_TYPES),
-                                      **common)
-    session = columns[3].text_input("Session id", key=f"{KEY}_session", placeholder="any",
-                                    **common)
-    time_range = columns[4].selectbox("Updated", list(TIME_RANGES), key=f"{KEY}_range",
-                                      help="When the task last changed status", **common)
-    search = columns[5].text_input("Search id or query text", key=f"{KEY}_search",
-                                   placeholder="a task id, or words from the query", **common)
-    page_size = columns[6].selectbox("Rows per page", PAGE_SIZES, index=1, key=f"{KEY}_page_size",
+    first = st.columns([1.2, 1, 1.3, 0.9], vertical_alignment="bottom")
+    status = first[0].selectbox("Status", CHOICES["status"], key=f"{KEY}_status", **common)
+    priority = first[1].selectbox("Priority", CHOICES["priority"], key=f"{KEY}_priority",
+                                  **common)
+    time_range = first[2].selectbox("Updated", CHOICES["range"], key=f"{KEY}_range",
+                                    help="When the task last changed status", **common)
+    page_size = first[3].selectbox("Rows per page", PAGE_SIZES, key=f"{KEY}_page_size",
+                                   **common)
+    second = st.columns([2.2, 1, 1, 1.2], vertical_alignment="bottom")
+    search = second[0].text_input("Search id or query text", key=f"{KEY}_search",
+                                  placeholder="a task id, or words from the query", **common)
+    task_type = second[1].text_input("Task type", key=f"{KEY}_type", placeholder="any",
+                                     help="The exact type name, e.g. " + ", ".join(KNOWN_TYPES),
                                      **common)
+    session = second[2].text_input("Session id", key=f"{KEY}_session", placeholder="any",
+                                   **common)
+    batch = second[3].text_input("Batch id", key=f"{KEY}_batch", placeholder="any",
+                                 help="Only the queries of this batch, in input order", **common)
     filters = TaskFilters(status=None if status == ANY else status,
                           priority=None if priority == ANY else priority,
                           task_type=(task_type or "").strip() or None,
                           session_id=(session or "").strip() or None, time_range=time_range,
-                          search=search or "")
+                          search=search or "", batch=(batch or "").strip() or None)
     return filters, int(page_size)
+
+
+def _batch_filter_note(batch_id: str) -> None:
+    left, right = st.columns([3, 1], vertical_alignment="center")
+    left.caption(f"Showing the queries of batch {md(batch_id)}, in input order (the time "
+                 "range does not apply).")
+    with right:
+        page_link("pages/7_Batches.py", "Open the batch", ":material/stacks:",
+                  query_params={"batch": batch_id})
 
 
 # -- the live part -------------------------------------------------------------------------------
@@ -94,41 +186,55 @@ def _live_body(ctx: ConsoleContext, filters: TaskFilters, page_size: int) -> Non
     show_flash(KEY)
     summary = st.empty()
     with redis_guard("the tasks"):
-        page_no = st.session_state.get(f"{KEY}_page", 0)
+        page_no = st.session_state.get(PAGE, 0)
         page, rows, paused = selectable_table(
-            KEY, lambda: load_task_page(ctx.queue, filters, page_no, page_size),
+            KEY, lambda: shared_read(ctx.queue, "task_page",
+                                     lambda: load_task_page(ctx.queue, filters, page_no, page_size),
+                                     filters, page_no, page_size),
             lambda p: tasks_frame(p.records), column_config=COLUMNS, column_order=COLUMN_ORDER,
             short_ids=("Task id",))
-        summary.markdown(_summary(page, filters))
+        counts = shared_read(ctx.queue, "counts", lambda: load_counts(ctx.queue))
+        summary.markdown(_summary(page, filters, counts))
         _pager(page)
         selected = [page.ids[i] for i in rows]
         if len(selected) == 1:
-            st.session_state[f"{KEY}_open"] = selected[0]
-        if page.exact_id and st.session_state.get(f"{KEY}_open") != page.exact_id:
-            st.session_state[f"{KEY}_open"] = page.exact_id
+            st.session_state[OPEN] = selected[0]
+        if page.exact_id and st.session_state.get(OPEN) != page.exact_id:
+            st.session_state[OPEN] = page.exact_id
         if selected:
             _selection_bar(ctx, selected, paused)
         _bulk_matching(ctx, filters, page)
-        updated_caption()
     st.divider()
     _open_by_id()
-    task_id = st.session_state.get(f"{KEY}_open")
+    task_id = st.session_state.get(OPEN)
     if task_id:
         with redis_guard("the task"):
             _detail(ctx, task_id)
+    publish_url()
 
 
-def _summary(page: TaskPage, filters: TaskFilters) -> str:
+def _summary(page: TaskPage, filters: TaskFilters, counts: QueueCounts) -> str:
     if page.exact_id:
         return f"Task id **{md(page.exact_id)}** found."
     if not page.records:
         return "**No tasks match these filters.**"
     last = page.first_row + len(page.records) - 1
-    if page.exact:
-        text = f"Showing **{page.first_row:,}–{last:,}** of **{page.total:,}** tasks"
+    shown = f"Showing **{page.first_row:,}–{last:,}** of "
+    if filters.batch:
+        return shown + f"**{page.total:,}** queries of the batch" + (
+            "" if page.exact else f" (among its first {SEARCH_SCAN:,})")
+    if page.exact and not filters.scans and not TIME_RANGES.get(filters.time_range):
+        # Whole indexes: say how many of them are batches (a batch waits in "running"
+        # while its queries run, and ends like a task).
+        tasks, batches = counts.index_split(filters.status, page.total)
+        exact = counts.batches_exact(filters.status)
+        text = (shown + f"**{page.total:,}** entries: **{count_text(tasks, exact)}** tasks and "
+                f"**{count_text(batches, exact)}** batches")
+    elif page.exact:
+        text = shown + f"**{page.total:,}** entries (tasks and batches)"
     else:
-        text = (f"Showing **{page.first_row:,}–{last:,}** of **{page.total:,}** matches among "
-                f"the newest {SEARCH_SCAN:,} tasks (narrow the status or time range to look further)")
+        text = (shown + f"**{page.total:,}** matches among the newest {SEARCH_SCAN:,} entries "
+                "(narrow the status or time range to look further)")
     if page.max_rows is not None and page.total > page.max_rows:
         text += f" · paging reaches {page.max_rows:,} rows: pick a status to go deeper"
     return text
@@ -144,11 +250,10 @@ def _pager(page: TaskPage) -> None:
                      on_click=turn_page, args=(KEY, 1), width="stretch")
 
 
-
 # -- actions -------------------------------------------------------------------------------------
 def _selection_bar(ctx: ConsoleContext, selected: list[str], paused: bool) -> None:
     with st.container(border=True, key=f"{KEY}_selection"):
-        selection_header(len(selected), paused)
+        selection_header(len(selected), paused, KEY)
         columns = st.columns(5)
         for column, action in zip(columns, ACTIONS):
             column.button(f"{action.capitalize()} selected", key=f"{KEY}_sel_{action}",
@@ -174,16 +279,29 @@ def _bulk_matching(ctx: ConsoleContext, filters: TaskFilters, page: TaskPage) ->
 def _act(ctx: ConsoleContext, action: str, task_ids: Sequence[str], priority: Any = None) -> None:
     report = run_action(ctx.queue, KEY, action, task_ids, priority=priority)
     if report is None:
+        message = flash_message(KEY)
+        if message and len(task_ids) == 1:
+            _remember_outcome(task_ids[0], message[0], message[1])
         return
     flash(KEY, report.level, report.summary())
+    if len(task_ids) == 1:
+        _remember_outcome(task_ids[0], report.level, report.summary())
     clear_selection(KEY)
-    if action == "delete" and st.session_state.get(f"{KEY}_open") in report.done:
-        st.session_state.pop(f"{KEY}_open", None)
+    if action == "delete" and st.session_state.get(OPEN) in report.done:
+        st.session_state.pop(OPEN, None)
+
+
+def _remember_outcome(task_id: str, level: str, text: str) -> None:
+    st.session_state.setdefault(OUTCOMES, {})[task_id] = (level, text, clock_text())
 
 
 def _act_on_matching(ctx: ConsoleContext, action: str, filters: TaskFilters) -> None:
     try:
-        ids, total = matching_ids(ctx.queue, filters, clock.now_ms(), limit=BULK_LIMIT)
+        if filters.batch:
+            page = load_task_page(ctx.queue, filters, 0, BULK_LIMIT)
+            ids, total = page.ids, page.total
+        else:
+            ids, total = matching_ids(ctx.queue, filters, clock.now_ms(), limit=BULK_LIMIT)
     except REDIS_DOWN as exc:
         flash(KEY, "error", f"Nothing was changed: Redis did not answer ({exc}).")
         return
@@ -193,7 +311,7 @@ def _act_on_matching(ctx: ConsoleContext, action: str, filters: TaskFilters) -> 
     _act(ctx, action, ids)
     st.session_state[f"{KEY}_bulk_confirm"] = False
     if total > len(ids):
-        level, text = st.session_state[f"{KEY}__flash"]
+        level, text, _ = st.session_state[f"{KEY}__flash"]
         flash(KEY, level, f"{text} {total - len(ids):,} more match: apply again for the next ones.")
 
 
@@ -202,18 +320,18 @@ def _open_by_id() -> None:
     left, middle, right = st.columns([3, 1, 1], vertical_alignment="bottom")
     left.text_input("Task id", key=f"{KEY}_open_input", placeholder="paste a task id to open it")
     middle.button("Open task", key=f"{KEY}_open_button", on_click=_open_typed, width="stretch")
-    if st.session_state.get(f"{KEY}_open"):
+    if st.session_state.get(OPEN):
         right.button("Close task", key=f"{KEY}_close", on_click=_close, width="stretch")
 
 
 def _open_typed() -> None:
     typed = (st.session_state.get(f"{KEY}_open_input") or "").strip()
     if typed:
-        st.session_state[f"{KEY}_open"] = typed
+        st.session_state[OPEN] = typed
 
 
 def _close() -> None:
-    st.session_state.pop(f"{KEY}_open", None)
+    st.session_state.pop(OPEN, None)
     clear_selection(KEY)
 
 
@@ -234,6 +352,9 @@ def _detail(ctx: ConsoleContext, task_id: str) -> None:
         title.subheader(f"Task {md(task_id)}")
         with badge:
             status_badge(status)
+        st.caption(f"Live: read {clock_text()}, again every {ctx.refresh_seconds:g} s. The "
+                   "buttons act on the task as it is then: the engine's answer shows here.")
+        _outcome_line(task_id)
         if record.get("corrupt"):
             st.error(f"This task's record is corrupt: {md(', '.join(record['corrupt']))} could not "
                      "be read. What could be read is shown below; deleting the task removes it.",
@@ -241,6 +362,9 @@ def _detail(ctx: ConsoleContext, task_id: str) -> None:
         _facts(record)
         if is_batch:
             _batch_progress(ctx, task_id)
+        elif record.get("parent_id"):
+            page_link("pages/7_Batches.py", "Part of a batch: open it", ":material/stacks:",
+                      query_params={"batch": record["parent_id"]})
         _detail_actions(ctx, record, allowed_actions(status, is_batch))
         payload, result, error, timeline = st.tabs(["Payload", "Result", "Error", "Timeline"])
         payload.json(record.get("payload") or {}, expanded=2)
@@ -263,6 +387,15 @@ def _detail(ctx: ConsoleContext, task_id: str) -> None:
                             format="YYYY-MM-DD HH:mm:ss.SSS")})
 
 
+def _outcome_line(task_id: str) -> None:
+    """The answer to the last action on this task, until the next one."""
+    outcome = st.session_state.get(OUTCOMES, {}).get(task_id)
+    if outcome:
+        level, text, when = outcome
+        {"success": st.success, "warning": st.warning, "error": st.error}.get(level, st.info)(
+            f"{md(text)} ({when})", icon=":material/history:")
+
+
 def _facts(record: dict[str, Any]) -> None:
     cells = [("Type", record.get("task_type")), ("Priority", record.get("priority")),
              ("Attempts", attempts_text(record, " of ")), ("Worker", record.get("worker_id")),
@@ -270,9 +403,14 @@ def _facts(record: dict[str, Any]) -> None:
     facts(cells)
     times = [("Created", "created_at"), ("Started", "started_at"), ("Finished", "finished_at"),
              ("Due", "due_at")]
-    st.caption(md(" · ".join(f"{label}: {record[name]}" for label, name in times if record.get(name))
-                  + (f" · Parent batch: {record['parent_id']}" if record.get("parent_id") else "")
-                  + (f" · Stalls: {record['stalls']}" if record.get("stalls") else "")))
+    shown = [(label, record[name]) for label, name in times if record.get(name)]
+    if shown:
+        st.caption(" · ".join(f"{label} {md(local_text(value))}" for label, value in shown),
+                   help=" · ".join(f"{label}: {utc_text(value)}" for label, value in shown))
+    extra = ([f"Parent batch {md(record['parent_id'])}"] if record.get("parent_id") else []) + \
+        ([f"Stalls: {md(record['stalls'])}"] if record.get("stalls") else [])
+    if extra:
+        st.caption(" · ".join(extra))
 
 
 def _run_time(seconds: float | None) -> str:
@@ -289,6 +427,13 @@ def _batch_progress(ctx: ConsoleContext, batch_id: str) -> None:
     st.progress(progress["fraction"], text=f"{progress['done']:,} of {progress['total']:,} queries "
                 f"done · {progress['completed']:,} completed · {progress['failed']:,} failed · "
                 f"{progress['cancelled']:,} cancelled")
+    left, right = st.columns(2)
+    with left:
+        page_link("pages/7_Batches.py", "Open the batch", ":material/stacks:",
+                  query_params={"batch": batch_id})
+    with right:
+        page_link("pages/2_Tasks.py", "List its queries here", ":material/filter_list:",
+                  query_params={"batch": batch_id})
 
 
 def _detail_actions(ctx: ConsoleContext, record: dict[str, Any], allowed: set[str]) -> None:

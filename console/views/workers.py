@@ -6,6 +6,7 @@ import streamlit as st
 from ..components import live, plain_table, redis_guard, updated_caption
 from ..data import load_workers
 from ..runtime import ConsoleContext
+from ..shared import shared_read
 from ..text import md
 from ..theme import STATE_COLOR, status_markdown
 
@@ -26,7 +27,7 @@ def render(ctx: ConsoleContext) -> None:
 
 def _live_body(ctx: ConsoleContext) -> None:
     with redis_guard("the workers"):
-        view = load_workers(ctx.queue)
+        view = shared_read(ctx.queue, "workers", lambda: load_workers(ctx.queue))
         cells = [("Running", view.counts["running"]), ("Stopping", view.counts["stopping"]),
                  ("Lost", view.counts["lost"]), ("Stopped recently", view.counts["stopped"])]
         for column, (label, value) in zip(st.columns(len(cells)), cells):

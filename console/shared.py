@@ -1,0 +1,67 @@
+"""Reads that every session looking at the same thing shares: one per refresh tick.
+
+Each open page refreshes its live parts every ``CONSOLE_REFRESH_SECONDS``; without sharing,
+ten operators on the Overview make ten identical reads a tick, and the server's CPU grows
+with every idle page. :func:`shared_read` keeps what a read returned for one refresh
+interval (``st.cache_data``, keyed by the queue, the read and its arguments), so sessions
+whose ticks fall in the same interval share it. An action taken from this console starts
+a new generation for its queue: the next read of every session is fresh, so the operator
+who acted sees the engine's answer at once.
+
+``ENABLED = False`` turns sharing off in this process: tests that change Redis between two
+runs of a page, and expect the second run to show it, set it.
+"""
+from __future__ import annotations
+
+import threading
+from typing import Any, Callable
+
+import streamlit as st
+
+from engine import TaskQueue
+
+MAX_ENTRIES = 512              # distinct reads kept (pages × filters × queues)
+ENABLED = True
+_lock = threading.Lock()
+_generations: dict[str, int] = {}
+_cached: dict[float, Any] = {}  # refresh interval -> its st.cache_data function
+
+
+def _scope(queue: TaskQueue) -> str:
+    """Which queue: its namespace on its Redis connection (one per server process)."""
+    return f"{queue.namespace}@{id(queue.client)}"
+
+
+def queue_changed(queue: TaskQueue) -> None:
+    """Forget every shared read of ``queue`` (call after an action changed it)."""
+    scope = _scope(queue)
+    with _lock:
+        _generations[scope] = _generations.get(scope, 0) + 1
+
+
+def _cache_for(seconds: float) -> Any:
+    """The shared cache whose entries live ``seconds`` (one per refresh interval in use:
+    a Streamlit cache has one lifetime, and its key includes the function's name)."""
+    with _lock:
+        cache = _cached.get(seconds)
+        if cache is None:
+            def read_once(scope: str, what: str, key: str, generation: int,
+                          _read: Callable[[], Any]) -> Any:
+                return _read()
+            read_once.__qualname__ = f"shared_read_every_{seconds:g}s"
+            cache = _cached[seconds] = st.cache_data(ttl=seconds, max_entries=MAX_ENTRIES,
+                                                     show_spinner=False)(read_once)
+        return cache
+
+
+def shared_read(queue: TaskQueue, what: str, read: Callable[[], Any], *key: Any,
+                seconds: float | None = None) -> Any:
+    """``read()``, or what it returned less than one refresh interval ago for the same
+    ``queue``, ``what`` and ``key`` (``key`` must name everything the read depends on).
+    ``seconds`` defaults to the queue's ``console_refresh_seconds``; 0 reads every time."""
+    seconds = queue.settings.console_refresh_seconds if seconds is None else seconds
+    cache = _cache_for(seconds) if ENABLED and seconds and seconds > 0 else None
+    if cache is None:
+        return read()
+    scope = _scope(queue)
+    return cache(scope, what, repr(key), _generations.get(scope, 0), _read=read)

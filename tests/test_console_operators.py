@@ -1,0 +1,345 @@
+"""The console as operators at work use it: actions that answer, nothing stale, numbers
+that agree, batches that open, links that can be shared, values that read well, and
+sessions that share their reads. Every page is driven with Streamlit's AppTest against the
+session's real Redis (see tests/test_console_pages.py for the rest of the console).
+"""
+from __future__ import annotations
+
+import re
+
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+from console import shared
+from console.testing import (APP, PAGE_FILES, ROOT, button, count_redis_calls, facts_of,
+                             plain_texts, unescape)
+from engine import AgentTask, PermanentError, Task, TaskScheduler
+from engine.agent import AgentExecutor, DemoBackend, register_handlers
+
+TIMEOUT = 30
+
+
+@pytest.fixture
+def console_env(monkeypatch, redis_url, namespace):
+    for name in ("CONSOLE_PASSWORD", "REDIS_HOST", "REDIS_PASSWORD"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    monkeypatch.setenv("QUEUE_NAMESPACE", namespace)
+    monkeypatch.setattr("console.shared.ENABLED", False)
+    yield
+    st.cache_resource.clear()
+    st.cache_data.clear()
+
+
+@pytest.fixture
+def drain(queue, make_worker):
+    """Run every due task: agent queries answer at once; ``boom`` fails for good, and so
+    does a query containing "fail"."""
+    def run() -> dict:
+        worker = make_worker(concurrency=1)
+        agent = AgentExecutor(queue=queue, backend=DemoBackend(0))
+        register_handlers(worker, queue.settings, agent)
+        original = worker._handlers.get("agent_query")
+
+        def boom(task):
+            raise PermanentError("model refused: content policy")
+        worker.register_handler("boom", boom)
+        if original is not None:
+            def maybe_fail(task):
+                if "fail" in str(task.payload.get("query")):
+                    raise PermanentError("the query asked to fail")
+                return original(task)
+            worker.register_handler("agent_query", maybe_fail)
+        return worker.start(burst=True)
+    return run
+
+
+def page(name: str, **params: str) -> AppTest:
+    """A fresh session on page ``name`` opened by a link with ``params``."""
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+    if name != "Overview":
+        at.run()
+        at.switch_page(PAGE_FILES[name])
+    for key, value in params.items():
+        at.query_params[key] = value
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def words(at: AppTest) -> str:
+    """What the page says, as read: Markdown escapes and emphasis gone, progress bars'
+    texts included."""
+    bars = [str(p.proto.text) for p in at.get("progress")]
+    return (plain_texts(at) + "\n" + "\n".join(bars)).replace("**", "")
+
+
+def table(at: AppTest, key: str):
+    frames = [d for d in at.dataframe if (d.key or "").startswith(key)]
+    if not frames:
+        frames = list(at.get_by_key(key).dataframe)
+    assert frames, key
+    return frames[0].value
+
+
+def select_rows(at: AppTest, key: str, rows: list[int]) -> AppTest:
+    generation = at.session_state[f"{key}__generation"] if f"{key}__generation" in at.session_state else 0
+    at.session_state[f"{key}_table_{generation}"] = {"selection": {"rows": rows, "columns": [],
+                                                                   "cells": []}}
+    return at.run()
+
+
+# -- 1. actions answer where the operator is looking ----------------------------------------------
+def test_an_action_answers_with_a_toast_and_a_line_that_stays_in_the_detail(console_env, queue,
+                                                                            drain):
+    task_id = queue.submit_task(AgentTask({"query": "finishes before the click lands"}))
+    at = page("Tasks", task=task_id)
+    assert not button(at, "Cancel task").disabled          # pending when the page was drawn
+    drain()                                                 # ...then it completed
+    button(at, "Cancel task").click().run()
+    assert queue.get_task(task_id)["status"] == "completed"   # the engine decided
+    toasts = [unescape(t.value) for t in at.toast]
+    assert any(re.search(rf"Not cancelled: task {task_id} was already completed at "
+                         r"\d\d:\d\d:\d\d UTC", t) for t in toasts), toasts
+    detail = plain_texts(at)
+    assert "was already completed at" in detail
+    at.run()                                                # the next live refresh
+    assert not at.toast                                     # a toast is shown once...
+    assert "was already completed at" in plain_texts(at)    # ...the line in the detail stays
+    assert button(at, "Cancel task").disabled
+
+
+def test_bulk_answers_stay_above_the_table_after_a_refresh(console_env, queue):
+    ids = queue.submit_tasks([AgentTask({"query": f"q{i}"}) for i in range(2)])
+    at = page("Tasks", status="pending")
+    select_rows(at, "tasks", [0, 1])
+    button(at, "Cancel selected").click().run()
+    assert {queue.get_task(i)["status"] for i in ids} == {"cancelled"}
+    assert any("Cancelled 2 tasks" in unescape(t.value) for t in at.toast)
+    at.run()
+    assert any("Cancelled 2 tasks" in s.value for s in at.success)
+
+
+# -- 2. nothing stale -------------------------------------------------------------------------------
+def test_the_open_detail_stays_live_while_the_table_is_paused(console_env, queue, drain):
+    ids = queue.submit_tasks([AgentTask({"query": f"q{i}"}) for i in range(2)])
+    at = page("Tasks")
+    select_rows(at, "tasks", [0])
+    opened = at.session_state["tasks_open"]
+    assert opened in ids and not button(at, "Cancel task").disabled
+    shown = plain_texts(at)
+    assert re.search(r"table paused since \d\d:\d\d:\d\d", shown), shown
+    drain()
+    at.run()                                                # a live refresh, rows still selected
+    assert "Live: read" in plain_texts(at)
+    assert button(at, "Cancel task").disabled               # it completed: no stale Cancel
+    badges = [b.proto.label for b in at.get("badge")] if at.get("badge") else []
+    assert any("completed" in str(b) for b in badges) or "completed" in plain_texts(at)
+
+
+# -- 3. numbers that agree --------------------------------------------------------------------------
+def test_every_place_that_counts_agrees_with_redis(console_env, queue, drain):
+    """Tasks and batches apart: a running batch is no running task, and its queries are
+    tasks. Each number on every page is checked against Redis read here directly."""
+    queue.submit_tasks([AgentTask({"query": f"done {i}"}) for i in range(3)]
+                       + [Task(task_type="boom", payload={}, max_retries=0)])
+    finished_batch = queue.submit_task(Task(task_type="batch_query",
+                                            payload={"queries": ["a", "b"]}))
+    drain()                       # 3 + 2 completed, 1 failed; one batch completed
+    running_batch = queue.submit_task(Task(task_type="batch_query",
+                                           payload={"queries": ["c", "d", "e"]}))
+    queue.submit_task(AgentTask({"query": "later"}, delay=3600))
+    k, client = queue.keys, queue.client
+    index = {name: client.zcard(k.status[name]) for name in k.status}
+    counters = {n: int(v) for n, v in client.hgetall(k.stats).items()}
+    batches = {name: sum(1 for i in client.zrange(k.status[name], 0, -1)
+                         if client.hexists(k.task(i), "total")) for name in k.status}
+    assert batches["running"] == 1 and batches["completed"] == 1      # the test's own premise
+    expected_tasks = {name: index[name] - batches[name] for name in k.status}
+    assert expected_tasks["running"] == 0 and expected_tasks["pending"] == 3
+
+    overview = page("Overview")
+    cards = {m.label: m.value for m in overview.main.metric}
+    sidebar = {m.label: m.value for m in overview.sidebar.metric}
+    for where in (cards, sidebar):
+        assert where["Pending"] == str(expected_tasks["pending"])
+        assert where["Running"] == str(expected_tasks["running"])
+        assert where["Completed"] == str(counters["completed"]) == str(expected_tasks["completed"])
+        assert where["Failed"] == str(counters["failed"]) == str(expected_tasks["failed"])
+    assert sidebar["Batches running"] == str(batches["running"])
+    assert cards["Dead letters"] == str(expected_tasks["failed"])
+    assert cards["Scheduled"] == str(index["scheduled"])
+    batches_line = words(overview)
+    assert f"Running {batches['running']}" in batches_line
+    assert f"Completed {batches['completed']}" in batches_line
+
+    for status in ("pending", "running", "completed", "failed", "scheduled"):
+        at = page("Tasks", status=status)
+        total = index[status]
+        if total:
+            assert (f"of {total} entries: {expected_tasks[status]} tasks and {batches[status]} "
+                    "batches") in words(at), (status, words(at))
+            assert len(table(at, "tasks_table")) == total
+    failed = page("Failed tasks")
+    assert f"{expected_tasks['failed']} failed tasks stored" in plain_texts(failed)
+    schedules = page("Schedules")
+    assert {m.label: m.value for m in schedules.main.metric}["Waiting for a due time"] == \
+        str(index["scheduled"] + index["retry"])
+    view = page("Batches", batch=running_batch)
+    assert "0 of 3 queries done" in words(view)
+    assert finished_batch in table(view, "batches_table")["Batch id"].tolist()
+
+
+# -- 4. batches you can open ------------------------------------------------------------------------
+def test_a_batch_opens_with_its_queries_failures_retry_and_results(console_env, queue, drain):
+    batch_id = queue.submit_task(Task(task_type="batch_query", payload={
+        "queries": ["first", "please fail", "third"], "source": "questions.csv"}))
+    drain()
+    at = page("Batches", batch=batch_id)
+    shown = words(at)
+    assert f"Batch {batch_id}" in shown and "3 of 3 queries done" in shown
+    assert "2 completed · 1 failed" in shown
+    children = table(at, "batches_children")
+    assert children["Query"].tolist() == ["first", "please fail", "third"]
+    assert [s.split()[-1] for s in children["Status"]] == ["completed", "failed", "completed"]
+    failures = table(at, "batches_failures")
+    assert failures["Query"].tolist() == ["please fail"] and failures["Row"].tolist() == [2]
+    assert "asked to fail" in failures["Error"][0]
+    assert [b.label for b in at.get("download_button")] == ["Download results CSV"]
+    button(at, "Retry 1 failed queries").click().run()
+    failed_child = failures["Task id"][0]
+    assert queue.get_task(failed_child)["status"] == "pending"
+    assert "Retried the batch's failed and cancelled queries" in plain_texts(at)
+    # The Tasks table filtered by the batch lists its queries, in input order.
+    tasks = page("Tasks", batch=batch_id)
+    assert table(tasks, "tasks_table")["Query"].tolist() == ["first", "please fail", "third"]
+    assert "of 3 queries of the batch" in words(tasks)
+
+
+def test_batches_are_reachable_from_submit_tasks_and_events(console_env, queue, drain):
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT).run()
+    at.switch_page(PAGE_FILES["Submit"]).run()
+    at.text_area(key="submit_batch_text").input("one\ntwo\n")
+    button(at, "Submit batch").click().run()
+    job = at.session_state["submit_batches"][0]
+    assert _links_to(at, "Batches", f"batch={job.batch_id}")
+    tasks = page("Tasks", task=job.batch_id)
+    assert _links_to(tasks, "Batches", f"batch={job.batch_id}")
+    assert _links_to(tasks, "Tasks", f"batch={job.batch_id}")
+    drain()
+    events = page("Events")
+    assert _links_to(events, "Batches", f"batch={job.batch_id}")
+
+
+def _links_to(at: AppTest, page_stem: str, query: str) -> bool:
+    for link in at.get("page_link"):
+        proto = link.proto
+        if proto.page == page_stem and query in (proto.query_string or ""):
+            return True
+    return False
+
+
+# -- 5. links you can share -------------------------------------------------------------------------
+def test_filters_page_and_open_task_live_in_the_url(console_env, queue, drain):
+    failed = queue.submit_tasks([Task(task_type="boom", payload={"n": i}, max_retries=0)
+                                 for i in range(30)])
+    drain()
+    at = page("Tasks", status="failed", type="boom", range="Last hour", size="25", page="2",
+              task=failed[0])
+    assert at.selectbox(key="tasks_status").value == "failed"
+    assert at.text_input(key="tasks_type").value == "boom"
+    assert at.selectbox(key="tasks_range").value == "Last hour"
+    assert len(table(at, "tasks_table")) == 5                     # page 2 of 25 + 5
+    assert f"Task {failed[0]}" in plain_texts(at)
+    # Changing a filter writes the URL, and goes back to page 1.
+    at.selectbox(key="tasks_status").set_value("All").run()
+    assert "status" not in at.query_params
+    assert at.query_params["type"] == "boom" and "page" not in at.query_params
+    assert at.query_params["task"] == failed[0]
+    # Back: the browser's URL is the old one again.
+    at.query_params["status"] = "failed"
+    at.query_params["page"] = "2"
+    at.run()
+    assert at.selectbox(key="tasks_status").value == "failed"
+    assert len(table(at, "tasks_table")) == 5
+    # Leaving the page and coming back by the sidebar (no parameters) keeps the filters.
+    at.switch_page(str(APP)).run()
+    at.switch_page(PAGE_FILES["Tasks"]).run()
+    assert at.selectbox(key="tasks_status").value == "failed"
+    assert at.text_input(key="tasks_type").value == "boom"
+    assert at.query_params["status"] == "failed"
+
+
+# -- 6. nothing cut off: text in text elements ------------------------------------------------------
+def test_task_details_are_text_not_metric_cards(console_env, queue):
+    task_id = queue.submit_task(AgentTask({"query": "long names"}, session_id="session-" + "x" * 60))
+    at = page("Tasks", task=task_id)
+    assert not [m for m in at.main.metric if m.label in ("Type", "Worker", "Session")]
+    facts = facts_of(at)
+    assert facts["Type"] == "agent_query" and facts["Session"] == "session-" + "x" * 60
+    assert facts["Worker"] == "—"
+
+
+# -- 7. forms that reset, values that read well -----------------------------------------------------
+def test_schedule_form_empties_after_adding_and_empty_values_read_well(console_env, queue):
+    at = page("Schedules")
+    at.text_input(key="recurring_add_name").input("nightly")
+    at.text_input(key="recurring_add_cron").input("0 3 * * *")
+    at.text_area(key="recurring_add_query").input("nightly report")
+    button(at, "Add schedule").click().run()
+    assert [s["name"] for s in TaskScheduler(queue).list_schedules()] == ["nightly"]
+    assert at.text_input(key="recurring_add_name").value == ""
+    assert at.text_input(key="recurring_add_cron").value == ""
+    assert at.text_area(key="recurring_add_query").value == ""
+    frame = table(at, "recurring_table")
+    assert frame["Last run"].tolist() == ["never"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d 03:00:00 UTC", frame["Next run"][0]) or \
+        frame["Next run"][0].endswith("UTC")
+    tasks = page("Tasks")
+    queue.submit_task(AgentTask({"query": "x"}))
+    tasks.run()
+    frame = table(tasks, "tasks_table")
+    assert "Created" in frame.columns and "Created (UTC)" not in frame.columns
+    assert str(frame["Created"].dt.tz) == "UTC"               # no browser: the zone is UTC
+
+
+# -- 8. failures you can produce on purpose ---------------------------------------------------------
+def test_readme_console_section_names_the_demo_knobs():
+    readme = (ROOT / "README.md").read_text()
+    console = readme.split("## Console", 1)[1].split("\n## ", 1)[0]
+    for knob in ("AGENT_DEMO_FAILURE_RATE", "AGENT_DEMO_LATENCY", "QUEUE_RETRY_DELAY"):
+        assert knob in console
+
+
+# -- 9. sessions looking at the same thing share one read -------------------------------------------
+def test_sessions_on_the_same_page_share_one_read_per_refresh(monkeypatch, redis_url, namespace,
+                                                              queue):
+    for name in ("CONSOLE_PASSWORD", "REDIS_HOST", "REDIS_PASSWORD"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    monkeypatch.setenv("QUEUE_NAMESPACE", namespace)
+    monkeypatch.setenv("CONSOLE_REFRESH_SECONDS", "30")     # one tick lasts the whole test
+    monkeypatch.setattr("console.shared.ENABLED", True)
+    queue.submit_task(AgentTask({"query": "shared"}))
+    try:
+        first = page("Overview")
+        from console.runtime import connect_console
+        console_queue = connect_console().queue
+        second = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+        with count_redis_calls(console_queue.client) as calls:
+            second.run()
+        assert not second.exception
+        assert {m.label: m.value for m in second.main.metric}["Pending"] == "1"
+        # Only what is not shared: nothing of the Overview's or the sidebar's numbers.
+        assert calls.round_trips == 0, calls.names
+        # An action from this console starts a new generation: the next read is fresh.
+        shared.queue_changed(console_queue)
+        with count_redis_calls(console_queue.client) as calls:
+            second.run()
+        assert calls.round_trips > 0
+        del first
+    finally:
+        st.cache_resource.clear()
+        st.cache_data.clear()
+
