@@ -106,6 +106,9 @@ def retry_policy(retry_delay: str | None, backoff: str | None,
             "max_retry_delay": int(max_retry_delay or d["max_retry_delay"]) / 1000}
 
 
+_BACKOFFS = tuple(b.value for b in Backoff)
+
+
 def new_task_id() -> str:
     """A fresh task id: 32 hex digits."""
     return uuid.uuid4().hex
@@ -160,11 +163,11 @@ class Task:
                                                 or checked_type_names.get(task_type) != task_type):
             self.task_type = check_type_name(task_type)
         if type(self.backoff) is not Backoff:
-            try:
-                self.backoff = Backoff(self.backoff)
-            except (ValueError, TypeError):
+            # Compared, not looked up: Backoff(value) hashes and reprs whatever it is given.
+            if not isinstance(self.backoff, str) or self.backoff not in _BACKOFFS:
                 raise ValidationError("backoff must be 'fixed' or 'exponential', "
-                                      f"got {shown(self.backoff)}") from None
+                                      f"got {shown(self.backoff)}")
+            self.backoff = Backoff(self.backoff)
         if type(self.payload) is not dict and not isinstance(self.payload, dict):
             raise ValidationError(f"payload must be a dict, got {type(self.payload).__name__}")
         if not is_valid_id(self.task_id):

@@ -46,8 +46,11 @@ _BAD_TEXT = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 
 def shown(value: Any, width: int = 60) -> str:
     """``repr(value)`` cut to ``width`` characters: error messages never carry a whole
-    megabyte of the bad input back."""
-    text = repr(value)
+    megabyte of the bad input back (nor fail on a value too deep to repr)."""
+    try:
+        text = repr(value)
+    except Exception:  # RecursionError, or a __repr__ of the caller's that raises
+        return f"a {type(value).__name__} that cannot be shown"
     return text if len(text) <= width else text[:width - 3] + "..."
 
 

@@ -328,3 +328,14 @@ def test_a_retry_after_that_is_no_usable_number_falls_back_to_the_policy(clocked
     due = redis_client.zscore(clocked_queue.keys.scheduled, task_id)
     expected = 5_000 if retry_after != 1e300 else 366 * DAY * 1000   # capped, still a time
     assert due == fixed_clock.ms + expected
+
+
+@pytest.mark.parametrize("field", ["task_type", "priority", "backoff", "task_id", "parent_id",
+                                   "session_id", "idempotency_key", "timeout", "delay",
+                                   "run_at", "max_retries", "payload"])
+def test_a_value_too_deep_to_print_is_refused_naming_the_field(queue, untouched, field):
+    """The message quotes the bad value: one nested past the recursion limit (or whose
+    repr raises) must still give a ValidationError, not a RecursionError."""
+    deep = nested(100_000)["deep"]
+    refused(field, lambda: queue.submit_task(Task(**{"task_type": "probe", field: deep})))
+    untouched()

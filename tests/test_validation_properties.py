@@ -30,6 +30,15 @@ PROPERTY_SETTINGS = settings(max_examples=300, deadline=None, derandomize=True, 
                                                     HealthCheck.too_slow,
                                                     HealthCheck.data_too_large])
 
+
+def nested(depth: int) -> dict:
+    """A payload ``depth`` containers deep (the dict itself is depth 1)."""
+    value: Any = 1
+    for _ in range(depth - 1):
+        value = [value]
+    return {"deep": value}
+
+
 # -- strategies ---------------------------------------------------------------------------
 ANY_CHAR = st.characters(exclude_categories=())          # lone surrogates and controls too
 WILD_TEXT = st.text(ANY_CHAR, max_size=30) | st.sampled_from(
@@ -38,7 +47,8 @@ WILD_TEXT = st.text(ANY_CHAR, max_size=30) | st.sampled_from(
 NUMBERS = (st.floats(allow_nan=True, allow_infinity=True)
            | st.integers(min_value=-10 ** 40, max_value=10 ** 40)
            | st.sampled_from([math.nan, math.inf, -math.inf, 1e300, 1e12, -1, 0, 10 ** 30, True]))
-WRONG_TYPES = st.none() | st.booleans() | st.binary(max_size=4) | st.just([1]) | st.just({})
+WRONG_TYPES = (st.none() | st.booleans() | st.binary(max_size=4) | st.just([1]) | st.just({})
+               | st.integers(min_value=1, max_value=1500).map(lambda depth: nested(depth)["deep"]))
 WILD = WILD_TEXT | NUMBERS | WRONG_TYPES
 
 ID = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_.:\-]{0,40}", fullmatch=True)
@@ -55,13 +65,6 @@ JSON_LEAVES = (st.none() | st.booleans() | st.integers(min_value=-10 ** 20, max_
                | st.floats(allow_nan=True, allow_infinity=True) | TEXT | WILD_TEXT)
 JSON_TREES = st.recursive(JSON_LEAVES, lambda inner: st.lists(inner, max_size=3)
                           | st.dictionaries(JSON_KEYS, inner, max_size=3), max_leaves=12)
-
-
-def nested(depth: int) -> dict:
-    value: Any = 1
-    for _ in range(depth - 1):
-        value = [value]
-    return {"deep": value}
 
 
 CLEAN_PAYLOADS = st.dictionaries(TEXT, st.recursive(
