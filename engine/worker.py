@@ -55,31 +55,51 @@ class _Abort(BaseException):
 
 def running_task(values: list) -> RunningTask:
     """One task of claim.lua's reply (CLAIM_FIELDS values) as a RunningTask. claim.lua has
-    checked the fields it reads; the payload and the timeout are checked here. Raises
-    CorruptRecord naming the field."""
+    checked what the scripts compute with (status, type, priority, attempt, fence); every
+    field parsed here is checked here. Raises CorruptRecord naming the field."""
     (task_id, token, task_type, priority, payload, attempt, max_retries, retry_delay,
      backoff, max_retry_delay, session, timeout, created_at) = values
+    field = "payload (not a JSON object)"
     try:
         body = json.loads(payload)
-    except ValueError:
-        body = None
-    if not isinstance(body, dict):
-        raise CorruptRecord("corrupt record: payload (not a JSON object)")
-    seconds = None
-    if timeout:
-        try:
-            seconds = float(timeout)
-        except ValueError:
-            seconds = -1.0
-        if not 0 < seconds < float("inf"):
-            raise CorruptRecord("corrupt record: timeout (not a number of seconds > 0)")
+        if not isinstance(body, dict):
+            raise ValueError(field)
+        field = "timeout (not a number of seconds > 0)"
+        seconds = float(timeout) if timeout else None
+        if seconds is not None and not 0 < seconds < float("inf"):
+            raise ValueError(field)
+        field = "max_retries"
+        retries = _count(max_retries)
+        field = "created_at"
+        created = _count(created_at)
+        field = "backoff"
+        if backoff not in _BACKOFFS:
+            raise ValueError(field)
+        field = "retry_delay"
+        _count(retry_delay, optional=True)
+        field = "max_retry_delay"
+        _count(max_retry_delay, optional=True)
+        policy = retry_policy(retry_delay, backoff, max_retry_delay)
+    except (TypeError, ValueError, RecursionError):
+        raise CorruptRecord(f"corrupt record: {field}") from None
     task = RunningTask(task_id=task_id, task_type=task_type, payload=body,
                        priority=TaskPriority(int(priority)), attempt=int(attempt),
-                       max_retries=int(max_retries), session_id=session or None,
-                       created_at_ms=int(created_at) if created_at else None,
-                       timeout=seconds, token=str(token))
-    task.extra = retry_policy(retry_delay, backoff, max_retry_delay)
+                       max_retries=retries, session_id=session or None,
+                       created_at_ms=created, timeout=seconds, token=str(token))
+    task.extra = policy
     return task
+
+
+_BACKOFFS = (None, "fixed", "exponential")
+
+
+def _count(text: str | None, optional: bool = False) -> int | None:
+    """A stored whole number >= 0 (digits only, as the engine writes them)."""
+    if text is None and optional:
+        return None
+    if not isinstance(text, str) or not text.isdigit() or not text.isascii():
+        raise ValueError(text)
+    return int(text)
 
 
 def _error_text(exc: BaseException) -> str:

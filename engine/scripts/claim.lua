@@ -46,7 +46,7 @@ if type(stamped) == 'table' and stamped.err and string.find(stamped.err, 'OOM', 
   return redis.error_reply(stamped.err)
 end
 
-local worker_json = ',"worker_id":' .. json_text(worker) .. ',"attempt":'   -- every event's
+local worker_json = ',"worker_id":' .. cjson.encode(worker) .. ',"attempt":'   -- every event's
 
 local mine = {}
 for i = 9, #ARGV do mine[ARGV[i]] = true end
@@ -84,20 +84,17 @@ local function ours(t)
   return mine[t] or not (handled_elsewhere(t) or handled_lately(t))
 end
 
--- The first field of a pending record (FIELDS order) that the claim or the worker could
--- not use, or nil. The payload's JSON and the timeout are the worker's to check.
+-- The first field of a pending record (FIELDS order) that this script computes with and
+-- cannot use, or nil. Fields only the worker parses (the payload's JSON, max_retries, the
+-- retry policy, timeout, created_at) are the worker's to check (engine/worker.py:
+-- running_task), which keeps this per-task check to a few comparisons.
 local function unusable(f)
   if not f[2] or f[2] == '' then return 'type' end
   if queue_index(f[3]) == 4 and f[3] ~= '0' then return 'priority' end
   if not f[4] then return 'payload' end
-  if not is_count(f[5], true) then return 'attempt' end
-  if not is_count(f[6]) then return 'max_retries' end
-  if not is_count(f[7], true) then return 'retry_delay' end
-  if f[8] and f[8] ~= 'fixed' and f[8] ~= 'exponential' then return 'backoff' end
-  if not is_count(f[9], true) then return 'max_retry_delay' end
-  if not is_count(f[12]) then return 'created_at' end
-  if not is_count(f[13], true) then return 'fence' end
-  if not is_count(f[14], true) then return 'enqueued_at' end
+  if f[5] and not is_count(f[5]) then return 'attempt' end
+  if f[13] and not is_count(f[13]) then return 'fence' end
+  if f[14] and not is_count(f[14]) then return 'enqueued_at' end
   return nil
 end
 
@@ -129,7 +126,7 @@ local function take(id, key, f)
   running[#running + 1] = id
   leases[#leases + 1] = deadline
   leases[#leases + 1] = id
-  local w = string.format('wait:%d', bucket(now - tonumber(f[14] or f[12])))
+  local w = string.format('wait:%d', bucket(now - (tonumber(f[14] or f[12]) or now)))
   waits[w] = (waits[w] or 0) + 1
   emit(KEYS[10], KEYS[11], maxlen, 'task.status_changed', id, 'running', worker_json .. attempt)
   need = need - 1

@@ -48,17 +48,6 @@ local function emit_raw(stream, channel, maxlen, msg)
   redis.call('PUBLISH', channel, msg)
 end
 
--- Text as a JSON string. Text from a record or a caller (an error, a worker name, a
--- corrupt field) may hold quotes, backslashes or control characters: it goes through
--- cjson. Text of letters, digits and ._:- only (ids, statuses, names: nearly all) is its
--- own JSON string and is quoted as it is, because a cjson.encode call costs ~5,000
--- instructions (callgrind) and three events make a task's life. (Listing the safe
--- characters measured cheaper than searching for the unsafe ones with %c.)
-local function json_text(text)
-  if string.find(text, '^[A-Za-z0-9._:-]*$') then return '"' .. text .. '"' end
-  return cjson.encode(text)
-end
-
 -- An event {"type": etype, "data": data} stamped with NOW_TEXT (every script calls
 -- now_ms() before it emits), encoded by cjson.
 local function emit_data(stream, channel, maxlen, etype, data)
@@ -66,18 +55,20 @@ local function emit_data(stream, channel, maxlen, etype, data)
   emit_raw(stream, channel, maxlen, cjson.encode({ type = etype, data = data }))
 end
 
--- A task's event: {"type", "data": {"task_id", "status", "ts", ...extra}}. `etype` and
--- `status` are the scripts' own words (a status read from a record goes through
--- is_status first). `extra` is a table of more fields (encoded by cjson), or on hot paths
--- JSON text of more members starting with a comma, each value made by json_text or a
--- number the script formatted.
+-- A task's event: {"type", "data": {"task_id", "status", "ts", ...extra}}. Every value
+-- that is text goes through cjson.encode (an id or a record's text may hold quotes);
+-- `etype` and `status` are the scripts' own words (a status read from a record goes
+-- through is_status first). `extra` is a table of more fields (encoded by cjson), or on
+-- hot paths JSON text of more members starting with a comma, its values cjson-encoded
+-- or numbers the script formatted. Measured in Redis: encoding only the values costs
+-- ~0.4 µs an event over plain text, encoding a table of the whole event ~3.5 µs.
 local function emit(stream, channel, maxlen, etype, id, status, extra)
   if type(extra) == 'table' then
     local more = cjson.encode(extra)
     extra = #more > 2 and (',' .. string.sub(more, 2, -2)) or ''
   end
   emit_raw(stream, channel, maxlen, '{"type":"' .. etype .. '","data":{"task_id":' ..
-    json_text(id) .. ',"status":"' .. status .. '","ts":' .. NOW_TEXT ..
+    cjson.encode(id) .. ',"status":"' .. status .. '","ts":' .. NOW_TEXT ..
     (extra or '') .. '}}')
 end
 
