@@ -746,7 +746,7 @@ def test_an_error_reply_is_raised_and_leaves_the_connection_usable(queue, redis_
 
 def test_a_connection_the_server_closed_is_replaced_before_the_next_submit(queue, redis_client):
     first = queue.submit_task(Task(task_type="t"))
-    own = queue.store._direct()                # this thread's connection, as submits use it
+    own = queue.store.wire.direct()            # this thread's connection, as submits use it
     own.send_command("CLIENT", "ID")
     assert redis_client.client_kill_filter(_id=own.read_response()) == 1
     second = queue.submit_task(Task(task_type="t"))

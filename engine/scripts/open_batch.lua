@@ -4,10 +4,10 @@
   step, so a batch that fails half-way (engine/batch.py removes what was written) is never
   seen, never counted and never returned for its idempotency key. Children that ended
   meanwhile were counted in the parent; if all have, the batch ends here.
-  KEYS[1] the parent's task key   KEYS[2] its idempotency key (the prefix alone when none)
-  KEYS[-9..-1] the nine batch keys (see lib.lua)
+  KEYS[1] idempotency key prefix
+  KEYS[-9..-1] the nine batch keys (see lib.lua; the first is the task key prefix)
   ARGV[1] now override in ms ('' = Redis TIME)   ARGV[2] events stream max length
-  ARGV[3] parent id   ARGV[4] '1' when the batch has an idempotency key   ARGV[5] its
+  ARGV[3] parent id   ARGV[4] the batch's idempotency key ('' when none)   ARGV[5] its
   content fingerprint   ARGV[6] idempotency TTL in ms   ARGV[7] TTL of a finished task in ms
   Returns: {1, id} opened; {0, other id} the idempotency key names another batch (which
            stands: the caller removes this one); {-5, other id} the same, with other
@@ -15,15 +15,17 @@
 ]]
 local now = now_ms(ARGV[1])
 local K, id = batch_keys(), ARGV[3]
-local f = redis.call('HMGET', KEYS[1], 'status', 'total', 'n_completed', 'n_failed',
+local key = K.task .. id
+local f = redis.call('HMGET', key, 'status', 'total', 'n_completed', 'n_failed',
   'n_cancelled', 'waiters', 'created_at')
 if f[1] ~= 'staging' then return { -2, f[1] or '' } end
-if ARGV[4] == '1' then
-  local held, differs = idem_held(KEYS[2], ARGV[5])
+if ARGV[4] ~= '' then
+  local idem = KEYS[1] .. ARGV[4]
+  local held, differs = idem_held(idem, ARGV[5])
   if held and held ~= id then return { differs and -5 or 0, held } end
-  idem_take(KEYS[2], id, ARGV[5], ARGV[6])
+  idem_take(idem, id, ARGV[5], ARGV[6])
 end
-redis.call('HSET', KEYS[1], 'status', 'running')
+redis.call('HSET', key, 'status', 'running')
 redis.call('ZADD', K.running, NOW_TEXT, id)
 emit(K.log, K.channel, ARGV[2], 'task.submitted', id, 'running', { batch = true })
 local total = tonumber(f[2])
