@@ -15,6 +15,7 @@ from engine.embedded import RedisUnavailableError
 from .auth import fingerprint
 from .components import page_link
 from .connection import EMBEDDED_CONCURRENCY, describe_mode
+from .identity import guard_context, require_identity
 from .redis_health import render_redis_health
 from .runtime import ConsoleContext, connect_console, load_settings
 from .sign_in import attempt_sign_in
@@ -30,6 +31,7 @@ PAGES = (
     ("pages/4_Schedules.py", "Schedules", ":material/schedule:"),
     ("pages/5_Failed_tasks.py", "Failed tasks", ":material/error:"),
     ("pages/6_Events.py", "Events", ":material/bolt:"),
+    ("pages/8_Audit.py", "Audit", ":material/policy:"),
 )
 AUTH_KEY = "console_auth"
 FAILED_LOGIN_DELAY = 1.0     # seconds: makes guessing the password slow
@@ -46,6 +48,7 @@ def render_frame(title: str) -> ConsoleContext:
         st.error(f"The console cannot start: {exc}")
         st.stop()
     _require_login(settings.console_password)
+    identity = require_identity(settings)     # OpenID Connect sign-in and role, when configured
     try:
         ctx = connect_console(settings)
     except (RedisUnavailableError, ConfigurationError) as exc:
@@ -55,6 +58,7 @@ def render_frame(title: str) -> ConsoleContext:
                 "to run on an embedded Redis. This page retries when reloaded.")
         st.stop()
     _sidebar(ctx)
+    ctx = guard_context(ctx, identity, title)   # the engine checks the role of every change
     render_redis_health(ctx)
     st.title(title)
     return ctx
