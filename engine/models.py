@@ -188,12 +188,12 @@ class Task:
         if self.timeout is not None:
             check_seconds(self.timeout, "timeout", MAX_TIMEOUT_SECONDS, zero=False)
         if self.session_id is not None:
-            if self.session_id == "":
-                self.session_id = None
+            if type(self.session_id) is str and not self.session_id:
+                self.session_id = None      # "" means no session, as None does
             else:
                 check_text(self.session_id, "session_id", MAX_SESSION_CHARS)
         if self.idempotency_key is not None:
-            if self.idempotency_key == "":
+            if type(self.idempotency_key) is str and not self.idempotency_key:
                 self.idempotency_key = None
             else:
                 check_text(self.idempotency_key, "idempotency_key")

@@ -71,7 +71,7 @@ def check_ids(values: Any, field: str = "task_ids") -> list[str]:
 def is_valid_id(value: Any) -> bool:
     """Whether ``value`` would pass :func:`check_id` (for callers that try a string as an
     id before treating it as something else, e.g. a search box)."""
-    return type(value) is str and _ID_MATCH(value) is not None
+    return isinstance(value, str) and _ID_MATCH(value) is not None
 
 
 def check_type_name(value: Any) -> str:
