@@ -8,17 +8,20 @@
   Returns: 1 created, 2 updated (next fire recomputed; a paused schedule stays paused),
            0 unchanged.
 ]]
-local now = now_ms(ARGV[1])
-local f = redis.call('HMGET', KEYS[1], 'cron', 'timezone', 'misfire', 'task', 'paused')
-if f[1] == ARGV[4] and f[2] == ARGV[5] and f[3] == ARGV[6] and f[4] == ARGV[7] then return 0 end
+local SCHEDULE_KEY, SCHEDULES, EVENTS_LOG, CHANNEL = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local now_arg, maxlen, name, cron = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local timezone, misfire, template, next_fire = ARGV[5], ARGV[6], ARGV[7], ARGV[8]
+local now = now_ms(now_arg)
+local f = redis.call('HMGET', SCHEDULE_KEY, 'cron', 'timezone', 'misfire', 'task', 'paused')
+if f[1] == cron and f[2] == timezone and f[3] == misfire and f[4] == template then return 0 end
 local created = not f[1]
-redis.call('HSET', KEYS[1], 'name', ARGV[3], 'cron', ARGV[4], 'timezone', ARGV[5],
-  'misfire', ARGV[6], 'task', ARGV[7], 'next_fire', ARGV[8], 'updated_at', now)
+redis.call('HSET', SCHEDULE_KEY, 'name', name, 'cron', cron, 'timezone', timezone,
+  'misfire', misfire, 'task', template, 'next_fire', next_fire, 'updated_at', now)
 if created then
-  redis.call('HSET', KEYS[1], 'created_at', now, 'paused', '0', 'fires', 0, 'skipped', 0)
+  redis.call('HSET', SCHEDULE_KEY, 'created_at', now, 'paused', '0', 'fires', 0, 'skipped', 0)
 end
-redis.call('ZADD', KEYS[2], f[5] == '1' and '+inf' or ARGV[8], ARGV[3])
-emit_data(KEYS[3], KEYS[4], ARGV[2], 'schedule.' .. (created and 'added' or 'updated'),
-  { schedule = ARGV[3], next_fire = tonumber(ARGV[8]) })
+redis.call('ZADD', SCHEDULES, f[5] == '1' and '+inf' or next_fire, name)
+emit_data(EVENTS_LOG, CHANNEL, maxlen, 'schedule.' .. (created and 'added' or 'updated'),
+  { schedule = name, next_fire = tonumber(next_fire) })
 flush_events()
 return created and 1 or 2

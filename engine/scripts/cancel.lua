@@ -13,23 +13,28 @@
            {1, previous status} cancelled; {-1, ''} no such task;
            {-2, status} already finished (completed, failed or cancelled).
 ]]
-local now = now_ms(ARGV[1])
-local f = read_task(KEYS[1], { 'status', 'priority', 'waiters', 'parent', 'total' })
+local TASK_KEY, SCHEDULED, LEASES, STATUS_CANCELLED = KEYS[1], KEYS[6], KEYS[7], KEYS[12]
+local RESULT_KEY, WAITERS_KEY, EVENTS_LOG, CHANNEL = KEYS[13], KEYS[14], KEYS[15], KEYS[16]
+local STATS, ROUTED = KEYS[17], KEYS[18]
+local now_arg, maxlen, ttl, id = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local doc = ARGV[5]
+local now = now_ms(now_arg)
+local f = read_task(TASK_KEY, { 'status', 'priority', 'waiters', 'parent', 'total' })
 if not f then return { -4, '' } end   -- not a task hash: only delete can clear it
-local status, id = f[1], ARGV[4]
+local status = f[1]
 if not status then return { -1, '' } end
 local index = { pending = 8, scheduled = 9, retry = 10, running = 11 }
 if not index[status] or f[5] then return { -2, status } end   -- a batch: cancel its children
-if status == 'pending' then dequeue(f[2], id, KEYS[18]) end
-if status == 'scheduled' or status == 'retry' then redis.call('ZREM', KEYS[6], id) end
-if status == 'running' then redis.call('ZREM', KEYS[7], id) end
+if status == 'pending' then dequeue(f[2], id, ROUTED) end
+if status == 'scheduled' or status == 'retry' then redis.call('ZREM', SCHEDULED, id) end
+if status == 'running' then redis.call('ZREM', LEASES, id) end
 redis.call('ZREM', KEYS[index[status]], id)
-redis.call('HSET', KEYS[1], 'status', 'cancelled', 'finished_at', now)
-store_end(KEYS[1], KEYS[13], KEYS[14], ARGV[5], ARGV[3], f[3])
-redis.call('ZADD', KEYS[12], now, id)
-redis.call('ZREMRANGEBYSCORE', KEYS[12], '-inf', now - tonumber(ARGV[3]))   -- keep the index bounded
-redis.call('HINCRBY', KEYS[17], 'cancelled', 1)
-emit(KEYS[15], KEYS[16], ARGV[2], 'task.cancelled', id, 'cancelled', { previous = status })
-child_ended(f[4], 'cancelled', now, ARGV[2], ARGV[3])
+redis.call('HSET', TASK_KEY, 'status', 'cancelled', 'finished_at', now)
+store_end(TASK_KEY, RESULT_KEY, WAITERS_KEY, doc, ttl, f[3])
+redis.call('ZADD', STATUS_CANCELLED, now, id)
+redis.call('ZREMRANGEBYSCORE', STATUS_CANCELLED, '-inf', now - tonumber(ttl))   -- keep the index bounded
+redis.call('HINCRBY', STATS, 'cancelled', 1)
+emit(EVENTS_LOG, CHANNEL, maxlen, 'task.cancelled', id, 'cancelled', { previous = status })
+child_ended(f[4], 'cancelled', now, maxlen, ttl)
 flush_events()
 return { 1, status }

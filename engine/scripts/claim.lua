@@ -29,9 +29,15 @@
            attempt, max_retries, retry_delay, backoff, max_retry_delay, session, timeout,
            created_at; empty when nothing is pending.
 ]]
-local now = now_ms(ARGV[1])
-local maxlen, worker, want = ARGV[2], ARGV[3], tonumber(ARGV[4])
-local deadline = string.format('%d', now + tonumber(ARGV[5]))
+local TASK_PREFIX, STATUS_PENDING, STATUS_RUNNING, LEASES = KEYS[1], KEYS[6], KEYS[7], KEYS[8]
+local MARKER, EVENTS_LOG, CHANNEL, MINUTE_PREFIX = KEYS[9], KEYS[10], KEYS[11], KEYS[12]
+local ROUTED, WORKERS, WORKER_PREFIX, STATUS_FAILED = KEYS[13], KEYS[14], KEYS[15], KEYS[16]
+local STATS, HANDLED = KEYS[17], KEYS[18]
+local now_arg, maxlen, worker, want = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local lease_ms, live_ms, failed_ttl, grace_ms = ARGV[5], ARGV[6], ARGV[7], ARGV[8]
+local now = now_ms(now_arg)
+want = tonumber(want)
+local deadline = string.format('%d', now + tonumber(lease_ms))
 local out, ids, running, leases, waits = {}, {}, {}, {}, {}
 local need = want
 local FIELDS = { 'status', 'type', 'priority', 'payload', 'attempt', 'max_retries',
@@ -41,7 +47,7 @@ local FIELDS = { 'status', 'type', 'priority', 'payload', 'attempt', 'max_retrie
 -- The first write is one that Redis refuses when it is out of memory (LPOP, which frees
 -- memory, is allowed), so that a full Redis refuses the whole claim: a worker whose
 -- results cannot be written takes no more work. It records when this worker last claimed.
-local stamped = redis.pcall('HSET', KEYS[15] .. worker, 'last_claim', NOW_TEXT)
+local stamped = redis.pcall('HSET', WORKER_PREFIX .. worker, 'last_claim', NOW_TEXT)
 if type(stamped) == 'table' and stamped.err and string.find(stamped.err, 'OOM', 1, true) then
   return redis.error_reply(stamped.err)
 end
@@ -57,12 +63,12 @@ local others, served = nil, {}
 local function handled_elsewhere(t)
   if served[t] == nil then
     if not others then
-      others = redis.call('ZRANGEBYSCORE', KEYS[14], now - tonumber(ARGV[6]), '+inf')
+      others = redis.call('ZRANGEBYSCORE', WORKERS, now - tonumber(live_ms), '+inf')
     end
     served[t] = false
     for _, w in ipairs(others) do
       -- A registry entry that is not a hash, or not JSON, serves nothing (and raises nothing).
-      local types = w ~= worker and redis.pcall('HGET', KEYS[15] .. w, 'types')
+      local types = w ~= worker and redis.pcall('HGET', WORKER_PREFIX .. w, 'types')
       local ok, names = pcall(cjson.decode, type(types) == 'string' and types or '[]')
       if ok and type(names) == 'table' then
         for _, name in ipairs(names) do
@@ -76,8 +82,8 @@ end
 
 -- Whether a live worker handled type t within the grace (a deploy under way).
 local function handled_lately(t)
-  local at = redis.pcall('HGET', KEYS[18], t)
-  return type(at) == 'string' and (tonumber(at) or 0) > now - tonumber(ARGV[8])
+  local at = redis.pcall('HGET', HANDLED, t)
+  return type(at) == 'string' and (tonumber(at) or 0) > now - tonumber(grace_ms)
 end
 
 local function ours(t)
@@ -105,9 +111,9 @@ local function claimable(id, key, f)
   if field == 'ok' then field = unusable(f) end
   if field == nil then return true end
   if field == 'ghost' then
-    redis.call('ZREM', KEYS[6], id)     -- its index entry would count as pending for ever
+    redis.call('ZREM', STATUS_PENDING, id)     -- its index entry would count as pending for ever
   elseif field ~= 'stale' then
-    bury(key, id, field, KEYS[6], KEYS[16], KEYS[17], now, maxlen, ARGV[7])
+    bury(key, id, field, STATUS_PENDING, STATUS_FAILED, STATS, now, maxlen, failed_ttl)
   end
   return false
 end
@@ -128,20 +134,20 @@ local function take(id, key, f)
   leases[#leases + 1] = id
   local w = string.format('wait:%d', bucket(now - (tonumber(f[14] or f[12]) or now)))
   waits[w] = (waits[w] or 0) + 1
-  emit(KEYS[10], KEYS[11], maxlen, 'task.status_changed', id, 'running', worker_json .. attempt)
+  emit(EVENTS_LOG, CHANNEL, maxlen, 'task.status_changed', id, 'running', worker_json .. attempt)
   need = need - 1
 end
 
 -- Tasks set aside for a type come first: they have waited once already.
-if redis.call('LLEN', KEYS[13]) > 0 then
-  for _, id in ipairs(redis.call('LRANGE', KEYS[13], 0, 199)) do
+if redis.call('LLEN', ROUTED) > 0 then
+  for _, id in ipairs(redis.call('LRANGE', ROUTED, 0, 199)) do
     if need <= 0 then break end
-    local key = KEYS[1] .. id
+    local key = TASK_PREFIX .. id
     local f = read_task(key, FIELDS)
     if not claimable(id, key, f) then
-      redis.call('LREM', KEYS[13], 1, id)     -- a stale, ghost or corrupt entry
+      redis.call('LREM', ROUTED, 1, id)     -- a stale, ghost or corrupt entry
     elseif ours(f[2]) then
-      redis.call('LREM', KEYS[13], 1, id)
+      redis.call('LREM', ROUTED, 1, id)
       take(id, key, f)
     end
   end
@@ -155,13 +161,13 @@ for q = 2, 5 do
     local popped = redis.call('LPOP', KEYS[q], need)
     if not popped then break end
     for _, id in ipairs(popped) do
-      local key = KEYS[1] .. id
+      local key = TASK_PREFIX .. id
       local f = read_task(key, FIELDS)
       if claimable(id, key, f) then
         if ours(f[2]) then
           take(id, key, f)
         else
-          redis.call('RPUSH', KEYS[13], id)
+          redis.call('RPUSH', ROUTED, id)
           set_aside = set_aside + 1
         end
       end
@@ -169,19 +175,19 @@ for q = 2, 5 do
   end
 end
 if #ids > 0 then
-  bulk('ZREM', KEYS[6], ids)
-  bulk('ZADD', KEYS[7], running)
-  bulk('ZADD', KEYS[8], leases)
-  bump_minute(KEYS[12], now, waits)
+  bulk('ZREM', STATUS_PENDING, ids)
+  bulk('ZADD', STATUS_RUNNING, running)
+  bulk('ZADD', LEASES, leases)
+  bump_minute(MINUTE_PREFIX, now, waits)
 end
 -- A full batch means more may be waiting: leave the marker so another worker wakes too.
-if need <= 0 or set_aside > 0 then redis.call('ZADD', KEYS[9], '0', '0') end
+if need <= 0 or set_aside > 0 then redis.call('ZADD', MARKER, '0', '0') end
 -- A task set aside wakes every other live worker too (one marker member each, as a
 -- blocking pop takes one; '0' above is for this worker's own next wait): those of its
 -- type are among them, and look in `routed` first.
 if set_aside > 0 then
   for _, w in ipairs(others) do
-    if w ~= worker then redis.call('ZADD', KEYS[9], '0', w) end
+    if w ~= worker then redis.call('ZADD', MARKER, '0', w) end
   end
 end
 flush_events()

@@ -11,23 +11,28 @@
   Returns: one code per task: 1 completed, -3 lease lost (token stale or task no longer
            running: another worker has it, or it was cancelled, requeued or deleted).
 ]]
-local now = now_ms(ARGV[1])
-local maxlen, ttl, keep, n = ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
+local TASK_PREFIX, RESULT_PREFIX, WAITERS_PREFIX, STATUS_RUNNING = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local STATUS_COMPLETED, LEASES, EVENTS_LOG, CHANNEL = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
+local STATS, MINUTE_PREFIX = KEYS[9], KEYS[10]
+local now_arg, maxlen, ttl, keep = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local n = ARGV[5]
+local now = now_ms(now_arg)
+keep, n = tonumber(keep), tonumber(n)
 local codes, ids, entered, counts = {}, {}, {}, {}
 for i = 0, n - 1 do
   local b = 6 + i * 4
   local id, doc = ARGV[b], ARGV[b + 2]
-  local key = KEYS[1] .. id
+  local key = TASK_PREFIX .. id
   local f = read_task(key, { 'fence', 'status', 'waiters', 'parent' })
   if f and f[1] == ARGV[b + 1] and f[2] == 'running' then
     redis.call('HSET', key, 'status', 'completed', 'finished_at', NOW_TEXT, 'duration_ms', ARGV[b + 3])
-    store_end(key, KEYS[2] .. id, KEYS[3] .. id, doc, ttl, f[3])
+    store_end(key, RESULT_PREFIX .. id, WAITERS_PREFIX .. id, doc, ttl, f[3])
     ids[#ids + 1] = id
     entered[#entered + 1] = NOW_TEXT
     entered[#entered + 1] = id
     local r = string.format('run:%d', bucket(tonumber(ARGV[b + 3])))
     counts[r] = (counts[r] or 0) + 1
-    emit(KEYS[7], KEYS[8], maxlen, 'task.completed', id, 'completed')
+    emit(EVENTS_LOG, CHANNEL, maxlen, 'task.completed', id, 'completed')
     codes[#codes + 1] = 1
     if f[4] then child_ended(f[4], 'completed', now, maxlen, ttl) end
   else
@@ -35,15 +40,15 @@ for i = 0, n - 1 do
   end
 end
 if #ids > 0 then
-  bulk('ZREM', KEYS[4], ids)
-  bulk('ZREM', KEYS[6], ids)
-  bulk('ZADD', KEYS[5], entered)
+  bulk('ZREM', STATUS_RUNNING, ids)
+  bulk('ZREM', LEASES, ids)
+  bulk('ZADD', STATUS_COMPLETED, entered)
   -- Keep the finished index bounded: entries older than the TTL point at expired tasks.
-  redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now - tonumber(ttl))
-  if keep > 0 then redis.call('ZREMRANGEBYRANK', KEYS[5], 0, -keep - 1) end
-  redis.call('HINCRBY', KEYS[9], 'completed', #ids)
+  redis.call('ZREMRANGEBYSCORE', STATUS_COMPLETED, '-inf', now - tonumber(ttl))
+  if keep > 0 then redis.call('ZREMRANGEBYRANK', STATUS_COMPLETED, 0, -keep - 1) end
+  redis.call('HINCRBY', STATS, 'completed', #ids)
   counts['completed'] = #ids
-  bump_minute(KEYS[10], now, counts)
+  bump_minute(MINUTE_PREFIX, now, counts)
 end
 flush_events()
 return codes

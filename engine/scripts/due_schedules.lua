@@ -6,9 +6,11 @@
   Returns: {now in ms, name, next fire in ms, name, next fire in ms, ...}; only {now}
            when nothing is due.
 ]]
-local now = now_ms(ARGV[1])
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'WITHSCORES', 'LIMIT', 0,
-  tonumber(ARGV[3]))
+local SCHEDULES = KEYS[1]
+local now_arg, limit = ARGV[1], ARGV[3]
+local now = now_ms(now_arg)
+local due = redis.call('ZRANGEBYSCORE', SCHEDULES, '-inf', now, 'WITHSCORES', 'LIMIT', 0,
+  tonumber(limit))
 local out = { now }
 for i = 1, #due do out[#out + 1] = due[i] end
 return out

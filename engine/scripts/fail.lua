@@ -10,13 +10,17 @@
            (-1 = do not retry: a permanent error), result document for a final failure
   Returns: one code per task: 2 scheduled for retry, 1 failed for good, -3 lease lost.
 ]]
-local now = now_ms(ARGV[1])
-local maxlen, ttl, n = ARGV[2], ARGV[3], tonumber(ARGV[4])
+local TASK_PREFIX, RESULT_PREFIX, WAITERS_PREFIX, STATUS_RUNNING = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local STATUS_RETRY, STATUS_FAILED, LEASES, SCHEDULED = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
+local EVENTS_LOG, CHANNEL, STATS, MINUTE_PREFIX = KEYS[9], KEYS[10], KEYS[11], KEYS[12]
+local now_arg, maxlen, ttl, n = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local now = now_ms(now_arg)
+n = tonumber(n)
 local codes, done, retrying, failed = {}, {}, {}, {}
 for i = 0, n - 1 do
   local b = 5 + i * 6
   local id, err, delay, doc = ARGV[b], ARGV[b + 2], tonumber(ARGV[b + 4]), ARGV[b + 5]
-  local key = KEYS[1] .. id
+  local key = TASK_PREFIX .. id
   local f = read_task(key, { 'fence', 'status', 'attempt', 'max_retries', 'waiters', 'parent' })
   if not f or f[1] ~= ARGV[b + 1] or f[2] ~= 'running' then
     codes[#codes + 1] = -3
@@ -28,39 +32,39 @@ for i = 0, n - 1 do
       local due = string.format('%d', now + delay)
       redis.call('HSET', key, 'status', 'retry', 'error', err, 'traceback', ARGV[b + 3],
         'due_at', due)
-      redis.call('ZADD', KEYS[8], due, id)
+      redis.call('ZADD', SCHEDULED, due, id)
       retrying[#retrying + 1] = NOW_TEXT
       retrying[#retrying + 1] = id
-      emit(KEYS[9], KEYS[10], maxlen, 'task.retry', id, 'retry', extra)
+      emit(EVENTS_LOG, CHANNEL, maxlen, 'task.retry', id, 'retry', extra)
       codes[#codes + 1] = 2
     else
       redis.call('HSET', key, 'status', 'failed', 'error', err, 'traceback', ARGV[b + 3],
         'finished_at', NOW_TEXT)
-      store_end(key, KEYS[2] .. id, KEYS[3] .. id, doc, ttl, f[5])
+      store_end(key, RESULT_PREFIX .. id, WAITERS_PREFIX .. id, doc, ttl, f[5])
       failed[#failed + 1] = NOW_TEXT
       failed[#failed + 1] = id
-      emit(KEYS[9], KEYS[10], maxlen, 'task.failed', id, 'failed', extra)
+      emit(EVENTS_LOG, CHANNEL, maxlen, 'task.failed', id, 'failed', extra)
       codes[#codes + 1] = 1
       child_ended(f[6], 'failed', now, maxlen, ttl)
     end
   end
 end
 if #done > 0 then
-  bulk('ZREM', KEYS[4], done)
-  bulk('ZREM', KEYS[7], done)
+  bulk('ZREM', STATUS_RUNNING, done)
+  bulk('ZREM', LEASES, done)
 end
 local counts = {}
 if #retrying > 0 then
-  bulk('ZADD', KEYS[5], retrying)
-  redis.call('HINCRBY', KEYS[11], 'retried', #retrying / 2)
+  bulk('ZADD', STATUS_RETRY, retrying)
+  redis.call('HINCRBY', STATS, 'retried', #retrying / 2)
   counts['retried'] = #retrying / 2
 end
 if #failed > 0 then
-  bulk('ZADD', KEYS[6], failed)
-  redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', now - tonumber(ttl))
-  redis.call('HINCRBY', KEYS[11], 'failed', #failed / 2)
+  bulk('ZADD', STATUS_FAILED, failed)
+  redis.call('ZREMRANGEBYSCORE', STATUS_FAILED, '-inf', now - tonumber(ttl))
+  redis.call('HINCRBY', STATS, 'failed', #failed / 2)
   counts['failed'] = #failed / 2
 end
-if #done > 0 then bump_minute(KEYS[12], now, counts) end
+if #done > 0 then bump_minute(MINUTE_PREFIX, now, counts) end
 flush_events()
 return codes

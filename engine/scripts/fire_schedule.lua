@@ -12,22 +12,25 @@
   Returns: 1 advanced, 0 stale (another process advanced it first, or it was redefined),
            -1 no such schedule (removed meanwhile).
 ]]
-local now = now_ms(ARGV[1])
-local f = redis.call('HMGET', KEYS[1], 'next_fire', 'paused')
+local SCHEDULE_KEY, SCHEDULES, EVENTS_LOG, CHANNEL = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local now_arg, maxlen, name, tick = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local next_fire, task_id, skip_reason = ARGV[5], ARGV[6], ARGV[7]
+local now = now_ms(now_arg)
+local f = redis.call('HMGET', SCHEDULE_KEY, 'next_fire', 'paused')
 if not f[1] then return -1 end
-if f[1] ~= ARGV[4] then return 0 end
-redis.call('HSET', KEYS[1], 'next_fire', ARGV[5], 'last_tick', ARGV[4], 'last_error', ARGV[7])
-local data = { schedule = ARGV[3], tick = tonumber(ARGV[4]), next_fire = tonumber(ARGV[5]) }
-if ARGV[6] ~= '' then
-  redis.call('HSET', KEYS[1], 'last_fire', now, 'last_task_id', ARGV[6])
-  redis.call('HINCRBY', KEYS[1], 'fires', 1)
-  data.task_id = ARGV[6]
+if f[1] ~= tick then return 0 end
+redis.call('HSET', SCHEDULE_KEY, 'next_fire', next_fire, 'last_tick', tick, 'last_error', skip_reason)
+local data = { schedule = name, tick = tonumber(tick), next_fire = tonumber(next_fire) }
+if task_id ~= '' then
+  redis.call('HSET', SCHEDULE_KEY, 'last_fire', now, 'last_task_id', task_id)
+  redis.call('HINCRBY', SCHEDULE_KEY, 'fires', 1)
+  data.task_id = task_id
 else
-  redis.call('HINCRBY', KEYS[1], 'skipped', 1)
-  data.reason = ARGV[7]
+  redis.call('HINCRBY', SCHEDULE_KEY, 'skipped', 1)
+  data.reason = skip_reason
 end
 -- A schedule paused while this tick was in flight stays out of the due index.
-if f[2] ~= '1' then redis.call('ZADD', KEYS[2], ARGV[5], ARGV[3]) end
-emit_data(KEYS[3], KEYS[4], ARGV[2], ARGV[6] ~= '' and 'schedule.fired' or 'schedule.skipped', data)
+if f[2] ~= '1' then redis.call('ZADD', SCHEDULES, next_fire, name) end
+emit_data(EVENTS_LOG, CHANNEL, maxlen, task_id ~= '' and 'schedule.fired' or 'schedule.skipped', data)
 flush_events()
 return 1

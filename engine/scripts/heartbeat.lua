@@ -8,9 +8,13 @@
   Returns: a flat array of id/status pairs for tasks this worker no longer holds
            (status 'cancelled', 'missing', or the status another verb moved it to).
 ]]
-local now = now_ms(ARGV[1])
-local worker, deadline = ARGV[3], now + tonumber(ARGV[4])
-local p = tonumber(ARGV[6])
+local TASK_PREFIX, LEASES, WORKERS, WORKER_KEY = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local EVENTS_LOG, CHANNEL, HANDLED = KEYS[5], KEYS[6], KEYS[7]
+local now_arg, maxlen, worker, lease_ms = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local record_ttl, n_fields = ARGV[5], ARGV[6]
+local now = now_ms(now_arg)
+local deadline = now + tonumber(lease_ms)
+local p = tonumber(n_fields)
 local fields, types = {}, nil
 for i = 7, 6 + 2 * p do fields[#fields + 1] = ARGV[i] end
 for i = 7, 6 + 2 * p, 2 do
@@ -18,10 +22,10 @@ for i = 7, 6 + 2 * p, 2 do
 end
 fields[#fields + 1] = 'last_heartbeat'
 fields[#fields + 1] = now
-redis.call('HSET', KEYS[4], unpack(fields))
-redis.call('PEXPIRE', KEYS[4], ARGV[5])
-if redis.call('ZADD', KEYS[3], now, worker) == 1 then
-  emit_data(KEYS[5], KEYS[6], ARGV[2], 'worker.started', { worker_id = worker })
+redis.call('HSET', WORKER_KEY, unpack(fields))
+redis.call('PEXPIRE', WORKER_KEY, record_ttl)
+if redis.call('ZADD', WORKERS, now, worker) == 1 then
+  emit_data(EVENTS_LOG, CHANNEL, maxlen, 'worker.started', { worker_id = worker })
 end
 -- The types this worker handles were handled now: during a rolling deploy, their tasks
 -- wait for the next worker of the type instead of failing with "no handler".
@@ -32,14 +36,14 @@ if ok and type(names) == 'table' and #names > 0 then
     seen[#seen + 1] = tostring(name)
     seen[#seen + 1] = now
   end
-  redis.pcall('HSET', KEYS[7], unpack(seen))
+  redis.pcall('HSET', HANDLED, unpack(seen))
 end
 local lost = {}
 for i = 7 + 2 * p, #ARGV, 2 do
   local id = ARGV[i]
-  local f = read_task(KEYS[1] .. id, { 'fence', 'status' }) or { false, 'corrupt' }
+  local f = read_task(TASK_PREFIX .. id, { 'fence', 'status' }) or { false, 'corrupt' }
   if f[1] == ARGV[i + 1] and f[2] == 'running' then
-    redis.call('ZADD', KEYS[2], 'XX', deadline, id)
+    redis.call('ZADD', LEASES, 'XX', deadline, id)
   else
     lost[#lost + 1] = id
     lost[#lost + 1] = f[2] or 'missing'

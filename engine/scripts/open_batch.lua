@@ -13,25 +13,28 @@
            stands: the caller removes this one); {-5, other id} the same, with other
            content; {-2, status} the parent is not staging (opened already, or gone: '').
 ]]
-local now = now_ms(ARGV[1])
-local K, id = batch_keys(), ARGV[3]
+local IDEM_PREFIX = KEYS[1]
+local now_arg, maxlen, id, idem_key = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local fingerprint, idem_ttl, ttl = ARGV[5], ARGV[6], ARGV[7]
+local now = now_ms(now_arg)
+local K = batch_keys()
 local key = K.task .. id
 local f = redis.call('HMGET', key, 'status', 'total', 'n_completed', 'n_failed',
   'n_cancelled', 'waiters', 'created_at')
 if f[1] ~= 'staging' then return { -2, f[1] or '' } end
-if ARGV[4] ~= '' then
-  local idem = KEYS[1] .. ARGV[4]
-  local held, differs = idem_held(idem, ARGV[5])
+if idem_key ~= '' then
+  local idem = IDEM_PREFIX .. idem_key
+  local held, differs = idem_held(idem, fingerprint)
   if held and held ~= id then return { differs and -5 or 0, held } end
-  idem_take(idem, id, ARGV[5], ARGV[6])
+  idem_take(idem, id, fingerprint, idem_ttl)
 end
 redis.call('HSET', key, 'status', 'running')
 redis.call('ZADD', K.running, NOW_TEXT, id)
-emit(K.log, K.channel, ARGV[2], 'task.submitted', id, 'running', { batch = true })
+emit(K.log, K.channel, maxlen, 'task.submitted', id, 'running', { batch = true })
 local total = tonumber(f[2])
 local counts = { f[2], tonumber(f[3]), tonumber(f[4]), tonumber(f[5]), 'running', f[6], f[7] }
 if counts[2] + counts[3] + counts[4] >= total then
-  finish_parent(K, id, counts, now, ARGV[2], ARGV[7])
+  finish_parent(K, id, counts, now, maxlen, ttl)
 end
 flush_events()
 return { 1, id }

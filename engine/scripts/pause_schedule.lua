@@ -5,12 +5,14 @@
   ARGV[3] name
   Returns: 1 paused, 0 it was paused already, -1 no such schedule.
 ]]
-local now = now_ms(ARGV[1])
-local paused = redis.call('HGET', KEYS[1], 'paused')
+local SCHEDULE_KEY, SCHEDULES, EVENTS_LOG, CHANNEL = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local now_arg, maxlen, name = ARGV[1], ARGV[2], ARGV[3]
+local now = now_ms(now_arg)
+local paused = redis.call('HGET', SCHEDULE_KEY, 'paused')
 if not paused then return -1 end
 if paused == '1' then return 0 end
-redis.call('HSET', KEYS[1], 'paused', '1', 'updated_at', now)
-redis.call('ZADD', KEYS[2], '+inf', ARGV[3])
-emit_data(KEYS[3], KEYS[4], ARGV[2], 'schedule.paused', { schedule = ARGV[3] })
+redis.call('HSET', SCHEDULE_KEY, 'paused', '1', 'updated_at', now)
+redis.call('ZADD', SCHEDULES, '+inf', name)
+emit_data(EVENTS_LOG, CHANNEL, maxlen, 'schedule.paused', { schedule = name })
 flush_events()
 return 1

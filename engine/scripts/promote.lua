@@ -11,32 +11,36 @@
   status or priority, a key of another type) is dead-lettered (lib.lua: bury).
   Returns: {moved, ms until the next due task (-1 when none is scheduled)}.
 ]]
-local now = now_ms(ARGV[1])
-local due = redis.call('ZRANGEBYSCORE', KEYS[6], '-inf', now, 'LIMIT', 0, tonumber(ARGV[3]))
+local TASK_PREFIX, SCHEDULED, STATUS_PENDING, STATUS_SCHEDULED = KEYS[1], KEYS[6], KEYS[7], KEYS[8]
+local STATUS_RETRY, MARKER, EVENTS_LOG, CHANNEL = KEYS[9], KEYS[10], KEYS[11], KEYS[12]
+local STATUS_FAILED, STATS = KEYS[13], KEYS[14]
+local now_arg, maxlen, limit, failed_ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local now = now_ms(now_arg)
+local due = redis.call('ZRANGEBYSCORE', SCHEDULED, '-inf', now, 'LIMIT', 0, tonumber(limit))
 local moved = 0
 for _, id in ipairs(due) do
-  local key = KEYS[1] .. id
+  local key = TASK_PREFIX .. id
   local f = read_task(key, { 'status', 'priority' })
   local field = misfit(key, f, 'scheduled', 'retry')
-  local index = f and f[1] == 'retry' and KEYS[9] or KEYS[8]
+  local index = f and f[1] == 'retry' and STATUS_RETRY or STATUS_SCHEDULED
   if field == 'ok' and queue_index(f[2]) == 4 and f[2] ~= '0' then field = 'priority' end
   if field == 'ok' then
     redis.call('HSET', key, 'status', 'pending', 'enqueued_at', now)
     enqueue(f[2], id, false)
     redis.call('ZREM', index, id)
-    redis.call('ZADD', KEYS[7], now, id)
-    emit(KEYS[11], KEYS[12], ARGV[2], 'task.status_changed', id, 'pending')
+    redis.call('ZADD', STATUS_PENDING, now, id)
+    emit(EVENTS_LOG, CHANNEL, maxlen, 'task.status_changed', id, 'pending')
     moved = moved + 1
   elseif field == 'ghost' then
-    redis.call('ZREM', KEYS[8], id)
-    redis.call('ZREM', KEYS[9], id)
+    redis.call('ZREM', STATUS_SCHEDULED, id)
+    redis.call('ZREM', STATUS_RETRY, id)
   elseif field ~= 'stale' then
-    bury(key, id, field, index, KEYS[13], KEYS[14], now, ARGV[2], ARGV[4])
+    bury(key, id, field, index, STATUS_FAILED, STATS, now, maxlen, failed_ttl)
   end
 end
-if #due > 0 then bulk('ZREM', KEYS[6], due) end
-if moved > 0 then redis.call('ZADD', KEYS[10], 0, '0') end
+if #due > 0 then bulk('ZREM', SCHEDULED, due) end
+if moved > 0 then redis.call('ZADD', MARKER, 0, '0') end
 flush_events()
-local next_due = redis.call('ZRANGE', KEYS[6], 0, 0, 'WITHSCORES')
+local next_due = redis.call('ZRANGE', SCHEDULED, 0, 0, 'WITHSCORES')
 if next_due[2] then return { moved, math.max(0, tonumber(next_due[2]) - now) } end
 return { moved, -1 }

@@ -14,9 +14,15 @@
   Returns: {requeued, failed, workers marked lost, expired leases handled}; the caller
            calls again while the last equals ARGV[4] (a backlog left after a mass crash).
 ]]
-local now = now_ms(ARGV[1])
-local maxlen, max_stalls, ttl = ARGV[2], tonumber(ARGV[3]), ARGV[5]
-local expired = redis.call('ZRANGEBYSCORE', KEYS[6], '-inf', now, 'LIMIT', 0, tonumber(ARGV[4]))
+local TASK_PREFIX, LEASES, STATUS_RUNNING, STATUS_PENDING = KEYS[1], KEYS[6], KEYS[7], KEYS[8]
+local STATUS_FAILED, RESULT_PREFIX, WAITERS_PREFIX, MARKER = KEYS[9], KEYS[10], KEYS[11], KEYS[12]
+local EVENTS_LOG, CHANNEL, STATS, WORKERS = KEYS[13], KEYS[14], KEYS[15], KEYS[16]
+local WORKER_PREFIX = KEYS[17]
+local now_arg, maxlen, max_stalls, limit = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local ttl, silence_ms = ARGV[5], ARGV[6]
+local now = now_ms(now_arg)
+max_stalls = tonumber(max_stalls)
+local expired = redis.call('ZRANGEBYSCORE', LEASES, '-inf', now, 'LIMIT', 0, tonumber(limit))
 local requeued, failed = 0, 0
 
 local function give_up(key, id, f, stalls, why)
@@ -25,17 +31,17 @@ local function give_up(key, id, f, stalls, why)
   local doc = cjson.encode({ task_id = id, status = 'failed', error = err,
     attempts = tonumber(f[3] or '0'), duration = 0 })
   redis.call('HSET', key, 'status', 'failed', 'error', err, 'finished_at', now)
-  store_end(key, KEYS[10] .. id, KEYS[11] .. id, doc, ttl, f[5])
-  redis.call('ZADD', KEYS[9], now, id)
-  redis.call('HINCRBY', KEYS[15], 'failed', 1)
-  emit(KEYS[13], KEYS[14], maxlen, 'task.failed', id, 'failed', why)
+  store_end(key, RESULT_PREFIX .. id, WAITERS_PREFIX .. id, doc, ttl, f[5])
+  redis.call('ZADD', STATUS_FAILED, now, id)
+  redis.call('HINCRBY', STATS, 'failed', 1)
+  emit(EVENTS_LOG, CHANNEL, maxlen, 'task.failed', id, 'failed', why)
   child_ended(f[6], 'failed', now, maxlen, ttl)
 end
 
 for _, id in ipairs(expired) do
-  local key = KEYS[1] .. id
+  local key = TASK_PREFIX .. id
   local f = read_task(key, { 'status', 'priority', 'attempt', 'worker', 'waiters', 'parent', 'stalls' })
-  redis.call('ZREM', KEYS[6], id)
+  redis.call('ZREM', LEASES, id)
   local field = misfit(key, f, 'running')
   if field == 'ok' then
     if queue_index(f[2]) == 4 and f[2] ~= '0' then field = 'priority'
@@ -43,7 +49,7 @@ for _, id in ipairs(expired) do
     elseif not is_count(f[7], true) then field = 'stalls' end
   end
   if field == 'ok' then
-    redis.call('ZREM', KEYS[7], id)
+    redis.call('ZREM', STATUS_RUNNING, id)
     local stalls = tonumber(f[7] or '0') + 1
     redis.call('HSET', key, 'stalls', stalls)
     local why = { reason = 'lease expired', worker_id = f[4] or '' }
@@ -55,23 +61,23 @@ for _, id in ipairs(expired) do
       redis.call('HSET', key, 'status', 'pending', 'enqueued_at', now, 'worker', '',
         'attempt', math.max(0, tonumber(f[3] or '1') - 1))
       enqueue(f[2], id, true)
-      redis.call('ZADD', KEYS[8], now, id)
-      emit(KEYS[13], KEYS[14], maxlen, 'task.status_changed', id, 'pending', why)
+      redis.call('ZADD', STATUS_PENDING, now, id)
+      emit(EVENTS_LOG, CHANNEL, maxlen, 'task.status_changed', id, 'pending', why)
       requeued = requeued + 1
     end
   elseif field == 'ghost' then
-    redis.call('ZREM', KEYS[7], id)
+    redis.call('ZREM', STATUS_RUNNING, id)
   elseif field ~= 'stale' then
-    bury(key, id, field, KEYS[7], KEYS[9], KEYS[15], now, maxlen, ttl)
+    bury(key, id, field, STATUS_RUNNING, STATUS_FAILED, STATS, now, maxlen, ttl)
     failed = failed + 1
   end
 end
-if requeued > 0 then redis.call('ZADD', KEYS[12], 0, '0') end
-local silent = redis.call('ZRANGEBYSCORE', KEYS[16], '-inf', now - tonumber(ARGV[6]), 'LIMIT', 0, 100)
+if requeued > 0 then redis.call('ZADD', MARKER, 0, '0') end
+local silent = redis.call('ZRANGEBYSCORE', WORKERS, '-inf', now - tonumber(silence_ms), 'LIMIT', 0, 100)
 for _, worker in ipairs(silent) do
-  redis.call('ZREM', KEYS[16], worker)
-  redis.pcall('HSET', KEYS[17] .. worker, 'state', 'lost', 'lost_at', now)   -- even if corrupt
-  emit_data(KEYS[13], KEYS[14], maxlen, 'worker.lost', { worker_id = worker })
+  redis.call('ZREM', WORKERS, worker)
+  redis.pcall('HSET', WORKER_PREFIX .. worker, 'state', 'lost', 'lost_at', now)   -- even if corrupt
+  emit_data(EVENTS_LOG, CHANNEL, maxlen, 'worker.lost', { worker_id = worker })
 end
 flush_events()
 return { requeued, failed, #silent, #expired }

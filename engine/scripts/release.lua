@@ -7,24 +7,27 @@
   ARGV[3..] id/token pairs, in the order they should run again
   Returns: how many tasks were handed back (stale tokens are skipped).
 ]]
-local now = now_ms(ARGV[1])
+local TASK_PREFIX, LEASES, STATUS_RUNNING, STATUS_PENDING = KEYS[1], KEYS[6], KEYS[7], KEYS[8]
+local MARKER, EVENTS_LOG, CHANNEL = KEYS[9], KEYS[10], KEYS[11]
+local now_arg, maxlen = ARGV[1], ARGV[2]
+local now = now_ms(now_arg)
 local released = 0
 for i = #ARGV - 1, 3, -2 do   -- backwards, so LPUSH keeps their order
   local id = ARGV[i]
-  local key = KEYS[1] .. id
+  local key = TASK_PREFIX .. id
   local f = read_task(key, { 'fence', 'status', 'priority', 'attempt' })
   if f and f[1] == ARGV[i + 1] and f[2] == 'running' then
     local attempt = is_count(f[4]) and tonumber(f[4]) or 1
     redis.call('HSET', key, 'status', 'pending', 'enqueued_at', now, 'worker', '',
       'attempt', math.max(0, attempt - 1))
     enqueue(f[3], id, true)
-    redis.call('ZREM', KEYS[6], id)
-    redis.call('ZREM', KEYS[7], id)
-    redis.call('ZADD', KEYS[8], now, id)
-    emit(KEYS[10], KEYS[11], ARGV[2], 'task.status_changed', id, 'pending', { reason = 'released' })
+    redis.call('ZREM', LEASES, id)
+    redis.call('ZREM', STATUS_RUNNING, id)
+    redis.call('ZADD', STATUS_PENDING, now, id)
+    emit(EVENTS_LOG, CHANNEL, maxlen, 'task.status_changed', id, 'pending', { reason = 'released' })
     released = released + 1
   end
 end
-if released > 0 then redis.call('ZADD', KEYS[9], 0, '0') end
+if released > 0 then redis.call('ZADD', MARKER, 0, '0') end
 flush_events()
 return released

@@ -4,9 +4,11 @@
   ARGV[3] name
   Returns: 1 removed, 0 no such schedule.
 ]]
-local now = now_ms(ARGV[1])
-redis.call('ZREM', KEYS[2], ARGV[3])
-if redis.call('DEL', KEYS[1]) == 0 then return 0 end
-emit_data(KEYS[3], KEYS[4], ARGV[2], 'schedule.removed', { schedule = ARGV[3] })
+local SCHEDULE_KEY, SCHEDULES, EVENTS_LOG, CHANNEL = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local now_arg, maxlen, name = ARGV[1], ARGV[2], ARGV[3]
+local now = now_ms(now_arg)
+redis.call('ZREM', SCHEDULES, name)
+if redis.call('DEL', SCHEDULE_KEY) == 0 then return 0 end
+emit_data(EVENTS_LOG, CHANNEL, maxlen, 'schedule.removed', { schedule = name })
 flush_events()
 return 1

@@ -10,23 +10,26 @@
   Returns: {-4, ''} the key is not a task hash (corrupt: delete it);
            {1, previous status}; {-1, ''} no such task; {-2, status} already finished.
 ]]
-local now = now_ms(ARGV[1])
-local f = read_task(KEYS[1], { 'status', 'priority' })
+local TASK_KEY, SCHEDULED, LEASES, STATUS_PENDING = KEYS[1], KEYS[6], KEYS[7], KEYS[8]
+local MARKER, EVENTS_LOG, CHANNEL, ROUTED = KEYS[12], KEYS[13], KEYS[14], KEYS[15]
+local now_arg, maxlen, id, new_priority = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local now = now_ms(now_arg)
+local f = read_task(TASK_KEY, { 'status', 'priority' })
 if not f then return { -4, '' } end   -- not a task hash: only delete can clear it
-local status, id = f[1], ARGV[3]
+local status = f[1]
 if not status then return { -1, '' } end
 local index = { pending = 8, scheduled = 9, retry = 10, running = 11 }
 if not index[status] then return { -2, status } end
-local priority = ARGV[4] ~= '' and ARGV[4] or f[2]
-if status == 'pending' then dequeue(f[2], id, KEYS[15]) end
-if status == 'scheduled' or status == 'retry' then redis.call('ZREM', KEYS[6], id) end
-if status == 'running' then redis.call('ZREM', KEYS[7], id) end
+local priority = new_priority ~= '' and new_priority or f[2]
+if status == 'pending' then dequeue(f[2], id, ROUTED) end
+if status == 'scheduled' or status == 'retry' then redis.call('ZREM', SCHEDULED, id) end
+if status == 'running' then redis.call('ZREM', LEASES, id) end
 redis.call('ZREM', KEYS[index[status]], id)
-redis.call('HSET', KEYS[1], 'status', 'pending', 'priority', priority, 'enqueued_at', now, 'worker', '')
-redis.call('ZADD', KEYS[8], now, id)
+redis.call('HSET', TASK_KEY, 'status', 'pending', 'priority', priority, 'enqueued_at', now, 'worker', '')
+redis.call('ZADD', STATUS_PENDING, now, id)
 enqueue(priority, id, false)
-redis.call('ZADD', KEYS[12], 0, '0')
-emit(KEYS[13], KEYS[14], ARGV[2], 'task.status_changed', id, 'pending',
+redis.call('ZADD', MARKER, 0, '0')
+emit(EVENTS_LOG, CHANNEL, maxlen, 'task.status_changed', id, 'pending',
   { reason = 'requeued', previous = status })
 flush_events()
 return { 1, status }

@@ -5,12 +5,14 @@
   ARGV[3] name   ARGV[4] next fire time in ms (the first tick after now)
   Returns: 1 resumed, 0 it was not paused (nothing changed), -1 no such schedule.
 ]]
-local now = now_ms(ARGV[1])
-local paused = redis.call('HGET', KEYS[1], 'paused')
+local SCHEDULE_KEY, SCHEDULES, EVENTS_LOG, CHANNEL = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local now_arg, maxlen, name, next_fire = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local now = now_ms(now_arg)
+local paused = redis.call('HGET', SCHEDULE_KEY, 'paused')
 if not paused then return -1 end
 if paused ~= '1' then return 0 end
-redis.call('HSET', KEYS[1], 'paused', '0', 'next_fire', ARGV[4], 'updated_at', now)
-redis.call('ZADD', KEYS[2], ARGV[4], ARGV[3])
-emit_data(KEYS[3], KEYS[4], ARGV[2], 'schedule.resumed', { schedule = ARGV[3], next_fire = tonumber(ARGV[4]) })
+redis.call('HSET', SCHEDULE_KEY, 'paused', '0', 'next_fire', next_fire, 'updated_at', now)
+redis.call('ZADD', SCHEDULES, next_fire, name)
+emit_data(EVENTS_LOG, CHANNEL, maxlen, 'schedule.resumed', { schedule = name, next_fire = tonumber(next_fire) })
 flush_events()
 return 1

@@ -10,25 +10,29 @@
   Returns: {-4, ''} the key is not a task hash (corrupt: delete it);
            {1, previous status}; {-1, ''} no such task; {-2, status} not failed or cancelled.
 ]]
-local now = now_ms(ARGV[1])
-local f = read_task(KEYS[1], { 'status', 'priority', 'parent', 'total' })
+local TASK_KEY, STATUS_FAILED, STATUS_CANCELLED, STATUS_PENDING = KEYS[1], KEYS[6], KEYS[7], KEYS[8]
+local RESULT_KEY, MARKER, EVENTS_LOG, CHANNEL = KEYS[9], KEYS[10], KEYS[11], KEYS[12]
+local WAITERS_KEY = KEYS[13]
+local now_arg, maxlen, id, new_priority = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local now = now_ms(now_arg)
+local f = read_task(TASK_KEY, { 'status', 'priority', 'parent', 'total' })
 if not f then return { -4, '' } end   -- not a task hash: only delete can clear it
-local status, id = f[1], ARGV[3]
+local status = f[1]
 if not status then return { -1, '' } end
 if (status ~= 'failed' and status ~= 'cancelled') or f[4] then return { -2, status } end
-local priority = ARGV[4] ~= '' and ARGV[4] or f[2]
-redis.call('PERSIST', KEYS[1])
-redis.call('HSET', KEYS[1], 'status', 'pending', 'priority', priority, 'enqueued_at', now,
+local priority = new_priority ~= '' and new_priority or f[2]
+redis.call('PERSIST', TASK_KEY)
+redis.call('HSET', TASK_KEY, 'status', 'pending', 'priority', priority, 'enqueued_at', now,
   'attempt', 0, 'stalls', 0, 'error', '', 'traceback', '', 'finished_at', '', 'worker', '')
-redis.call('DEL', KEYS[9])
+redis.call('DEL', RESULT_KEY)
 -- The waiter list still holds the old outcome: a new wait must block for the new one.
-redis.call('DEL', KEYS[13])
-redis.call('ZREM', status == 'failed' and KEYS[6] or KEYS[7], id)
-redis.call('ZADD', KEYS[8], now, id)
+redis.call('DEL', WAITERS_KEY)
+redis.call('ZREM', status == 'failed' and STATUS_FAILED or STATUS_CANCELLED, id)
+redis.call('ZADD', STATUS_PENDING, now, id)
 enqueue(priority, id, false)
-redis.call('ZADD', KEYS[10], 0, '0')
-emit(KEYS[11], KEYS[12], ARGV[2], 'task.status_changed', id, 'pending',
+redis.call('ZADD', MARKER, 0, '0')
+emit(EVENTS_LOG, CHANNEL, maxlen, 'task.status_changed', id, 'pending',
   { reason = 'retried', previous = status })
-child_reopened(f[3], status, now, ARGV[2])
+child_reopened(f[3], status, now, maxlen)
 flush_events()
 return { 1, status }

@@ -19,8 +19,12 @@
            place of an id, {existing id} when the idempotency key names a task whose
            content differs (nothing is written for it).
 ]]
-local now = now_ms(ARGV[1])
-local maxlen, n, idem_ttl = ARGV[2], tonumber(ARGV[3]), ARGV[4]
+local TASK_PREFIX, STATUS_PENDING, STATUS_SCHEDULED, SCHEDULED = KEYS[1], KEYS[6], KEYS[7], KEYS[8]
+local MARKER, EVENTS_LOG, CHANNEL, STATS = KEYS[9], KEYS[10], KEYS[11], KEYS[12]
+local MINUTE_PREFIX, IDEM_PREFIX, CHILDREN_PREFIX = KEYS[13], KEYS[14], KEYS[15]
+local now_arg, maxlen, n, idem_ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local now = now_ms(now_arg)
+n = tonumber(n)
 local PLAIN = {}
 local ids, pending, queued = {}, {}, {}   -- queued: ids by queue, made as needed
 local scheduled, entered                  -- made for the first task due later
@@ -31,12 +35,12 @@ for i = 1, n do
   local last = b + 6 + 2 * tonumber(ARGV[b + 6])
   local existing, differs = false, false
   if o.idem then
-    existing, differs = idem_held(KEYS[14] .. o.idem, o.fp)
-    if not existing and not o.children then idem_take(KEYS[14] .. o.idem, id, o.fp, idem_ttl) end
+    existing, differs = idem_held(IDEM_PREFIX .. o.idem, o.fp)
+    if not existing and not o.children then idem_take(IDEM_PREFIX .. o.idem, id, o.fp, idem_ttl) end
   end
   -- An id that exists already (the same Task submitted twice) is not written again:
   -- overwriting would reset a running or finished task and leave it in two indexes.
-  local key = KEYS[1] .. id
+  local key = TASK_PREFIX .. id
   if not existing and redis.call('EXISTS', key) == 1 then existing = id end
   if differs then
     ids[#ids + 1] = { existing }
@@ -55,7 +59,7 @@ for i = 1, n do
     redis.call('HSET', key, 'priority', priority, 'status', status,
       'created_at', NOW_TEXT, 'due_at', due_text, 'type', ARGV[b + 3], 'payload', ARGV[b + 4],
       'max_retries', ARGV[b + 5], unpack(ARGV, b + 7, last))
-    if o.parent then redis.call('RPUSH', KEYS[15] .. o.parent, id) end
+    if o.parent then redis.call('RPUSH', CHILDREN_PREFIX .. o.parent, id) end
     if children > 0 then
       redis.call('HSET', key, 'total', children, 'n_completed', 0, 'n_failed', 0,
         'n_cancelled', 0, 'started_at', NOW_TEXT)
@@ -74,7 +78,7 @@ for i = 1, n do
     -- Counters count work: a batch parent is bookkeeping over its children (and is
     -- announced when open_batch.lua opens it).
     if children == 0 then
-      emit(KEYS[10], KEYS[11], maxlen, 'task.submitted', id, status)
+      emit(EVENTS_LOG, CHANNEL, maxlen, 'task.submitted', id, status)
       submitted = submitted + 1
     end
   end
@@ -88,17 +92,17 @@ for q = 1, 4 do
   local list = queued[q]
   if list and bulk('RPUSH', KEYS[q + 1], list) == #list then wake = true end
 end
-if #pending > 0 then bulk('ZADD', KEYS[6], pending) end
-if wake then redis.call('ZADD', KEYS[9], '0', '0') end
+if #pending > 0 then bulk('ZADD', STATUS_PENDING, pending) end
+if wake then redis.call('ZADD', MARKER, '0', '0') end
 if scheduled then
   -- Wake a worker so that it learns the new earliest due time and sleeps until then.
-  redis.call('ZADD', KEYS[9], '0', '0')
-  bulk('ZADD', KEYS[8], scheduled)
-  bulk('ZADD', KEYS[7], entered)
+  redis.call('ZADD', MARKER, '0', '0')
+  bulk('ZADD', SCHEDULED, scheduled)
+  bulk('ZADD', STATUS_SCHEDULED, entered)
 end
 if submitted > 0 then
-  redis.call('HINCRBY', KEYS[12], 'submitted', count_text(submitted))
-  bump_field(minute_key(KEYS[13], now), 'submitted', submitted)
+  redis.call('HINCRBY', STATS, 'submitted', count_text(submitted))
+  bump_field(minute_key(MINUTE_PREFIX, now), 'submitted', submitted)
 end
 flush_events()
 return ids

@@ -7,15 +7,16 @@
   ARGV[1] now override (unused, kept for the common ARGV layout)   ARGV[2] unused
   Returns: {status, result document or ''}; {'', ''} when there is no such task.
 ]]
-local status = redis.pcall('HGET', KEYS[1], 'status')
+local TASK_KEY, RESULT_KEY, WAITERS_KEY = KEYS[1], KEYS[2], KEYS[3]
+local status = redis.pcall('HGET', TASK_KEY, 'status')
 if type(status) ~= 'string' then return { '', '' } end   -- no such task, or not a task hash
 if status == 'completed' or status == 'failed' or status == 'cancelled' then
-  local doc = redis.call('GET', KEYS[2]) or ''
-  if doc ~= '' and redis.call('LLEN', KEYS[3]) == 0 then
-    redis.call('RPUSH', KEYS[3], doc)
-    redis.call('PEXPIRE', KEYS[3], 60000)
+  local doc = redis.call('GET', RESULT_KEY) or ''
+  if doc ~= '' and redis.call('LLEN', WAITERS_KEY) == 0 then
+    redis.call('RPUSH', WAITERS_KEY, doc)
+    redis.call('PEXPIRE', WAITERS_KEY, 60000)
   end
   return { status, doc }
 end
-redis.call('HSET', KEYS[1], 'waiters', 1)
+redis.call('HSET', TASK_KEY, 'waiters', 1)
 return { status, '' }

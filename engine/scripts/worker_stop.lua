@@ -5,12 +5,15 @@
   ARGV[5] number of worker fields P   ARGV[6..] P field/value pairs (final stats)
   Returns: 1.
 ]]
-local now = now_ms(ARGV[1])
+local WORKERS, WORKER_KEY, EVENTS_LOG, CHANNEL = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local now_arg, maxlen, worker, record_ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local n_fields = ARGV[5]
+local now = now_ms(now_arg)
 local fields = { 'state', 'stopped', 'stopped_at', now }
-for i = 6, 5 + 2 * tonumber(ARGV[5]) do fields[#fields + 1] = ARGV[i] end
-redis.call('HSET', KEYS[2], unpack(fields))
-redis.call('PEXPIRE', KEYS[2], ARGV[4])
-redis.call('ZREM', KEYS[1], ARGV[3])
-emit_data(KEYS[3], KEYS[4], ARGV[2], 'worker.stopped', { worker_id = ARGV[3] })
+for i = 6, 5 + 2 * tonumber(n_fields) do fields[#fields + 1] = ARGV[i] end
+redis.call('HSET', WORKER_KEY, unpack(fields))
+redis.call('PEXPIRE', WORKER_KEY, record_ttl)
+redis.call('ZREM', WORKERS, worker)
+emit_data(EVENTS_LOG, CHANNEL, maxlen, 'worker.stopped', { worker_id = worker })
 flush_events()
 return 1
