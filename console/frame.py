@@ -13,7 +13,7 @@ from engine import ConfigurationError
 from engine.embedded import RedisUnavailableError
 
 from .auth import fingerprint
-from .components import page_link
+from .components import page_link, show_toasts
 from .connection import EMBEDDED_CONCURRENCY, describe_mode
 from .identity import guard_context, require_identity
 from .redis_health import render_redis_health
@@ -31,6 +31,7 @@ PAGES = (
     ("pages/4_Schedules.py", "Schedules", ":material/schedule:"),
     ("pages/5_Failed_tasks.py", "Failed tasks", ":material/error:"),
     ("pages/6_Events.py", "Events", ":material/bolt:"),
+    ("pages/7_Batches.py", "Batches", ":material/stacks:"),
     ("pages/8_Audit.py", "Audit", ":material/policy:"),
 )
 AUTH_KEY = "console_auth"
@@ -61,6 +62,7 @@ def render_frame(title: str) -> ConsoleContext:
     ctx = guard_context(ctx, identity, title)   # the engine checks the role of every change
     render_redis_health(ctx)
     st.title(title)
+    show_toasts()       # the answers of actions taken in this run's callbacks
     return ctx
 
 
@@ -124,10 +126,22 @@ def _connection_panel(ctx: ConsoleContext) -> None:
             "other machines, and the tasks are gone when the console stops.\n\n"
             "Set `REDIS_URL` for a shared Redis, and run `python worker.py` for workers.",
             icon=":material/science:")
+        _demo_knobs(ctx)
         st.caption(f"Redis `{ctx.display_url}` · namespace `{ctx.queue.namespace}`")
     else:
         st.success(f"Connected to `{ctx.display_url}`", icon=":material/check_circle:")
         st.caption(f"Namespace `{ctx.queue.namespace}` · start workers with `python worker.py`")
+
+
+def _demo_knobs(ctx: ConsoleContext) -> None:
+    """How to make the demo agent slow or failing on purpose (set before starting)."""
+    settings = ctx.settings
+    st.caption(
+        f"Demo agent: {settings.agent_demo_latency:g} s per answer, "
+        f"{settings.agent_demo_failure_rate:.0%} of answers fail, retried after "
+        f"{settings.default_retry_delay:g} s. To watch failures and retries, start with e.g. "
+        "`AGENT_DEMO_FAILURE_RATE=0.3 AGENT_DEMO_LATENCY=2 QUEUE_RETRY_DELAY=5 "
+        "QUEUE_MAX_RETRIES=1 streamlit run app.py`.")
 
 
 def _access_panel(ctx: ConsoleContext) -> None:

@@ -155,7 +155,15 @@ def watched_tasks(queue: TaskQueue, key: str) -> None:
                 answers[task_id] = _read_outcome(queue, task_id)
             rows.append({"Status": status_label(state) if state else "gone",
                          "Answer / error": answers.get(task_id, ""), "Task id": task_id})
-        plain_table(f"{key}_watch_table", pd.DataFrame(rows))
+        plain_table(f"{key}_watch_table", pd.DataFrame(rows),
+                    column_config={"Answer / error": st.column_config.TextColumn(width="large")})
+        finished = [(task_id, answers[task_id]) for task_id in watched if answers.get(task_id)]
+        if finished:
+            # A table cell shows the start of an answer: here each one is there in full.
+            with st.expander(f"Answers in full ({len(finished)})"):
+                for task_id, text in finished:
+                    st.caption(f"Task {md(task_id)}")
+                    st.code(text, language=None, wrap_lines=True)
         updated_caption()
 
 

@@ -281,6 +281,18 @@ def test_task_details_are_text_not_metric_cards(console_env, queue):
     assert facts["Worker"] == "—"
 
 
+def test_a_long_answer_opens_in_full_on_the_submit_page(console_env, queue, drain):
+    at = page("Submit")
+    question = "Explain, at length, " + "why queues need leases " * 20
+    at.text_area(key="submit_single_query").input(question)
+    button(at, "Submit query").click().run()
+    drain()
+    at.run()
+    [expander] = [e for e in at.expander if e.label.startswith("Answers in full")]
+    [answer] = [c.value for c in expander.code]
+    assert question.strip() in answer and len(answer) > 400     # the demo agent quotes it
+
+
 # -- 7. forms that reset, values that read well -----------------------------------------------------
 def test_schedule_form_empties_after_adding_and_empty_values_read_well(console_env, queue):
     at = page("Schedules")
