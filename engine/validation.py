@@ -131,7 +131,7 @@ def check_run_at(value: Any, now_ms: int | None = None) -> int:
         raise ValidationError(f"run_at must be a datetime, got {shown(value)}")
     try:
         ms = clock.to_ms(value)
-    except (OverflowError, ValueError, OSError):
+    except (OverflowError, ValueError, OSError, TypeError):   # TypeError: a tzinfo that lies
         ms = -1
     latest = (clock.now_ms() if now_ms is None else now_ms) + MAX_DELAY_SECONDS * 1000
     if not 0 <= ms <= latest:
