@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone, tzinfo
 
 import pytest
 
@@ -102,10 +102,17 @@ def test_a_delay_is_stored_as_a_due_time_that_far_ahead(clocked_queue, fixed_clo
 
 # -- times --------------------------------------------------------------------------------
 
+class NonsenseZone(tzinfo):
+    """A tzinfo whose offset is not a timedelta."""
+
+    def utcoffset(self, moment):
+        return "two hours"
+
+
 @pytest.mark.parametrize("run_at", [
     datetime.min, datetime.max, datetime(1, 1, 1, tzinfo=timezone.utc),
     datetime(1969, 12, 31, tzinfo=timezone.utc), datetime.now(timezone.utc) + timedelta(days=367),
-    "tomorrow", 1_800_000_000,
+    datetime(2026, 1, 1, tzinfo=NonsenseZone()), "tomorrow", 1_800_000_000,
 ])
 def test_run_at_out_of_range_is_refused_not_a_year_0_error(queue, untouched, run_at):
     refused("run_at", lambda: queue.submit_task(Task(task_type="probe", run_at=run_at)))
