@@ -5,6 +5,16 @@ finished tasks (1% failed) through the engine, then times (a) the Redis reads on
 refresh makes and (b) whole page runs of the Overview and the Tasks page with Streamlit's
 AppTest (warm: the second run of each), and with ``--browser`` (c) the time a real headless
 Chromium takes from opening each page until its script run has finished drawing.
+
+``python -m bench.console_scale --sessions 1,5,10,20 -n 60000``: a team keeping the console
+open. With a trickle of ``--trickle`` tasks/s (20) run by a worker in this process, it
+opens that many headless Chromium pages (half Overview, half Tasks) on one console server
+and, for each count, prints the server's CPU (per cent of one core, and per page), its
+memory, the health check's answer time and the time to navigate (sidebar link, then a
+filter) on one of the pages. ``--seconds`` sets each measuring window (60), ``--gc`` runs
+the server with Streamlit's full garbage collection after every rerun
+(``runner.postScriptGC``, which ``.streamlit/config.toml`` turns off).
+
 Figures go in the README; nothing here asserts.
 """
 from __future__ import annotations
@@ -12,7 +22,9 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import threading
 import time
+import urllib.request
 from pathlib import Path
 
 from engine import PermanentError, Settings, Task, TaskQueue, TaskWorker
@@ -100,11 +112,148 @@ def browser_page_times(url: str, log_dir: Path) -> dict[str, float]:
     return times
 
 
+# -- many sessions on one server ----------------------------------------------------------------
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds the process has used (/proc/<pid>/stat)."""
+    with open(f"/proc/{pid}/stat") as handle:
+        fields = handle.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of the process, in MB."""
+    with open(f"/proc/{pid}/status") as handle:
+        for line in handle:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+class Trickle:
+    """Submit ``rate`` tasks a second and run them with a worker, in threads of this process."""
+
+    def __init__(self, queue: TaskQueue, rate: float):
+        self.queue, self.rate = queue, rate
+        self.stopping = threading.Event()
+        self.worker = TaskWorker(queue, concurrency=2, handlers={
+            "ok": lambda task: {"answer": "fine"},
+            "boom": lambda task: (_ for _ in ()).throw(PermanentError("upstream said no"))})
+        self.threads = [threading.Thread(target=self._submit, daemon=True),
+                        threading.Thread(target=self.worker.start, daemon=True)]
+
+    def _submit(self) -> None:
+        n = 0
+        while not self.stopping.wait(1.0 / self.rate):
+            n += 1
+            self.queue.submit_task(Task(task_type="boom" if n % 50 == 0 else "ok",
+                                        payload={"query": f"trickle {n}"}, max_retries=0))
+
+    def __enter__(self) -> "Trickle":
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stopping.set()
+        self.worker.stop()
+        for thread in self.threads:
+            thread.join(10)
+
+
+def health_ms(url: str, samples: int = 5) -> float:
+    """Median time for ``/_stcore/health`` to answer, in ms."""
+    times = []
+    for _ in range(samples):
+        started = time.perf_counter()
+        with urllib.request.urlopen(url + "/_stcore/health", timeout=60) as response:
+            response.read()
+        times.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times)
+
+
+def navigation_seconds(page, server) -> dict[str, float]:
+    """On one open page: the sidebar link to Tasks, a status filter there, the link back
+    to the Overview; each until the page's run has drawn. Medians of three."""
+    from tests.support.browser import wait_idle
+
+    def link(name: str):
+        return page.locator('[data-testid="stSidebar"] a').filter(has_text=name).first
+
+    def choose_status(name: str) -> None:
+        page.get_by_role("combobox", name="Status").first.click()
+        page.get_by_role("option", name=name, exact=True).click()
+
+    samples: dict[str, list[float]] = {"sidebar link": [], "filter": []}
+    for _ in range(3):
+        page.goto(server.page_url("/"))
+        wait_idle(page, timeout=120_000)
+        samples["sidebar link"].append(_drawn(page, link("Tasks").click, "Showing"))
+        samples["filter"].append(_drawn(page, lambda: choose_status("completed"), "of"))
+        choose_status("All")
+        wait_idle(page, timeout=120_000)
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def session_bench(url: str, counts: list[int], seconds: float, gc: bool, log_dir: Path) -> None:
+    """Open ``counts`` Chromium sessions in turn and print what the server spends."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.support.browser import ConsoleServer, console_env, launch_chromium, wait_idle
+    extra = () if gc else ("--runner.postScriptGC", "false")
+    env = console_env(url, NAMESPACE, CONSOLE_REFRESH_SECONDS="3")
+    server = ConsoleServer.start(env, log_dir / "console-sessions.log", extra_args=extra)
+    pid = server.proc.pid
+    print(f"# sessions: postScriptGC {'on' if gc else 'off'}, refresh 3 s, window {seconds:g} s")
+    print(f"{'pages':>5} {'server CPU':>10} {'per page':>9} {'RSS MB':>14} {'health':>8} "
+          f"{'open':>7} {'nav link':>9} {'filter':>7}")
+    try:
+        with sync_playwright() as playwright:
+            browser = launch_chromium(playwright)
+            pages = []
+            for count in counts:
+                opened = []
+                while len(pages) < count:
+                    page = browser.new_context(viewport={"width": 1400, "height": 900}).new_page()
+                    path, ready = (("/", "Completed") if len(pages) % 2 == 0
+                                   else ("/Tasks", "Showing"))
+                    opened.append(_drawn(page, lambda: page.goto(server.page_url(path)), ready))
+                    pages.append(page)
+                time.sleep(5)                       # let the new pages settle into their ticks
+                rss_start = rss_mb(pid)
+                cpu_start, started = cpu_seconds(pid), time.monotonic()
+                peak = rss_start
+                while time.monotonic() - started < seconds:
+                    time.sleep(min(5.0, seconds))
+                    peak = max(peak, rss_mb(pid))
+                cpu = (cpu_seconds(pid) - cpu_start) / (time.monotonic() - started) * 100
+                health = health_ms(server.url)
+                nav = navigation_seconds(pages[0], server)
+                wait_idle(pages[0], timeout=120_000)
+                print(f"{count:>5} {cpu:>9.1f}% {cpu / count:>8.1f}% "
+                      f"{rss_start:>6.0f}→{rss_mb(pid):>4.0f}/{peak:<4.0f}"
+                      f"{health:>7.1f}ms {max(opened or [0]):>6.2f}s {nav['sidebar link']:>8.2f}s "
+                      f"{nav['filter']:>6.2f}s", flush=True)
+            browser.close()
+    finally:
+        server.stop()
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-n", type=int, default=1_000_000, help="finished tasks to store")
     parser.add_argument("--browser", action="store_true", help="also time the pages in Chromium")
+    parser.add_argument("--sessions", help="comma-separated page counts, e.g. 1,5,10,20")
+    parser.add_argument("--seconds", type=float, default=60.0, help="each measuring window")
+    parser.add_argument("--trickle", type=float, default=20.0, help="tasks/s submitted meanwhile")
+    parser.add_argument("--gc", action="store_true", help="keep runner.postScriptGC on")
     args = parser.parse_args()
+    if args.sessions:
+        run_sessions(args)
+        return
     server = RedisServerProcess().start()
     try:
         settings = Settings.from_mapping({}, max_finished_index=0)
@@ -133,6 +282,23 @@ def main() -> None:
             import tempfile
             for name, seconds in browser_page_times(server.url, Path(tempfile.mkdtemp())).items():
                 print(f"{name + ' (Chromium)':<34}: {seconds * 1000:8.1f} ms")
+    finally:
+        server.stop()
+
+
+def run_sessions(args: argparse.Namespace) -> None:
+    """``--sessions``: fill, start the trickle, measure each session count."""
+    import tempfile
+    server = RedisServerProcess().start()
+    try:
+        settings = Settings.from_mapping({}, max_finished_index=0)
+        queue = TaskQueue(connect(server.url), settings=settings, namespace=NAMESPACE)
+        seconds = fill(queue, args.n)
+        print(f"# {time.strftime('%Y-%m-%d %H:%M')} UTC: {args.n:,} finished tasks stored in "
+              f"{seconds:.0f} s; trickle {args.trickle:g} tasks/s")
+        counts = [int(c) for c in args.sessions.split(",")]
+        with Trickle(queue, args.trickle):
+            session_bench(server.url, counts, args.seconds, args.gc, Path(tempfile.mkdtemp()))
     finally:
         server.stop()
 

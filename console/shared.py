@@ -14,6 +14,7 @@ runs of a page, and expect the second run to show it, set it.
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any, Callable
 
 import streamlit as st
@@ -65,3 +66,35 @@ def shared_read(queue: TaskQueue, what: str, read: Callable[[], Any], *key: Any,
         return read()
     scope = _scope(queue)
     return cache(scope, what, repr(key), _generations.get(scope, 0), _read=read)
+
+
+# -- objects drawn by every session: built once per tick, never copied ---------------------------
+_objects: dict[tuple, tuple[float, Any]] = {}
+MAX_OBJECTS = 64
+
+
+def shared_object(queue: TaskQueue, what: str, build: Callable[[], Any], *key: Any,
+                  seconds: float | None = None) -> Any:
+    """Like :func:`shared_read`, for what is costly to *draw* as well as to read (the
+    Overview's Plotly figures take longer to build than their Redis reads): ``build()``'s
+    value is kept in this process for one refresh interval and handed to every session
+    as the same object, without the copy ``st.cache_data`` makes. Callers must treat it
+    as read-only."""
+    seconds = queue.settings.console_refresh_seconds if seconds is None else seconds
+    if not ENABLED or not seconds or seconds <= 0:
+        return build()
+    scope = _scope(queue)
+    entry = (scope, what, repr(key), _generations.get(scope, 0))
+    now = time.monotonic()
+    with _lock:
+        held = _objects.get(entry)
+        if held is not None and held[0] > now:
+            return held[1]
+    value = build()            # outside the lock: a slow read must not stall other keys
+    with _lock:
+        if len(_objects) >= MAX_OBJECTS:
+            expired = [k for k, (expires, _) in _objects.items() if expires <= now]
+            for stale in expired or list(_objects)[:len(_objects) // 2]:
+                _objects.pop(stale, None)
+        _objects[entry] = (now + seconds, value)
+    return value

@@ -7,7 +7,7 @@ from ..charts import latency_figure, throughput_figure, totals
 from ..components import live, page_link, plain_table, redis_guard, updated_caption
 from ..data import OverviewSnapshot, count_text, failures_frame, format_rate, load_overview
 from ..runtime import ConsoleContext
-from ..shared import shared_read
+from ..shared import shared_object
 
 KEY = "overview"
 
@@ -21,9 +21,10 @@ def render(ctx: ConsoleContext) -> None:
 
 def _live_body(ctx: ConsoleContext) -> None:
     with st.container(key=f"{KEY}_live"), redis_guard("the queue overview"):
-        snapshot = shared_read(ctx.queue, "overview", lambda: load_overview(ctx.queue))
+        # The numbers and the figures are read and built once per tick for every session.
+        snapshot, figures = shared_object(ctx.queue, "overview", lambda: _build(ctx))
         _numbers(snapshot)
-        _charts(snapshot)
+        _charts(snapshot, figures)
         _failures(snapshot)
         updated_caption()
 
@@ -64,15 +65,18 @@ def _numbers(snapshot: OverviewSnapshot) -> None:
         page_link("pages/7_Batches.py", "All batches", ":material/stacks:")
 
 
-def _charts(snapshot: OverviewSnapshot) -> None:
+def _build(ctx: ConsoleContext) -> tuple[OverviewSnapshot, tuple]:
+    snapshot = load_overview(ctx.queue)
+    return snapshot, (throughput_figure(snapshot.throughput), latency_figure(snapshot.throughput))
+
+
+def _charts(snapshot: OverviewSnapshot, figures: tuple) -> None:
     hour = totals(snapshot.throughput)
     st.markdown(f"**Last hour, tasks:** {hour['submitted']:,} submitted · {hour['completed']:,} "
                 f"completed · {hour['failed']:,} failed · {hour['retried']:,} retried")
     left, right = st.columns(2)
-    left.plotly_chart(throughput_figure(snapshot.throughput), width="stretch",
-                      key=f"{KEY}_throughput_chart")
-    right.plotly_chart(latency_figure(snapshot.throughput), width="stretch",
-                       key=f"{KEY}_latency_chart")
+    left.plotly_chart(figures[0], width="stretch", key=f"{KEY}_throughput_chart")
+    right.plotly_chart(figures[1], width="stretch", key=f"{KEY}_latency_chart")
 
 
 def _failures(snapshot: OverviewSnapshot) -> None:

@@ -228,14 +228,15 @@ class WorkerProcess(LoggedProcess):
 class ConsoleServer(LoggedProcess):
     """``python -m streamlit run app.py`` headless on a free loopback port."""
 
-    def __init__(self, env: Mapping[str, str], log_path: Path, port: int | None = None):
+    def __init__(self, env: Mapping[str, str], log_path: Path, port: int | None = None,
+                 extra_args: tuple[str, ...] = ()):
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         super().__init__([
             sys.executable, "-m", "streamlit", "run", "app.py",
             "--server.headless", "true", "--server.port", str(self.port),
             "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
-            "--server.fileWatcherType", "none", "--server.runOnSave", "false",
+            "--server.fileWatcherType", "none", "--server.runOnSave", "false", *extra_args,
         ], env, log_path)
 
     def page_url(self, path: str = "/") -> str:
@@ -266,12 +267,50 @@ class ConsoleServer(LoggedProcess):
 
     @classmethod
     def start(cls, env: Mapping[str, str], log_path: Path,
-              timeout: float = SERVER_START_TIMEOUT) -> "ConsoleServer":
-        """Start a server and return it once healthy (stopped again if it never is)."""
-        server = cls(env, log_path)
+              timeout: float = SERVER_START_TIMEOUT,
+              extra_args: tuple[str, ...] = ()) -> "ConsoleServer":
+        """Start a server and return it once healthy (stopped again if it never is);
+        ``extra_args`` go to ``streamlit run`` (e.g. ``("--runner.postScriptGC", "false")``)."""
+        server = cls(env, log_path, extra_args=extra_args)
         try:
             server.wait_healthy(timeout)
         except BaseException:
             server.stop()
             raise
         return server
+
+
+# -- text that does not fit ------------------------------------------------------------------------
+# Elements that hold a label or a short value: the widget labels, metric labels and values,
+# the value a select box shows, tab and button labels, page links, badges, captions in
+# columns. Each must show its whole text: an element whose content is wider than its box
+# (``scrollWidth > clientWidth``) is cut off ("comple…", "agent_…").
+LABEL_SELECTORS = (
+    '[data-testid="stWidgetLabel"]', '[data-testid="stMetricLabel"]',
+    '[data-testid="stMetricValue"]', '[data-baseweb="select"] [value]',
+    '[data-baseweb="select"] div[title]', '[data-baseweb="tab"]',
+    '[data-testid="stBaseButton-secondary"]', '[data-testid="stBaseButton-primary"]',
+    '[data-testid="stPageLink-NavLink"]', '[data-testid="stCaptionContainer"]',
+)
+_OVERFLOW_JS = """(selectors) => {
+    const out = [];
+    for (const selector of selectors) {
+        for (const el of document.querySelectorAll(selector)) {
+            const boxes = [el, ...el.querySelectorAll('*')];
+            for (const box of boxes) {
+                if (box.clientWidth > 0 && box.scrollWidth > box.clientWidth + 1
+                        && getComputedStyle(box).overflowX !== 'visible') {
+                    out.push({selector, text: (el.innerText || el.getAttribute('value') || '').slice(0, 80),
+                              scroll: box.scrollWidth, client: box.clientWidth});
+                    break;
+                }
+            }
+        }
+    }
+    return out;
+}"""
+
+
+def overflowing_labels(page: Any) -> list[dict]:
+    """The label and value elements whose text is cut off (see ``LABEL_SELECTORS``)."""
+    return page.evaluate(_OVERFLOW_JS, list(LABEL_SELECTORS))
