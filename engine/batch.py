@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
+from .crypto import load_payload, open_result
 from .errors import (IdempotencyConflict, InvalidTransition, QueueUnavailable, TaskNotFound,
                      ValidationError, translate_redis_errors)
 from .models import Task, TaskType
@@ -166,8 +167,8 @@ def child_records(queue: "TaskQueue", batch_id: str) -> Iterator[tuple]:
                 pipe.get(queue.keys.result(task_id))
             replies = pipe.execute()
         for offset, task_id in enumerate(chunk):
-            (status, payload, error), doc = replies[2 * offset], loads(replies[2 * offset + 1])
-            yield start + offset, task_id, status, loads(payload, {}), error, doc
+            (status, payload, error), doc = replies[2 * offset], open_result(loads(replies[2 * offset + 1]))
+            yield start + offset, task_id, status, load_payload(payload, {}), error, doc
 
 
 def _item(index: int, task_id: str, status: str | None, payload: dict, error: str | None,
@@ -261,7 +262,7 @@ def _summary(batch_id: str, reply: Any) -> dict[str, Any] | None:
     total, completed, failed, cancelled, created, finished = (
         _number(v) for v in (total, completed, failed, cancelled, created, finished))
     try:
-        source = (loads(payload, {}) or {}).get("source")
+        source = (load_payload(payload, {}) or {}).get("source")
     except (ValueError, AttributeError, RecursionError):
         source = None
     return {"batch_id": batch_id, "status": status, "total": total or 0,

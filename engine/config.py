@@ -52,7 +52,7 @@ _SERVICE_LINK_VALUE = re.compile(r"^(tcp|udp|sctp)://[^\s/]+:\d+$")
 # Settings that REDIS_URL overrides: set beside it, they cannot apply.
 URL_PARTS = ("REDIS_HOST", "REDIS_PORT", "REDIS_DB", "REDIS_PASSWORD")
 _logged_ignored: set[tuple[str, ...]] = set()
-SECRET_FIELDS = frozenset({"redis_password", "openai_api_key", "console_password"})
+SECRET_FIELDS = frozenset({"redis_password", "openai_api_key", "console_password", "encryption_keys"})
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -93,6 +93,10 @@ class Settings:
     default_max_retries: int = field(default=3, metadata={"env": "QUEUE_MAX_RETRIES"})
     default_retry_delay: float = field(default=60.0, metadata={"env": "QUEUE_RETRY_DELAY"})
     data_dir: str = field(default="data", metadata={"env": "QUEUE_DATA_DIR"})
+    # Fernet keys, comma-separated, the first encrypting (engine/crypto.py): payloads and
+    # results are encrypted at rest when set.
+    encryption_keys: str | None = field(default=None, metadata={"env": "QUEUE_ENCRYPTION_KEYS"},
+                                        repr=False)
     # Start a worker on a Redis that evicts keys (engine/health.py says why it refuses).
     allow_eviction: bool = field(default=False, metadata={"env": "QUEUE_ALLOW_EVICTION"})
     # CSV jobs (see engine.csv_jobs) and recurring schedules (see engine.scheduler).
@@ -147,6 +151,9 @@ class Settings:
                                      "(use an IANA name such as Europe/Paris, or UTC)")
         if self.redis_url:
             check_redis_url(self.redis_url)
+        if self.encryption_keys:
+            from .crypto import parse_keys
+            parse_keys(self.encryption_keys)
 
     # -- construction -----------------------------------------------------------------
     @classmethod

@@ -21,6 +21,7 @@ import os
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from . import batch
+from .crypto import load_payload
 from .errors import PayloadTooLarge, TaskNotFound, ValidationError, translate_redis_errors
 from .models import Task, TaskType
 from .serialization import dumps, loads
@@ -75,7 +76,7 @@ def export_results_csv(batch_id: str, queue: "TaskQueue | None" = None,
         raise TaskNotFound(f"batch {batch_id} not found (never submitted, or expired)")
     if not is_batch:
         raise ValidationError(f"task {batch_id} is not a batch")
-    columns = loads(payload, {}).get("columns") or ["query"]
+    columns = load_payload(payload, {}).get("columns") or ["query"]
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow([*columns, *_result_names(columns)])

@@ -10,6 +10,7 @@ from . import clock, metrics
 from . import batch
 from .config import Settings
 from .connection import connect, connect_settings
+from .crypto import load_payload, open_result, sealer_for
 from .errors import (ConfigurationError, TaskNotFound, TaskTimeout, ValidationError,
                      raise_for_code, translate_redis_errors)
 from .events import EventSubscription, parse_stream_entries
@@ -41,6 +42,7 @@ class TaskQueue:
         self.clock = clock
         self.store = Store(self.client, self.keys, self.settings,
                            now_ms=clock.now_ms if clock is not None else None)
+        self.sealer = sealer_for(self.settings)     # None unless QUEUE_ENCRYPTION_KEYS (engine/crypto.py)
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> "TaskQueue":
@@ -67,6 +69,8 @@ class TaskQueue:
         """submit.lua's values for one task (``payload``: its JSON, when already checked)."""
         if payload is None:
             payload = self._payload(task)
+        if self.sealer is not None:
+            payload = self.sealer.seal(payload)
         # Unset retry policy takes the settings' defaults (QUEUE_MAX_RETRIES, QUEUE_RETRY_DELAY).
         retries = self.settings.default_max_retries if task.max_retries is None else task.max_retries
         delay = self.settings.default_retry_delay if task.retry_delay is None else task.retry_delay
@@ -133,7 +137,7 @@ class TaskQueue:
             _mark_corrupt(record, "result")
             return record
         try:
-            doc = loads(result)
+            doc = open_result(loads(result))
         except (ValueError, RecursionError):
             _mark_corrupt(record, "result")
             return record
@@ -164,7 +168,7 @@ class TaskQueue:
 
     def _result_document(self, task_id: str, text: str | None) -> dict[str, Any] | None:
         """The stored result document; a batch's gets its children's answers, in order."""
-        doc = loads(text)
+        doc = open_result(loads(text))
         if isinstance(doc, dict) and doc.get("batch"):
             items = batch.batch_items(self, task_id)
             doc["result"] = {"answers": [item["answer"] for item in items], "items": items}
@@ -605,7 +609,7 @@ def task_record(fields: dict[str, str], task_id: str) -> dict[str, Any]:
     }
     if "payload" in fields:
         record.update({
-            "payload": read("payload", loads, {}),
+            "payload": read("payload", load_payload, {}),
             "session_id": fields.get("session") or None,
             "max_retries": read("max_retries", int, 0),
             "due_at": read("due_at", clock.to_iso),

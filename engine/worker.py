@@ -24,6 +24,7 @@ from typing import Any, Callable
 import redis
 
 from . import clock
+from .crypto import open_claimed_payload
 from .errors import (CLUSTER_OUTAGE_ERRORS, REFUSAL_ERRORS, CorruptRecord, NoHandler, PermanentError,
                      QueueUnavailable, RedisRefused, ValidationError, refusal)
 from .models import RunningTask, TaskPriority, TaskType, retry_policy, type_name
@@ -335,9 +336,12 @@ class TaskWorker:
         allowed to stop the worker."""
         tasks, corrupt = [], []
         self._claimed = len(flat) // CLAIM_FIELDS     # a short claim means the lists are empty
+        sealer = self.queue.sealer                    # None unless payloads are encrypted
         for i in range(0, len(flat), CLAIM_FIELDS):
             values = flat[i:i + CLAIM_FIELDS]
             try:
+                if sealer is not None:
+                    values[4] = open_claimed_payload(sealer, values[4])
                 tasks.append(running_task(values))
             except CorruptRecord as exc:
                 corrupt.append(self._corrupt_outcome(values, str(exc)))
@@ -400,6 +404,8 @@ class TaskWorker:
             try:
                 # The whole document in one encoding (never text pasted into a template,
                 # which a quote in any part would break); the size limit is on what is stored.
+                if self.queue.sealer is not None:     # encrypted at rest (engine/crypto.py)
+                    result = self.queue.sealer.seal_value(result)
                 doc = dumps({"task_id": task.task_id, "status": "completed", "result": result,
                              "error": None, "duration": round(elapsed, 6),
                              "attempts": task.attempt, "worker_id": self.worker_id},
