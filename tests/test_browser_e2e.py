@@ -396,3 +396,75 @@ def test_markdown_in_a_link_is_drawn_as_text(start_console, new_page, queue) -> 
     expect(page.locator('a[href*="evil.example"]')).to_have_count(0)
     expect(main.locator("strong").filter(has_text="Session expired")).to_have_count(0)
     no_tracebacks_logged(server)
+
+
+# -- nothing cut off, at two window sizes ------------------------------------------------------------
+SIZES = ({"width": 1400, "height": 900}, {"width": 1024, "height": 768})
+
+
+@pytest.fixture
+def busy_queue(queue, make_worker):
+    """Something on every page: done, failed, waiting and scheduled tasks with long names,
+    a finished batch with a failure, a recurring schedule."""
+    from engine import AgentTask, PermanentError, Task, TaskScheduler
+    from engine.agent import DemoBackend, register_handlers
+
+    queue.submit_tasks([AgentTask({"query": f"What is the capital of country number {i}?"},
+                                  session_id="customer-support-session-0042")
+                        for i in range(6)]
+                       + [Task(task_type="summarise_quarterly_report", payload={"n": 1},
+                               max_retries=0)])
+    batch_id = queue.submit_task(Task(task_type="batch_query", payload={
+        "queries": ["first question", "a question that fails", "third question"],
+        "source": "quarterly-questions.csv"}))
+    worker = make_worker(concurrency=1, name="long-running-worker-name")
+    agent = AgentExecutor(queue=queue, backend=DemoBackend(0))
+    register_handlers(worker, queue.settings, agent)
+    answer = worker._handlers["agent_query"]
+
+    def agent_or_fail(task):
+        if "fails" in str(task.payload.get("query")):
+            raise PermanentError("the upstream model refused this query")
+        return answer(task)
+    worker.register_handler("agent_query", agent_or_fail)
+    worker.register_handler("summarise_quarterly_report", lambda task: (_ for _ in ()).throw(
+        PermanentError("quota exceeded for this project")))
+    worker.start(burst=True)
+    queue.submit_task(AgentTask({"query": "waiting in line"}, priority="high"))
+    queue.submit_task(AgentTask({"query": "later"}, delay=3600))
+    TaskScheduler(queue).add_schedule("nightly-report", cron="0 3 * * *",
+                                      task=AgentTask(payload={"query": "nightly report"}))
+    done = [t["task_id"] for t in queue.search_tasks(status="completed", limit=5)["tasks"]
+            if t["task_type"] == "agent_query"]
+    return {"task": done[0], "batch": batch_id}
+
+
+def test_every_page_fits_at_1400_and_1024(start_console, new_page, busy_queue) -> None:
+    """Every page, a task's details and a batch, at 1400×900 and 1024×768: no label or
+    value is cut off (the browser's ``scrollWidth > clientWidth``); each is saved as a
+    screenshot."""
+    from tests.support.browser import overflowing_labels, wait_drawn
+
+    server = start_console(CONSOLE_REFRESH_SECONDS="30")
+    server.wait_healthy()
+    views = PAGES + [("Task detail", f"/Tasks?task={busy_queue['task']}"),
+                     ("Batch", f"/Batches?batch={busy_queue['batch']}")]
+    problems = []
+    for size in SIZES:
+        page = new_page()
+        page.set_viewport_size(size)
+        for index, (title, path) in enumerate(views, 1):
+            page.goto(server.page_url(path))
+            heading = {"Task detail": "Tasks", "Batch": "Batches"}.get(title, title)
+            expect(title_heading(page, heading)).to_be_visible(timeout=LOAD)
+            expect(sidebar_summary(page)).to_be_visible()
+            settle(page)
+            wait_drawn(page, LOAD)          # every widget drawn: nothing left to measure later
+            wait_for_charts(page)
+            no_errors_shown(page)
+            for item in overflowing_labels(page):
+                problems.append(f"{size['width']}x{size['height']} {title}: {item}")
+            screenshot(page, f"{size['width']}x{size['height']}-{index:02d}_"
+                             f"{title.lower().replace(' ', '_')}")
+    assert problems == [], "\n".join(problems)
+    no_tracebacks_logged(server)

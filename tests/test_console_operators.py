@@ -206,8 +206,8 @@ def test_a_batch_opens_with_its_queries_failures_retry_and_results(console_env, 
     failures = table(at, "batches_failures")
     assert failures["Query"].tolist() == ["please fail"] and failures["Row"].tolist() == [2]
     assert "asked to fail" in failures["Error"][0]
-    assert [b.label for b in at.get("download_button")] == ["Download results CSV"]
-    button(at, "Retry 1 failed queries").click().run()
+    assert [b.label for b in at.get("download_button")] == ["Results CSV"]
+    button(at, "Retry 1 failed").click().run()
     failed_child = failures["Task id"][0]
     assert queue.get_task(failed_child)["status"] == "pending"
     assert "Retried the batch's failed and cancelled queries" in plain_texts(at)
@@ -355,3 +355,7 @@ def test_sessions_on_the_same_page_share_one_read_per_refresh(monkeypatch, redis
         st.cache_resource.clear()
         st.cache_data.clear()
 
+
+def test_the_server_runs_without_a_full_collection_after_every_rerun():
+    config = (ROOT / ".streamlit" / "config.toml").read_text()
+    assert re.search(r"^postScriptGC\s*=\s*false", config, re.M)

@@ -466,7 +466,7 @@ def test_workers_page_lists_running_and_stopped_workers(console_env, queue, make
         assert row["Concurrency"] == 2 and row["Heartbeat age"].endswith("ago")
         assert (workers["State"] == "● stopped").sum() == 1
         metrics = {m.label: m.value for m in at.main.metric}
-        assert metrics["Running"] == "1" and metrics["Stopped recently"] == "1"
+        assert metrics["Running"] == "1" and metrics["Stopped"] == "1"
     finally:
         worker.stop()
         thread.join(10)

@@ -153,14 +153,14 @@ def _actions(ctx: ConsoleContext, view: BatchView) -> None:
     summary = view.summary
     batch_id = summary["batch_id"]
     retryable = summary["failed"] + summary["cancelled"]
-    retry, cancel, download = st.columns(3, vertical_alignment="bottom")
-    retry.button(f"Retry {retryable:,} failed queries" if retryable else "Nothing to retry",
+    retry, cancel, download = st.columns([1.2, 1, 1.2], vertical_alignment="bottom")
+    retry.button(f"Retry {retryable:,} failed" if retryable else "Nothing to retry",
                  key=f"{KEY}_retry", type="primary", disabled=not retryable, width="stretch",
                  on_click=_act, args=(ctx, "retry", batch_id))
-    cancel.button("Cancel what is left", key=f"{KEY}_cancel", disabled=view.finished,
+    cancel.button("Cancel the rest", key=f"{KEY}_cancel", disabled=view.finished,
                   width="stretch", on_click=_act, args=(ctx, "cancel", batch_id))
     if view.finished:
-        download.download_button("Download results CSV", data=_results_file(ctx, view),
+        download.download_button("Results CSV", data=_results_file(ctx, view),
                                  file_name=f"results-{batch_id}.csv", mime="text/csv",
                                  key=f"{KEY}_download", on_click="ignore",
                                  icon=":material/download:", width="stretch")

@@ -17,7 +17,8 @@ def render(ctx: ConsoleContext) -> None:
     st.caption("Every state change, as the engine writes it. The stored log keeps the newest "
                f"{ctx.settings.events_max_len:,} events, so a reload (or a new browser) catches "
                "up from there.")
-    types_col, text_col, keep_col, pause_col = st.columns([3, 2, 1, 1], vertical_alignment="bottom")
+    types_col, text_col, keep_col, pause_col = st.columns([2.6, 2, 1.2, 1.2],
+                                                          vertical_alignment="bottom")
     types = types_col.multiselect("Event types", EVENT_TYPES, key=f"{KEY}_types",
                                   placeholder="All event types", accept_new_options=True)
     text = text_col.text_input("Filter by task or worker id", key=f"{KEY}_text",

@@ -44,8 +44,10 @@ def _numbers(snapshot: OverviewSnapshot) -> None:
         ("Success rate", format_rate(stats.success_rate) if done else "—",
          "completed / (completed + failed) tasks"),
     ]
-    for column, (label, value, help_text) in zip(st.columns(len(cells)), cells):
-        column.metric(label, value, help=help_text, border=True)
+    # Three cards a row: six in one row cut their labels in a 1024 px window.
+    for start in range(0, len(cells), 3):
+        for column, (label, value, help_text) in zip(st.columns(3), cells[start:start + 3]):
+            column.metric(label, value, help=help_text, border=True)
     depth = stats.depth_by_priority
     st.markdown("**Waiting** · pending tasks by priority, then tasks waiting for a time or a "
                 "retry, and failed tasks stored")
@@ -54,11 +56,12 @@ def _numbers(snapshot: OverviewSnapshot) -> None:
             ("Set aside", stats.routed_tasks),      # pending, for a worker of their type
             ("Scheduled", stats.scheduled_tasks), ("Retry waiting", stats.retry_tasks),
             ("Dead letters", counts.dead_letter_tasks)]
-    for column, (label, value) in zip(st.columns(len(more)), more):
-        column.metric(label, f"{value:,}")
+    for start in range(0, len(more), 4):
+        for column, (label, value) in zip(st.columns(4), more[start:start + 4]):
+            column.metric(label, f"{value:,}")
     batches = [(name.capitalize(), count_text(counts.batches_in(name), counts.batches_exact(name)))
                for name in ("running", "completed", "failed", "cancelled")]
-    left, right = st.columns([4, 1], vertical_alignment="center")
+    left, right = st.columns([3, 1.4], vertical_alignment="center")
     left.markdown("**Batches** stored · " + " · ".join(f"{label} **{value}**"
                                                       for label, value in batches))
     with right:
@@ -80,7 +83,7 @@ def _charts(snapshot: OverviewSnapshot, figures: tuple) -> None:
 
 
 def _failures(snapshot: OverviewSnapshot) -> None:
-    head, link = st.columns([4, 1], vertical_alignment="bottom")
+    head, link = st.columns([3, 1.4], vertical_alignment="bottom")
     head.markdown("**Most recent failures**")
     with link:
         page_link("pages/5_Failed_tasks.py", "All failed tasks", ":material/arrow_forward:")

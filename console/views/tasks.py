@@ -267,7 +267,7 @@ def _bulk_matching(ctx: ConsoleContext, filters: TaskFilters, page: TaskPage) ->
     with st.expander("Bulk action on every task matching the filters"):
         st.caption(f"Acts on the newest {BULK_LIMIT:,} matching tasks per click; tasks the "
                    "action does not apply to (say, retrying a completed task) are skipped.")
-        left, middle, right = st.columns([1, 2, 1], vertical_alignment="bottom")
+        left, middle, right = st.columns([1, 2, 1.4], vertical_alignment="bottom")
         action = left.selectbox("Bulk action", ACTIONS, format_func=str.capitalize,
                                 key=f"{KEY}_bulk_action")
         confirmed = middle.checkbox("Yes, apply it to every matching task",
@@ -400,7 +400,7 @@ def _facts(record: dict[str, Any]) -> None:
     cells = [("Type", record.get("task_type")), ("Priority", record.get("priority")),
              ("Attempts", attempts_text(record, " of ")), ("Worker", record.get("worker_id")),
              ("Run time", _run_time(record.get("duration"))), ("Session", record.get("session_id"))]
-    facts(cells)
+    facts(cells, per_row=3)
     times = [("Created", "created_at"), ("Started", "started_at"), ("Finished", "finished_at"),
              ("Due", "due_at")]
     shown = [(label, record[name]) for label, name in times if record.get(name)]
@@ -438,10 +438,12 @@ def _batch_progress(ctx: ConsoleContext, batch_id: str) -> None:
 
 def _detail_actions(ctx: ConsoleContext, record: dict[str, Any], allowed: set[str]) -> None:
     task_id = record["task_id"]
-    columns = st.columns([1.4, 1, 1, 1, 1], vertical_alignment="bottom")
-    columns[0].selectbox("Priority for retry / requeue", [KEEP_PRIORITY, *PRIORITY_NAMES],
-                         key=f"{KEY}_detail_priority")
-    for column, action in zip(columns[1:], ACTIONS):
+    # The priority on a row of its own: beside four buttons it leaves each too narrow for
+    # its label in a 1024 px window.
+    st.columns([1, 2])[0].selectbox("Priority for retry / requeue",
+                                    [KEEP_PRIORITY, *PRIORITY_NAMES], key=f"{KEY}_detail_priority")
+    columns = st.columns(4, vertical_alignment="bottom")
+    for column, action in zip(columns, ACTIONS):
         column.button(f"{action.capitalize()} task", key=f"{KEY}_detail_{action}",
                       disabled=action not in allowed, width="stretch",
                       on_click=_act_on_open_task, args=(ctx, action, task_id))

@@ -28,10 +28,12 @@ def render(ctx: ConsoleContext) -> None:
 def _live_body(ctx: ConsoleContext) -> None:
     with redis_guard("the workers"):
         view = shared_read(ctx.queue, "workers", lambda: load_workers(ctx.queue))
-        cells = [("Running", view.counts["running"]), ("Stopping", view.counts["stopping"]),
-                 ("Lost", view.counts["lost"]), ("Stopped recently", view.counts["stopped"])]
-        for column, (label, value) in zip(st.columns(len(cells)), cells):
-            column.metric(label, f"{value:,}", border=True)
+        cells = [("Running", view.counts["running"], "Heartbeat within the lease timeout"),
+                 ("Stopping", view.counts["stopping"], "Finishing the tasks in hand"),
+                 ("Lost", view.counts["lost"], "Silent for longer than the lease timeout"),
+                 ("Stopped", view.counts["stopped"], "Stopped cleanly, in the last day")]
+        for column, (label, value, help_text) in zip(st.columns(len(cells)), cells):
+            column.metric(label, f"{value:,}", help=help_text, border=True)
         if view.table.empty:
             st.info("No worker has reported yet. Start one with `python worker.py`.")
         else:

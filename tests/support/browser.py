@@ -99,9 +99,23 @@ def settle(page: Any, timeout: float = 10_000) -> bool:
     try:
         wait_idle(page, timeout)
         expect(page.locator('[data-stale="true"]')).to_have_count(0, timeout=timeout)
+        expect(page.locator(SKELETONS)).to_have_count(0, timeout=timeout)
         return True
     except AssertionError:
         return False
+
+
+# What Streamlit draws in place of an element whose code has not loaded yet (each kind of
+# widget's code is fetched on first use): a page is not drawn while one shows.
+SKELETONS = '[data-testid="stSkeleton"], [data-testid="stSkeletonElement"]'
+
+
+def wait_drawn(page: Any, timeout: float = 30_000) -> None:
+    """Wait until the page's run has ended and every element is drawn (no placeholder)."""
+    from playwright.sync_api import expect
+
+    wait_idle(page, timeout)
+    expect(page.locator(SKELETONS)).to_have_count(0, timeout=timeout)
 
 
 def screenshot(page: Any, name: str) -> Path:
