@@ -140,14 +140,19 @@ def page_exceptions(redis_url: str, namespace: str, *, task_ids: Sequence[str] =
 
     from streamlit import config
 
-    # The console hides error details from browsers; a test wants the message.
-    shown = config.get_option("client.showErrorDetails")
+    from . import shared
+
+    # The console hides error details from browsers; a test wants the message. Every
+    # run reads Redis as it is now (no read shared from a run a moment ago).
+    shown, sharing = config.get_option("client.showErrorDetails"), shared.ENABLED
     config.set_option("client.showErrorDetails", "full")
+    shared.ENABLED = False
     try:
         with _console_env(redis_url, namespace, env):
             _run_every_page(run, task_ids, timeout)
     finally:
         config.set_option("client.showErrorDetails", shown)
+        shared.ENABLED = sharing
     return problems
 
 
