@@ -13,7 +13,7 @@ import pandas as pd
 
 from engine import QueueStats, TaskQueue, TaskPriority, ValidationError, clock
 from engine import batch as engine_batch
-from engine.queue import MERGED_PAGE_DEPTH
+from engine.reads import MERGED_PAGE_DEPTH
 
 from .theme import status_label, worker_state_label
 
@@ -292,7 +292,7 @@ def load_batch_children(queue: TaskQueue, filters: TaskFilters, page: int = 0,
     if not others:
         total = engine_batch.count_children(queue, batch_id)
         ids = engine_batch.child_window(queue, batch_id, page * page_size, page_size)
-        return TaskPage(queue._load_records(ids), total, True, page, page_size)
+        return TaskPage(queue.load_records(ids), total, True, page, page_size)
     ids = engine_batch.child_window(queue, batch_id, 0, SEARCH_SCAN)
     if filters.status:
         statuses = engine_batch.child_statuses(queue, ids)
@@ -300,12 +300,12 @@ def load_batch_children(queue: TaskQueue, filters: TaskFilters, page: int = 0,
     if filters.scans:
         kwargs = filters.search_kwargs(0)
         priority = kwargs["priority"]
-        ids = queue._matching(ids, int(TaskPriority.parse(priority)) if priority else None,
+        ids = queue.matching_ids(ids, int(TaskPriority.parse(priority)) if priority else None,
                               kwargs["task_type"], kwargs["session_id"],
                               (kwargs["text"] or "").lower())
     exact = engine_batch.count_children(queue, batch_id) <= SEARCH_SCAN
     window = ids[page * page_size:(page + 1) * page_size]
-    return TaskPage(queue._load_records(window), len(ids), exact, page, page_size)
+    return TaskPage(queue.load_records(window), len(ids), exact, page, page_size)
 
 
 TASK_COLUMNS = ["Status", "Task id", "Type", "Priority", "Query", "Session", "Worker",
@@ -613,7 +613,7 @@ def load_batch_view(queue: TaskQueue, batch_id: str) -> BatchView | None:
         scanned = len(ids)
         statuses = engine_batch.child_statuses(queue, ids)
         failed = [i for i, status in zip(ids, statuses) if status in ("failed", "cancelled")]
-        failures = queue._load_records(failed[:BATCH_FAILURES_SHOWN])
+        failures = queue.load_records(failed[:BATCH_FAILURES_SHOWN])
     return BatchView(summary, failures, scanned)
 
 

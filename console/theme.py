@@ -17,7 +17,7 @@ MARKER = "●"
 STATUS_COLOR = {
     "pending": "blue", "scheduled": "violet", "running": "yellow", "retry": "orange",
     "completed": "green", "failed": "red", "cancelled": "gray",
-    "corrupt": "red",           # a record the engine could not read (see engine.queue.task_record)
+    "corrupt": "red",           # a record the engine could not read (see engine.reads.task_record)
 }
 WORKER_STATE_COLOR = {"running": "green", "starting": "yellow", "stopping": "yellow",
                       "stopped": "gray", "lost": "red"}

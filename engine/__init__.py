@@ -5,10 +5,12 @@ The public API, under the names the guide uses::
     from engine import (Task, AgentTask, TaskType, TaskPriority, TaskStatus, QueueStats,
                         TaskQueue, TaskWorker, TaskScheduler, get_task_queue)
 """
+from . import batch   # registers the batch fan-out with the queue (engine/batch_submit.py)
 from .config import Settings
-from .errors import (ConfigurationError, InvalidTransition, LeaseLost, NoHandler, PayloadTooLarge,
-                     PermanentError, QueueError, QueueUnavailable, RedisRefused, RetryableError,
-                     ScheduleNotFound, TaskNotFound, TaskTimeout, ValidationError)
+from .errors import (ConfigurationError, CorruptRecord, IdempotencyConflict, InvalidTransition,
+                     LeaseLost, NoHandler, PayloadTooLarge, PermanentError, QueueError,
+                     QueueUnavailable, RedisRefused, RetryableError, ScheduleNotFound,
+                     TaskNotFound, TaskTimeout, ValidationError)
 from .models import (ACTIVE_STATUSES, TERMINAL_STATUSES, AgentTask, Backoff, QueueStats,
                      RunningTask, Task, TaskPriority, TaskStatus, TaskType)
 from .queue import TaskQueue, get_task_queue, reset_task_queue
@@ -17,6 +19,7 @@ from .worker import TaskWorker
 
 __all__ = [
     "ACTIVE_STATUSES", "TERMINAL_STATUSES", "AgentTask", "Backoff", "ConfigurationError",
+    "CorruptRecord", "IdempotencyConflict",
     "InvalidTransition", "LeaseLost", "NoHandler", "PayloadTooLarge", "PermanentError",
     "QueueError", "QueueStats", "QueueUnavailable", "RedisRefused", "RetryableError", "RunningTask",
     "ScheduleNotFound", "Settings",

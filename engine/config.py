@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Mapping
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
+from .crypto import parse_keys
 from .errors import ConfigurationError
 
 log = logging.getLogger("engine.config")
@@ -152,7 +153,6 @@ class Settings:
         if self.redis_url:
             check_redis_url(self.redis_url)
         if self.encryption_keys:
-            from .crypto import parse_keys
             parse_keys(self.encryption_keys)
 
     # -- construction -----------------------------------------------------------------

@@ -18,16 +18,16 @@ import csv
 import io
 import json
 import os
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
-from . import batch
+from .batch_reads import child_item, child_records
+from .batch_submit import MAX_BATCH_SIZE, child_tasks, submit_family
+from .queue import TaskQueue, get_task_queue
 from .crypto import load_payload
 from .errors import PayloadTooLarge, TaskNotFound, ValidationError, translate_redis_errors
-from .models import Task, TaskType
-from .serialization import dumps, loads
+from .models import MAX_QUERY_CHARS, Task, TaskType
+from .serialization import dumps
 
-if TYPE_CHECKING:
-    from .queue import TaskQueue
 
 RESULT_COLUMNS = ("answer", "status", "error", "duration")
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
@@ -35,7 +35,7 @@ _SHOWN_ROWS = 10       # rows named in one error message at most
 
 
 def submit_csv(file: Any, query_column: str = "query", priority: Any = "low",
-               queue: "TaskQueue | None" = None, **task_options: Any) -> str:
+               queue: TaskQueue | None = None, **task_options: Any) -> str:
     """Submit every data row of a CSV file as one query of a new batch; returns the batch id.
 
     ``file`` is a path, the file's bytes, or an open file (binary or text); a pandas
@@ -50,17 +50,17 @@ def submit_csv(file: Any, query_column: str = "query", priority: Any = "low",
                               "such as max_retries or timeout, not payload or task_type")
     text = _decode(_read_bytes(file, settings.csv_max_bytes))
     # A CSV job is one batch, so the batch limit caps the row limit whatever it is set to.
-    columns, rows = parse_rows(text, min(settings.csv_max_rows, batch.MAX_BATCH_SIZE))
+    columns, rows = parse_rows(text, min(settings.csv_max_rows, MAX_BATCH_SIZE))
     column = _find_column(columns, query_column)
     queries = _queries(rows, column)
     parent = Task(task_type=TaskType.BATCH_QUERY, priority=priority, **task_options,
                   payload={"source": "csv", "query_column": column, "columns": columns})
     children = _children(parent, queries, rows, settings.max_payload_bytes)
     parent.payload["count"] = len(children)
-    return batch.submit_family(queue, parent, children)
+    return submit_family(queue, parent, children)
 
 
-def export_results_csv(batch_id: str, queue: "TaskQueue | None" = None,
+def export_results_csv(batch_id: str, queue: TaskQueue | None = None,
                        path_or_buffer: Any = None) -> str | None:
     """The batch's input rows with ``answer``, ``status``, ``error`` and ``duration``
     (seconds) added, as CSV text, in input order. Like pandas' ``to_csv``: returns the text
@@ -213,7 +213,6 @@ def _find_column(columns: list[str], wanted: str) -> str:
 
 
 def _queries(rows: list[dict[str, str] | None], column: str) -> list[str]:
-    from .agent import MAX_QUERY_CHARS   # the agent's own limit, checked row by row here
     blank, too_long = [], []
     for number, row in enumerate(rows, 1):
         if row is None:
@@ -234,7 +233,7 @@ def _queries(rows: list[dict[str, str] | None], column: str) -> list[str]:
 # -- submitting -----------------------------------------------------------------------------
 def _children(parent: Task, queries: list[str], rows: list[dict[str, str] | None],
               limit: int) -> list[Task]:
-    children = batch.child_tasks(parent, queries)
+    children = child_tasks(parent, queries)
     kept = [(number, row) for number, row in enumerate(rows, 1) if row is not None]
     for child, (number, row) in zip(children, kept):
         child.payload["row"] = row
@@ -251,9 +250,9 @@ def _result_names(columns: Sequence[str]) -> list[str]:
     return [f"queue_{name}" if name in columns else name for name in RESULT_COLUMNS]
 
 
-def _rows_with_outcomes(queue: "TaskQueue", batch_id: str) -> Iterable[tuple[dict, dict]]:
-    for index, task_id, status, payload, error, doc in batch.child_records(queue, batch_id):
-        item = batch._item(index, task_id, status, payload, error, doc)
+def _rows_with_outcomes(queue: TaskQueue, batch_id: str) -> Iterable[tuple[dict, dict]]:
+    for index, task_id, status, payload, error, doc in child_records(queue, batch_id):
+        item = child_item(index, task_id, status, payload, error, doc)
         yield payload.get("row") or {"query": item["query"] or ""}, item
 
 
@@ -289,6 +288,5 @@ def _write(text: str, target: Any) -> str | None:
     return None
 
 
-def _default_queue() -> "TaskQueue":
-    from .queue import get_task_queue
+def _default_queue() -> TaskQueue:
     return get_task_queue()

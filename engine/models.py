@@ -209,6 +209,9 @@ class Task:
         return clock.to_ms(self.run_at) if self.run_at is not None else None
 
 
+MAX_QUERY_CHARS = 100_000    # an agent query's longest text (the agent and CSV jobs check it)
+
+
 def AgentTask(payload: dict[str, Any] | None = None, **kwargs: Any) -> Task:  # noqa: N802 - guide's name
     """A :class:`Task` of type ``AGENT_QUERY`` (the guide's ``AgentTask``)."""
     kwargs.setdefault("task_type", TaskType.AGENT_QUERY)

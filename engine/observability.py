@@ -131,7 +131,7 @@ class WorkerMetrics:
         yield CounterMetricFamily(f"{PREFIX}_worker_claimed_tasks", "Tasks claimed",
                                   value=self.claimed_tasks)
         yield GaugeMetricFamily(f"{PREFIX}_worker_in_flight", "Tasks claimed and not yet reported",
-                                value=len(worker._held))   # a dict's len: safe from any thread
+                                value=worker.in_flight)
         yield GaugeMetricFamily(f"{PREFIX}_worker_concurrency", "Handler slots",
                                 value=worker.concurrency)
 

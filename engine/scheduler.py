@@ -26,12 +26,14 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
 
-from . import batch, clock
+from . import clock
+from .batch_submit import batch_queries, is_batch
 from .errors import (QueueUnavailable, ScheduleNotFound, ValidationError,
                      translate_redis_errors)
 from .models import Task
 from .queue import TaskQueue, get_task_queue
 from .serialization import dumps, loads
+from .submission import submit_row
 
 log = logging.getLogger("engine.scheduler")
 
@@ -90,7 +92,7 @@ class TaskScheduler:
         if misfire not in MISFIRE_POLICIES:
             raise ValidationError(f"misfire must be one of {', '.join(MISFIRE_POLICIES)}, got {misfire!r}")
         template = task_template(task)
-        self.queue._row(task_from_template(template, name, None))   # size and shape checks
+        submit_row(task_from_template(template, name, None), self.queue.settings)   # size and shape checks
         with translate_redis_errors():
             next_fire = next_tick_ms(cron, timezone, _now_ms(self.queue))
             self.queue.store.add_schedule(name, cron, timezone, misfire, dumps(template), next_fire)
@@ -110,7 +112,7 @@ class TaskScheduler:
         """Every schedule (see :meth:`get_schedule`), soonest next run first, paused last."""
         with translate_redis_errors():
             names = self.queue.client.zrange(self.queue.keys.schedules, 0, -1)
-        replies = self.queue._read_hashes(self.queue.keys.schedule(name) for name in names)
+        replies = self.queue.read_hashes(self.queue.keys.schedule(name) for name in names)
         return [schedule_record(fields) for fields in replies if fields]
 
     def pause_schedule(self, name: str) -> dict[str, Any]:
@@ -284,8 +286,8 @@ def task_template(task: Task) -> dict[str, Any]:
     if task.idempotency_key or task.parent_id:
         raise ValidationError("a scheduled task may not carry an idempotency key or parent: "
                               "the scheduler gives each tick its own key")
-    if batch.is_batch(task):
-        batch.batch_queries(task.payload)
+    if is_batch(task):
+        batch_queries(task.payload)
     return {"task_type": task.type_name, "payload": task.payload, "priority": int(task.priority),
             "max_retries": task.max_retries, "retry_delay": task.retry_delay,
             "backoff": task.backoff.value, "max_retry_delay": task.max_retry_delay,

@@ -194,6 +194,12 @@ class TaskWorker:
         return decorate
 
     @property
+    def in_flight(self) -> int:
+        """How many claimed tasks this worker holds (running, or waiting for a slot or for
+        their outcome to be written)."""
+        return len(self._held)     # a dict's len: safe to read from any thread
+
+    @property
     def handler_types(self) -> list[str]:
         """Task types this worker can run."""
         return sorted(self._handlers)

@@ -280,7 +280,7 @@ def test_a_batch_left_staged_by_a_failed_submit_is_invisible_and_replaced(queue,
         raise redis.ConnectionError("dropped")
 
     monkeypatch.setattr(queue.store, "open_batch", cut_off)
-    monkeypatch.setattr("engine.batch._remove_quietly", lambda queue, parent_id: None)  # cut off too
+    monkeypatch.setattr("engine.batch_submit._remove_quietly", lambda queue, parent_id: None)  # cut off too
     with pytest.raises(Exception):
         queue.submit_task(batch)
     assert queue.get_task_status(batch.task_id)["status"] == "staging"

@@ -14,6 +14,7 @@ from datetime import datetime
 import pytest
 import redis
 
+from engine.submission import submit_row
 from engine import (InvalidTransition, Settings, Task, TaskNotFound, TaskQueue, TaskScheduler,
                     TaskTimeout, TaskWorker, ValidationError)
 from engine.connection import connect
@@ -725,7 +726,7 @@ def test_one_script_call_larger_than_a_lua_stack_slice(queue, redis_client):
     # bulk() hands Redis at most 4,000 values a command (Lua's C stack is limited), one
     # command when they fit: 2,500 tasks in one submit call put 5,000 values into the
     # pending index, so both paths run, and every task must land in order, counted once.
-    rows = [queue._row(Task(task_type="t", payload={"i": i})) for i in range(2500)]
+    rows = [submit_row(Task(task_type="t", payload={"i": i}), queue.settings) for i in range(2500)]
     ids = queue.store.submit(rows)
     assert ids == [row[0] for row in rows]
     assert redis_client.lrange(queue.keys.queues[2], 0, -1) == ids        # normal, FIFO
@@ -736,7 +737,7 @@ def test_one_script_call_larger_than_a_lua_stack_slice(queue, redis_client):
 def test_an_error_reply_is_raised_and_leaves_the_connection_usable(queue, redis_client):
     # Replies are parsed straight off the socket on plain connections: a script's error
     # must still raise redis-py's exception, write nothing, and leave the next call intact.
-    row = queue._row(Task(task_type="t"))
+    row = submit_row(Task(task_type="t"), queue.settings)
     row[2] = "{not json"                       # options that submit.lua cannot decode
     with pytest.raises(redis.ResponseError):
         queue.store.submit([row])

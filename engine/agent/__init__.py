@@ -17,12 +17,12 @@ from typing import Any, Mapping
 
 from ..config import Settings
 from ..errors import ConfigurationError, PermanentError, ValidationError
-from ..models import AgentTask, RunningTask, TaskPriority, TaskType
+from ..models import MAX_QUERY_CHARS, AgentTask, RunningTask, TaskPriority, TaskType
 from ..queue import TaskQueue, get_task_queue
 from .custom import CallableBackend
 from .demo import DEMO_NOTICE, DemoBackend
+from .openai_backend import OpenAIBackend   # imports the openai package only when used
 
-MAX_QUERY_CHARS = 100_000
 
 
 def build_backend(settings: Settings) -> Any:
@@ -32,7 +32,6 @@ def build_backend(settings: Settings) -> Any:
     if name == "demo":
         return DemoBackend(settings.agent_demo_latency, settings.agent_demo_failure_rate)
     if name == "openai":
-        from .openai_backend import OpenAIBackend   # imports the openai package only when used
         return OpenAIBackend.from_settings(settings)
     if ":" in name:
         return CallableBackend.from_spec(name, model=settings.agent_model)

@@ -16,11 +16,11 @@ and the driver's exception is not chained (its text would land in the stored tra
 from __future__ import annotations
 
 import email.utils
+import importlib
 import math
 import re
 from typing import Any
 
-import openai
 
 from .. import clock
 from ..config import Settings, mask_url
@@ -30,6 +30,12 @@ DEFAULT_MODEL = "gpt-4o-mini"
 NO_KEY = "no-key"                 # local servers (Ollama, vLLM...) ignore the key but the client wants one
 MAX_RETRY_AFTER = 24 * 3600.0     # a provider asking for more than a day is not believed
 _KEY_SHAPED = re.compile(r"\b(?:sk|rk|pk|key)-[A-Za-z0-9_*.\-]{6,}")
+
+
+def _openai() -> Any:
+    """The openai package, imported on first use: it takes seconds to import (measured
+    here), and only deployments with AGENT_BACKEND=openai need it."""
+    return importlib.import_module("openai")
 
 
 class OpenAIBackend:
@@ -54,8 +60,8 @@ class OpenAIBackend:
         self.system_prompt = system_prompt
         self._secret = api_key or ""
         self.label = f"{mask_url(base_url)}" if base_url else "the OpenAI API"
-        self._client = client or openai.OpenAI(api_key=api_key or NO_KEY, base_url=base_url,
-                                               timeout=timeout, max_retries=0)
+        self._client = client or _openai().OpenAI(api_key=api_key or NO_KEY, base_url=base_url,
+                                                  timeout=timeout, max_retries=0)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "OpenAIBackend":
@@ -75,6 +81,7 @@ class OpenAIBackend:
         messages = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
         messages.append({"role": "user", "content": query})
         client = self._client if timeout is None else self._client.with_options(timeout=timeout)
+        openai = _openai()
         try:
             completion = client.chat.completions.create(model=self.model, messages=messages)
         except openai.APIStatusError as exc:
@@ -102,7 +109,7 @@ class OpenAIBackend:
                 "model": getattr(completion, "model", None) or self.model, "usage": counts,
                 "finish_reason": getattr(choices[0], "finish_reason", None)}
 
-    def _status_error(self, exc: openai.APIStatusError) -> Exception:
+    def _status_error(self, exc: Any) -> Exception:
         status = exc.status_code
         detail = self._redact(_provider_message(exc))[:1000]
         message = f"{self.label} answered HTTP {status}: {detail}"
@@ -116,7 +123,7 @@ class OpenAIBackend:
         return _KEY_SHAPED.sub("***", text)
 
 
-def _provider_message(exc: openai.APIStatusError) -> str:
+def _provider_message(exc: Any) -> str:
     """The provider's own words: OpenAI's ``{"error": {"message"}}``, Ollama's
     ``{"error": "..."}``, or the raw body."""
     body = exc.body

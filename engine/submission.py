@@ -1,0 +1,69 @@
+"""What submit.lua is given for a task: its checked payload and its row of values.
+
+Shared by every way of submitting (engine/queue.py, engine/batch_submit.py, the schedules'
+checks in engine/scheduler.py), below all of them.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from .config import Settings
+from .crypto import Sealer
+from .errors import ValidationError
+from .models import STORED_DEFAULTS, Task
+from .serialization import dumps, fingerprint
+from .validation import payload_json
+
+
+def payload_text(task: Task, settings: Settings) -> str:
+    """Check the task whole (its fields again: they can change after it is built) and
+    return its payload as JSON text, checked (engine.validation.payload_json)."""
+    if not isinstance(task, Task):
+        raise ValidationError(f"expected a Task, got {type(task).__name__}")
+    task.validate()
+    return payload_json(task.payload, settings.max_payload_bytes)
+
+
+def submit_row(task: Task, settings: Settings, sealer: Sealer | None = None, children: int = 0,
+               payload: str | None = None) -> list[Any]:
+    """submit.lua's values for one task (``payload``: its JSON, when already checked;
+    ``sealer``: the queue's encryption, engine/crypto.py; ``children``: a batch parent's
+    count of children)."""
+    if payload is None:
+        payload = payload_text(task, settings)
+    if sealer is not None:
+        payload = sealer.seal(payload)
+    # Unset retry policy takes the settings' defaults (QUEUE_MAX_RETRIES, QUEUE_RETRY_DELAY).
+    retries = settings.default_max_retries if task.max_retries is None else task.max_retries
+    delay = settings.default_retry_delay if task.retry_delay is None else task.retry_delay
+    extra: list[Any] = []
+    for name, value in (("retry_delay", int(delay * 1000)), ("backoff", task.backoff.value),
+                        ("max_retry_delay", int(task.max_retry_delay * 1000)),
+                        ("session", task.session_id), ("timeout", task.timeout),
+                        ("parent", task.parent_id)):
+        if value is not None and value != "" and value != STORED_DEFAULTS.get(name):
+            extra += [name, value]
+    # What the idempotency fingerprint covers: what the task does (its type and payload),
+    # not how or when it runs, which a retry of the same submit may change.
+    options = submit_options(task, children, (task.type_name, task.payload))
+    return [task.task_id, int(task.priority), options, task.type_name, payload, retries,
+            len(extra) // 2, *extra]
+
+
+def submit_options(task: Task, children: int, content: Sequence[Any]) -> str:
+    """submit.lua's options for a task: '' for a plain one (most), so that a plain submit
+    sends and parses no more than it needs; else a small JSON object. ``content`` is what
+    the idempotency fingerprint covers."""
+    options: dict[str, Any] = {}
+    if task.run_at is not None:
+        options["due"] = task.due_ms()
+    if task.delay is not None:
+        options["delay"] = int(task.delay * 1000)
+    if task.idempotency_key:
+        options["idem"] = task.idempotency_key
+        options["fp"] = fingerprint(content)
+    if task.parent_id:
+        options["parent"] = task.parent_id
+    if children:
+        options["children"] = children
+    return dumps(options, "task options") if options else ""
