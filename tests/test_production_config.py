@@ -31,7 +31,7 @@ LANGCHAIN_AZURE = {"OPENAI_API_BASE": "https://example.openai.azure.com/",
 @pytest.fixture(autouse=True)
 def _forget_logged(monkeypatch):
     # The "ignoring" line is said once per process: each test starts with a clean slate.
-    monkeypatch.setattr(config_module, "_logged_ignored", set())
+    monkeypatch.setattr(config_module, "_logged_ignored", set(), raising=False)
 
 
 def test_kubernetes_and_langchain_variables_do_not_stop_settings_when_redis_url_is_set(caplog):
