@@ -59,6 +59,19 @@ def cluster_queue(url: str, namespace: str) -> TaskQueue:
         "QUEUE_LEASE_TIMEOUT": "1", "QUEUE_HEARTBEAT_INTERVAL": "0.2"}))
 
 
+def two_namespaces(cluster: LocalCluster, workers) -> tuple:
+    """The master to kill, a surviving master, a node URL, a queue whose slot each of the two
+    masters serves, and a ready worker process on each queue."""
+    doomed, survivor, entry = cluster.masters()
+    url = cluster.url(entry)
+    on_doomed = cluster_queue(url, cluster.namespace_on(doomed, "d"))
+    on_survivor = cluster_queue(url, cluster.namespace_on(survivor, "s"))
+    processes = [workers(url, q.namespace) for q in (on_doomed, on_survivor)]
+    for process in processes:
+        process.wait_for_line(r"Worker worker-\w+ ready")
+    return doomed, survivor, url, on_doomed, on_survivor, processes
+
+
 def submit(queue: TaskQueue, count: int, seconds: float = 0.0) -> list[str]:
     return queue.submit_tasks([Task(task_type="sleep", payload={"seconds": seconds})
                                for _ in range(count)])
@@ -80,13 +93,7 @@ def test_master_killed_and_restarted_without_replicas(make_cluster, workers):
     # AOF with fsync always on every node: the restarted master comes back with its data,
     # so here no acknowledged task is lost at all.
     cluster = make_cluster(masters=3, replicas=0, appendonly=True)
-    doomed, survivor, entry = cluster.masters()
-    url = cluster.url(entry)
-    on_doomed = cluster_queue(url, cluster.namespace_on(doomed, "d"))
-    on_survivor = cluster_queue(url, cluster.namespace_on(survivor, "s"))
-    processes = [workers(url, q.namespace) for q in (on_doomed, on_survivor)]
-    for process in processes:
-        process.wait_for_line(r"Worker worker-\w+ ready")
+    doomed, survivor, url, on_doomed, on_survivor, processes = two_namespaces(cluster, workers)
     # Enough work that the kill lands while tasks are pending and running.
     before = {q.namespace: submit(q, 150, 0.01) for q in (on_doomed, on_survivor)}
 
@@ -115,13 +122,7 @@ def test_master_killed_and_restarted_without_replicas(make_cluster, workers):
 
 def test_master_replaced_by_its_replica_then_back_as_a_replica(make_cluster, workers):
     cluster = make_cluster(masters=3, replicas=1)
-    doomed, survivor, entry = cluster.masters()
-    url = cluster.url(entry)
-    on_doomed = cluster_queue(url, cluster.namespace_on(doomed, "d"))
-    on_survivor = cluster_queue(url, cluster.namespace_on(survivor, "s"))
-    processes = [workers(url, q.namespace) for q in (on_doomed, on_survivor)]
-    for process in processes:
-        process.wait_for_line(r"Worker worker-\w+ ready")
+    doomed, survivor, url, on_doomed, on_survivor, processes = two_namespaces(cluster, workers)
     before = submit(on_survivor, 150, 0.01)
     submit(on_doomed, 150, 0.01)          # replication is asynchronous: these may be lost
 
