@@ -15,7 +15,7 @@ from console import shared
 from console.testing import (APP, PAGE_FILES, ROOT, button, count_redis_calls, facts_of,
                              plain_texts, unescape)
 from engine import AgentTask, PermanentError, Task, TaskScheduler
-from engine.agent import AgentExecutor, DemoBackend, register_handlers
+from engine.agent import AgentExecutor, DemoBackend
 
 TIMEOUT = 30
 
@@ -39,18 +39,16 @@ def drain(queue, make_worker):
     def run() -> dict:
         worker = make_worker(concurrency=1)
         agent = AgentExecutor(queue=queue, backend=DemoBackend(0))
-        register_handlers(worker, queue.settings, agent)
-        original = worker._handlers.get("agent_query")
 
         def boom(task):
             raise PermanentError("model refused: content policy")
+
+        def maybe_fail(task):
+            if "fail" in str(task.payload.get("query")):
+                raise PermanentError("the query asked to fail")
+            return agent.handle(task)
         worker.register_handler("boom", boom)
-        if original is not None:
-            def maybe_fail(task):
-                if "fail" in str(task.payload.get("query")):
-                    raise PermanentError("the query asked to fail")
-                return original(task)
-            worker.register_handler("agent_query", maybe_fail)
+        worker.register_handler("agent_query", maybe_fail)
         return worker.start(burst=True)
     return run
 
