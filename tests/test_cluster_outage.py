@@ -1,4 +1,5 @@
-"""Redis Cluster outages: a master SIGKILLed and restarted, or replaced by its replica.
+"""Redis Cluster outages: a master SIGKILLed and restarted, or replaced by its replica, and
+a reshard that moves the queue's slot under load.
 
 Every cluster-state error (CLUSTERDOWN from every node while a slot is uncovered, a
 layout the client cannot read, TRYAGAIN, MOVED storms) is an outage that ``worker.py``
@@ -11,6 +12,8 @@ Nodes use a 1 s ``cluster-node-timeout`` so a failure is noticed within about 2 
 from __future__ import annotations
 
 import shutil
+import subprocess
+import threading
 import time
 
 import pytest
@@ -18,7 +21,7 @@ import redis
 
 from engine import QueueUnavailable, Settings, Task, TaskQueue
 from engine.errors import cluster_outage, translate_redis_errors
-from tests.support.cluster import LocalCluster, wait_for
+from tests.support.cluster import LocalCluster, namespace_slot, wait_for
 from tests.support.processes import WorkerProcess, worker_env
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-cli") is None,
@@ -179,3 +182,44 @@ def test_cluster_misuse_is_not_mistaken_for_an_outage():
     with pytest.raises(redis.exceptions.ClusterCrossSlotError):
         with translate_redis_errors():
             raise redis.exceptions.ClusterCrossSlotError("CROSSSLOT")
+
+
+def test_a_reshard_under_load_moves_the_queue_without_an_error(make_cluster, workers):
+    # Every slot of the master holding the namespace moves to another master while tasks
+    # are submitted and run: MOVED and ASK redirections, TRYAGAIN while the slot's keys
+    # migrate. Nothing surfaces to the submitter or the worker, and every task completes.
+    cluster = make_cluster(masters=3, replicas=0)
+    source, target, entry = cluster.masters()
+    url = cluster.url(entry)
+    queue = cluster_queue(url, cluster.namespace_on(source, "r"))
+    process = workers(url, queue.namespace)
+    process.wait_for_line(r"Worker worker-\w+ ready")
+    ids, refused, stop = [], [], threading.Event()
+
+    def submit_steadily() -> None:
+        while not stop.is_set():
+            try:
+                ids.append(queue.submit_task(Task(task_type="sleep", payload={"seconds": 0.002})))
+            except QueueUnavailable as exc:       # allowed, but counted
+                refused.append(str(exc))
+            stop.wait(0.002)
+
+    submitter = threading.Thread(target=submit_steadily)
+    submitter.start()
+    try:
+        wait_for(lambda: len(ids) > 50, "tasks to flow before the reshard", 15)
+        node = {port: cluster.client(port).execute_command("CLUSTER", "MYID")
+                for port in (source, target)}
+        subprocess.run(["redis-cli", "--cluster", "reshard", f"127.0.0.1:{entry}",
+                        "--cluster-from", node[source], "--cluster-to", node[target],
+                        "--cluster-slots", "5461", "--cluster-yes", "--cluster-pipeline", "1000"],
+                       check=True, capture_output=True, timeout=120)
+        count = len(ids)
+        wait_for(lambda: len(ids) > count + 50, "tasks to flow after the reshard", 15)
+    finally:
+        stop.set()
+        submitter.join(timeout=10)
+    assert cluster.master_of_slot(namespace_slot(queue.namespace)) == target
+    assert_all_completed(queue, ids)
+    assert_alive([process])
+    assert refused == []
