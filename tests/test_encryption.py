@@ -130,3 +130,32 @@ def test_bad_keys_are_named_by_position_never_by_value():
     assert SECRET not in str(info.value)
     settings = Settings.from_mapping({"QUEUE_ENCRYPTION_KEYS": KEY1})
     assert KEY1 not in repr(settings) and settings.describe()["QUEUE_ENCRYPTION_KEYS"] == "***"
+
+
+def test_the_console_without_the_key_shows_encrypted_never_the_text(redis_url, namespace, monkeypatch):
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    from console.testing import ROOT, texts
+    queue = make_queue(redis_url, namespace, KEY1)
+    task_id = queue.submit_task(Task(task_type="echo", payload={"query": SECRET}))
+    TaskWorker(queue, handlers={"echo": lambda t: {"answer": SECRET}}).start(burst=True)
+    crypto._sealer.cache_clear()
+    crypto._known_keys.clear()
+    crypto._reader = None
+    for name in ("CONSOLE_PASSWORD", "REDIS_HOST", "QUEUE_ENCRYPTION_KEYS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    monkeypatch.setenv("QUEUE_NAMESPACE", namespace)
+    monkeypatch.setattr("console.shared.ENABLED", False)
+    try:
+        tasks = AppTest.from_file(str(ROOT / "pages" / "2_Tasks.py"), default_timeout=30).run()
+        table = tasks.dataframe[0].value.to_string()
+        assert "encrypted" in table and SECRET not in table and crypto.PREFIX not in table
+        tasks.query_params["task"] = task_id
+        detail = tasks.run()
+        shown = texts(detail) + "".join(str(j.value) for j in detail.json)
+        assert task_id in shown                                   # the task is open
+        assert "encrypted" in shown and SECRET not in shown and crypto.PREFIX not in shown
+    finally:
+        st.cache_resource.clear()
