@@ -150,8 +150,9 @@ class _Guarded:
                 raise
             if name in ("submit_task", "submit_tasks"):
                 subject = result if isinstance(result, list) else [result]
-            write_audit(self._queue, self.identity, name, subject, "ok",
-                        f"{result}" if name in ("purge", "delete_tasks") else "")
+            detail = {"purge": lambda: f"{args[0] if args else kwargs.get('status')}: {result} deleted",
+                      "delete_tasks": lambda: f"{result} deleted"}.get(name, lambda: "")()
+            write_audit(self._queue, self.identity, name, subject, "ok", detail)
             return result
         return run
 
@@ -184,17 +185,20 @@ def acting_as(queue: Any, identity: Identity) -> GuardedQueue:
 
 
 def _subject(name: str, args: Sequence[Any], kwargs: dict[str, Any]) -> list[str]:
-    """The task ids (or schedule name, status...) a call acts on, as text."""
+    """What a call acts on, as text: task ids (of tasks, store rows or streamed chunks of
+    rows), a schedule's name; nothing for a purge (its status goes in the detail)."""
     first = args[0] if args else next(iter(kwargs.values()), None)
-    if first is None:
+    if first is None or name == "purge":
         return []
+    if name == "submit_streamed":
+        return [_one(row) for chunk in first for row in chunk]
     if isinstance(first, (list, tuple)):
         return [_one(item) for item in first]
     return [_one(first)]
 
 
 def _one(item: Any) -> str:
-    if isinstance(item, (list, tuple)) and item:     # store rows / (id, token) pairs
+    if isinstance(item, (list, tuple)) and item:     # a store row, an (id, token) pair
         item = item[0]
     return str(getattr(item, "task_id", None) or getattr(item, "value", None) or item)[:200]
 

@@ -75,7 +75,8 @@ def test_an_admin_purges_and_manages_schedules_and_the_audit_exports(queue):
     rows = list(csv.DictReader(io.StringIO(audit_csv(read_audit(queue)))))
     assert [(r["action"], r["outcome"]) for r in rows] == [
         ("add_schedule", "ok"), ("purge", "ok"), ("cancel_task", "ok"), ("submit_task", "ok")]
-    assert rows[1]["detail"] == "1" and rows[3]["tasks"] == task_id
+    assert rows[1]["detail"] == "cancelled: 1 deleted" and rows[1]["tasks"] == ""
+    assert rows[3]["tasks"] == task_id
     assert all(r["who"] == "ada@example.com" and r["at"] for r in rows)
 
 
@@ -85,3 +86,14 @@ def test_a_failing_verb_is_audited_as_an_error(queue):
         acting_as(queue, OPERATOR).cancel_task("f" * 32)
     [entry] = read_audit(queue)
     assert (entry["action"], entry["outcome"], entry["detail"]) == ("cancel_task", "error", "TaskNotFound")
+
+
+def test_a_batch_submitted_through_the_guard_is_audited_with_its_tasks(queue):
+    from engine.batch import submit_csv
+    batch_id = submit_csv(b"query\nfirst\nsecond\n", query_column="query", queue=acting_as(queue, OPERATOR))
+    entries = read_audit(queue)
+    assert entries and all(e["outcome"] == "ok" and e["who"] == OPERATOR.name for e in entries)
+    audited = {task_id for e in entries for task_id in e["tasks"]}
+    assert batch_id in audited and len(audited) >= 3          # the batch and its two queries
+    with pytest.raises(AccessDenied):
+        submit_csv(b"query\nx\n", query_column="query", queue=acting_as(queue, VIEWER))
