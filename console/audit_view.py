@@ -6,7 +6,9 @@ import pandas as pd
 import streamlit as st
 
 from engine import QueueUnavailable
-from engine.access import AUDIT_COLUMNS, audit_csv, read_audit
+from engine.access import AUDIT_COLUMNS, Role, audit_csv, read_audit, write_audit
+
+from .auth import LoginThrottle
 
 KEY = "audit"
 PAGE_SIZE = 200
@@ -14,7 +16,8 @@ EXPORT_LIMIT = 10_000     # entries in one CSV export
 
 
 def render(ctx) -> None:
-    """Draw the Audit page."""
+    """Draw the Audit page: current sign-in lockouts, then the audit trail."""
+    _lockouts(ctx)
     st.caption("Who changed what, and when: every submit, cancel, retry, requeue, delete, "
                "purge and schedule change made through this console, including the ones "
                "the engine refused. Kept in Redis (the newest 100,000 entries).")
@@ -40,3 +43,29 @@ def render(ctx) -> None:
     export.download_button("Export CSV", key=f"{KEY}_export", on_click="ignore",
                            data=lambda: audit_csv(read_audit(ctx.queue, EXPORT_LIMIT)),
                            file_name="audit.csv", mime="text/csv")
+
+
+def _lockouts(ctx) -> None:
+    """Sign-in lockouts in force (console/auth.py), each liftable by an admin (audited)."""
+    try:
+        locks = LoginThrottle(ctx.queue.client, ctx.queue.keys).lockouts()
+    except QueueUnavailable:
+        return
+    if not locks:
+        st.caption(":material/lock_open: No sign-in lockout in force.")
+        return
+    st.warning(f"{len(locks)} sign-in lockout(s) in force: too many password attempts.",
+               icon=":material/lock:")
+    identity = getattr(ctx.queue, "identity", None)
+    for lock in locks:
+        left, right = st.columns([4, 1], vertical_alignment="center")
+        who = "all addresses together" if lock.scope == "*" else f"address {lock.scope}"
+        left.text(f"{who}: {lock.attempts} attempts, {lock.seconds_left} s left")
+        if identity is not None and identity.role >= Role.ADMIN:
+            right.button("Lift", key=f"{KEY}_lift_{lock.scope}", on_click=_lift,
+                         args=(ctx, identity, lock.scope))
+
+
+def _lift(ctx, identity, scope: str) -> None:
+    LoginThrottle(ctx.queue.client, ctx.queue.keys).clear(scope)
+    write_audit(ctx.queue, identity, "lift_sign_in_lockout", [scope], "ok")

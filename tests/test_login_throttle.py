@@ -95,3 +95,17 @@ def test_the_sign_in_page_locks_after_the_limit_and_says_so(locked_console, queu
     assert "Too many sign-in attempts" in texts(at)
     assert not at.metric, "signed in while locked out"
     assert LoginThrottle(queue.client, queue.keys).lockouts()[0].attempts == ADDRESS_LIMIT + 1
+
+
+def test_the_audit_page_lists_lockouts_and_an_admin_lifts_one(locked_console, queue, monkeypatch):
+    monkeypatch.delenv("CONSOLE_PASSWORD")
+    throttle = LoginThrottle(queue.client, queue.keys)
+    for _ in range(ADDRESS_LIMIT + 1):
+        throttle.attempt("guess", PASSWORD, "10.0.0.9")
+    page = AppTest.from_file(str(APP).replace("app.py", "pages/8_Audit.py"), default_timeout=30).run()
+    assert "address 10.0.0.9: 6 attempts" in texts(page)
+    button(page, "Lift").click().run()
+    assert throttle.lockouts() == []
+    assert "No sign-in lockout in force" in texts(page)
+    from engine.access import read_audit
+    assert read_audit(queue)[0]["action"] == "lift_sign_in_lockout"
