@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import enum
+import logging
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -218,6 +219,35 @@ def AgentTask(payload: dict[str, Any] | None = None, **kwargs: Any) -> Task:  # 
     return Task(payload=payload or {}, **kwargs)
 
 
+class HandlerContext:
+    """What a running handler learns from its worker, and tells it (``task.context``).
+
+    ``cancelled``: the task was cancelled, requeued or handed to another worker since it
+    was claimed (the worker learns it at its next heartbeat): a long handler should stop,
+    as its result will be refused. ``stopping``: the worker is shutting down (a handler
+    may finish early; its task is handed back if it does not finish). ``logger``: a logger
+    whose lines name the task and the worker.
+    """
+
+    def __init__(self, task: "RunningTask"):
+        self._task = task
+        worker = task.worker
+        self.task_id = task.task_id
+        self.worker_id = getattr(worker, "worker_id", None)
+        self.logger = logging.LoggerAdapter(logging.getLogger("engine.handler"),
+                                            {"task_id": self.task_id, "worker_id": self.worker_id})
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether the task is no longer this worker's to run."""
+        return self._task.cancelled
+
+    @property
+    def stopping(self) -> bool:
+        """Whether the worker running the task is shutting down."""
+        return bool(getattr(self._task.worker, "stopping", False))
+
+
 @dataclass
 class RunningTask:
     """What a handler receives: one claimed task."""
@@ -234,6 +264,14 @@ class RunningTask:
     token: str = field(default="", repr=False)
     cancelled: bool = False
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
+    # The worker holding the task (engine/execution.py: HandlerContext talks to it).
+    worker: Any = field(default=None, repr=False, compare=False)
+
+    @property
+    def context(self) -> "HandlerContext":
+        """How the handler talks to its worker (:class:`HandlerContext`). Made on first
+        use: most handlers never ask."""
+        return HandlerContext(self)
 
     @property
     def created_at(self) -> str | None:

@@ -98,15 +98,14 @@ class WorkerMetrics:
                 histogram = self.wait_seconds.get(label) or self.wait_seconds.setdefault(label, _Histogram())
                 histogram.observe(max(0.0, (now_ms - task.created_at_ms) / 1000))
 
-    def finished(self, outcome: tuple) -> None:
-        """A handler returned (``("ok", task, doc, ms)``) or raised (``("fail", task, ...)``)."""
-        task = outcome[1]
-        label = self._label(task.task_type)
-        key = (label, "ok" if outcome[0] == "ok" else "error")
+    def finished(self, outcome: Any) -> None:
+        """A handler returned (engine/execution.py: ``Completed``) or raised (``Failed``)."""
+        label = self._label(outcome.task.task_type)
+        key = (label, "ok" if outcome.ok else "error")
         self.runs[key] = self.runs.get(key, 0) + 1
-        if outcome[0] == "ok":
+        if outcome.ok:
             histogram = self.run_seconds.get(label) or self.run_seconds.setdefault(label, _Histogram())
-            histogram.observe(outcome[3] / 1000)
+            histogram.observe(outcome.duration_ms / 1000)
 
     # -- scrape (prometheus-client calls this) ------------------------------------------
     def collect(self) -> Iterable[Any]:

@@ -235,7 +235,7 @@ def test_a_worker_stops_claiming_while_redis_refuses_its_results(private_queue, 
         # take more work than its four slots while its results cannot be written.
         pending_then = queue.count_tasks("pending")
         for _ in range(5):
-            worker._stopping.wait(0.2)
+            threading.Event().wait(0.2)   # let the worker loop run
             assert queue.count_tasks("pending") == pending_then
         assert pending_then >= 400 - 8
         admin.config_set("maxmemory", "0")
@@ -308,3 +308,12 @@ def test_an_idempotency_key_reused_with_other_content_is_a_conflict(queue):
     with pytest.raises(IdempotencyConflict) as info:
         queue.submit_task(Task(task_type="batch_query", payload={"queries": ["y"]}, idempotency_key="k2"))
     assert info.value.existing_id == batch.task_id
+
+
+@pytest.mark.parametrize("value", ["²", "", "3 "])
+def test_a_count_that_only_looks_like_digits_is_dead_lettered(queue, make_worker, value):
+    task_id = queue.submit_task(Task(task_type="t"))
+    queue.client.hset(queue.keys.task(task_id), "max_retries", value)
+    worker = make_worker(handlers={"t": lambda task: None})
+    assert worker.start(burst=True)["failed"] == 1
+    assert dead_letter(queue, task_id) == "corrupt record: max_retries"

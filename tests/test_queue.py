@@ -662,7 +662,7 @@ def test_default_retry_policy_is_not_stored_but_reaches_the_worker(queue, redis_
     assert redis_client.hmget(queue.keys.task(custom), "retry_delay", "backoff",
                               "max_retry_delay") == ["5000", "exponential", "50000"]
     worker = TaskWorker(queue)
-    held = {t.task_id: t.extra for t in worker._claim(2)}
+    held = {t.task_id: t.extra for t in worker.claim(2)}
     assert held[plain] == {"retry_delay": 60.0, "backoff": "fixed", "max_retry_delay": 3600.0}
     assert held[custom] == {"retry_delay": 5.0, "backoff": "exponential", "max_retry_delay": 50.0}
 
@@ -677,7 +677,7 @@ def test_minute_counters_expire_whichever_count_made_them(clocked_queue, fixed_c
     assert redis_client.hget(key, "submitted") == "2"
     assert 24 * 3600_000 < redis_client.pttl(key) <= 25 * 3600_000
     fixed_clock.advance(60)                      # the next minute's key is made by a claim
-    TaskWorker(queue)._claim(1)
+    TaskWorker(queue).claim(1)
     later = queue.keys.minute_stats(minute + 1)
     assert redis_client.exists(later) and redis_client.pttl(later) > 24 * 3600_000
 

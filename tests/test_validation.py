@@ -285,9 +285,9 @@ def test_the_result_document_is_valid_json_whatever_the_id_holds(queue, task_id)
     """A task id read back from Redis is the worker's to quote, not to trust: a record
     written before ids were checked (or by hand) must still get a valid document."""
     worker = TaskWorker(queue, handlers={"echo": lambda t: {"quote": '"', "nul": "\x00"}})
-    kind, _, doc, _ = worker._execute(running(task_id))
-    assert kind == "ok"
-    parsed = json.loads(doc)
+    outcome = worker.handlers.run(running(task_id))
+    assert outcome.ok
+    parsed = json.loads(outcome.doc)
     assert parsed["task_id"] == task_id
     assert parsed["result"] == {"quote": '"', "nul": "\x00"}
     assert parsed["worker_id"] == worker.worker_id and parsed["status"] == "completed"
@@ -296,8 +296,8 @@ def test_the_result_document_is_valid_json_whatever_the_id_holds(queue, task_id)
 def test_the_result_size_limit_applies_to_the_stored_document(queue):
     limit = queue.settings.max_result_bytes
     worker = TaskWorker(queue, handlers={"echo": lambda t: "x" * limit})
-    kind, _, error, *_ = worker._execute(running("big"))
-    assert kind == "fail" and "unusable result" in error and "over the limit" in error
+    outcome = worker.handlers.run(running("big"))
+    assert not outcome.ok and "unusable result" in outcome.error and "over the limit" in outcome.error
 
 
 class Unprintable(Exception):

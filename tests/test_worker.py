@@ -186,8 +186,8 @@ def fleet(queue, make_worker):
     """Two live, registered workers with different handlers: (echoer, translator)."""
     echoer = make_worker(handlers={"echo": lambda t: t.payload})
     translator = make_worker(handlers={"translate": lambda t: "bonjour"})
-    echoer._heartbeat_now()
-    translator._heartbeat_now()
+    echoer.beat()
+    translator.beat()
     return echoer, translator
 
 
@@ -216,8 +216,8 @@ def test_a_type_whose_last_worker_left_waits_out_the_grace_then_fails_for_want_o
     queue = clocked_queue
     echoer = TaskWorker(queue, handlers={"echo": lambda t: t.payload})
     translator = TaskWorker(queue, handlers={"translate": lambda t: "bonjour"})
-    echoer._heartbeat_now()
-    translator._heartbeat_now()
+    echoer.beat()
+    translator.beat()
     word = queue.submit_task(Task(task_type="translate", max_retries=0))
     assert not echoer.process_one()             # set aside for the translator...
     translator.store.worker_stop(translator.worker_id, {})   # ...which leaves (a deploy)
@@ -234,14 +234,14 @@ def test_a_rolling_deploy_loses_no_attempt(clocked_queue, fixed_clock, redis_cli
     queue = clocked_queue
     echoer = TaskWorker(queue, handlers={"echo": lambda t: t.payload})
     old = TaskWorker(queue, handlers={"translate": lambda t: "old"})
-    echoer._heartbeat_now()
-    old._heartbeat_now()
+    echoer.beat()
+    old.beat()
     old.store.worker_stop(old.worker_id, {})    # the old version stops...
     words = queue.submit_tasks([Task(task_type="translate", max_retries=0) for _ in range(3)])
     fixed_clock.advance(60)
     assert not echoer.process_one()             # ...the others leave its tasks alone...
     new = TaskWorker(queue, handlers={"translate": lambda t: "new"})
-    new._heartbeat_now()                        # ...and the new version takes them all
+    new.beat()                        # ...and the new version takes them all
     assert new.start(burst=True)["processed"] == 3
     assert [queue.get_task_result(w)["result"] for w in words] == ["new"] * 3
     assert all(queue.get_task_result(w)["attempts"] == 1 for w in words)
@@ -276,7 +276,7 @@ def test_verbs_find_a_task_that_was_set_aside(queue, fleet, redis_client, verb):
 def test_a_lone_worker_still_fails_what_it_cannot_run(queue, make_worker, redis_client):
     # No other live worker has the handler: nothing is set aside, the task fails as before.
     lone = make_worker(handlers={"echo": lambda t: t.payload})
-    lone._heartbeat_now()
+    lone.beat()
     word = queue.submit_task(Task(task_type="translate", max_retries=0))
     assert lone.process_one()
     assert queue.get_task_result(word)["error"] == "no handler for task type translate"
@@ -518,3 +518,32 @@ def test_an_idle_worker_survives_the_server_forgetting_its_scripts(queue, make_w
         queue.client.zadd(queue.keys.marker, {"0": 0})   # wake it from its wait at once
         runner.join(10)
     assert not runner.is_alive()
+
+
+def test_a_handler_learns_through_its_context_that_its_task_was_cancelled(queue, make_worker):
+    seen, started = {}, threading.Event()
+
+    def long_running(task):
+        context = task.context
+        seen["worker"], seen["stopping"] = context.worker_id, context.stopping
+        started.set()
+        deadline = time.monotonic() + 10
+        while not context.cancelled and time.monotonic() < deadline:
+            time.sleep(0.01)      # a handler's own work, checking in between
+        seen["cancelled"] = context.cancelled
+        return "stopped early"
+
+    worker = make_worker(concurrency=2, handlers={"long": long_running})
+    task_id = queue.submit_task(Task(task_type="long"))
+    thread = threading.Thread(target=worker.start)
+    thread.start()
+    try:
+        assert started.wait(10)
+        queue.cancel_task(task_id)          # the next heartbeat tells the worker
+        wait_until(lambda: "cancelled" in seen, timeout=10, what="the handler to see it")
+    finally:
+        worker.stop()
+        thread.join(10)
+    assert seen == {"worker": worker.worker_id, "stopping": False, "cancelled": True}
+    assert worker.stats["lost"] == 1        # its late result was refused
+    assert queue.get_task_status(task_id)["status"] == "cancelled"

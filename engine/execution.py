@@ -1,0 +1,217 @@
+"""Running a handler: the handler table, claimed tasks as RunningTasks, and outcomes.
+
+An outcome is a small typed record (``Completed`` or ``Failed``) that the worker's writer
+(engine/outcomes.py) hands to complete.lua or fail.lua. Nothing here touches Redis.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from .crypto import Sealer
+from .errors import CorruptRecord, NoHandler, PermanentError, ValidationError
+from .models import RunningTask, TaskPriority, TaskType, retry_policy, type_name
+from .policies import retry_delay_ms
+from .serialization import dumps
+from .validation import MAX_DELAY_SECONDS
+
+log = logging.getLogger("engine.worker")
+
+Handler = Callable[[RunningTask], Any]
+CLAIM_FIELDS = 13               # values per task in claim.lua's reply
+MAX_ERROR_CHARS = 10_000        # of a failed task's error message (its traceback: 20,000)
+_BACKOFFS = (None, "fixed", "exponential")
+
+
+class Abort(BaseException):
+    """Raised into an inline handler by a second stop signal (BaseException so handlers'
+    ``except Exception`` blocks do not swallow it)."""
+
+
+@dataclass(slots=True)
+class Completed:
+    """A handler returned: ``doc`` is the result document (JSON) complete.lua stores."""
+
+    task: RunningTask
+    doc: str
+    duration_ms: int
+    ok = True
+
+
+@dataclass(slots=True)
+class Failed:
+    """A handler raised (or the task could not run): fail.lua retries it after
+    ``retry_delay_ms`` (-1: never) or dead-letters it with ``doc``."""
+
+    task: RunningTask
+    error: str
+    traceback: str
+    retry_delay_ms: int
+    doc: str
+    ok = False
+
+
+Outcome = Completed | Failed
+
+
+class Handlers:
+    """The handler of each task type, and how a task is run through it."""
+
+    def __init__(self, worker_id: str, max_result_bytes: int, sealer: Sealer | None = None):
+        self.worker_id = worker_id
+        self.max_result_bytes = max_result_bytes
+        self.sealer = sealer            # results encrypted at rest when set (engine/crypto.py)
+        self.table: dict[str, Handler] = {}
+        self.average_run = 0.0          # EWMA of handler seconds
+        self.running_inline = False     # a handler runs in the thread that may be aborted
+
+    def register(self, task_type: TaskType | str, fn: Handler) -> None:
+        """Run ``fn(task)`` for tasks of ``task_type``."""
+        if not callable(fn):
+            raise ValidationError(f"handler for {task_type!r} is not callable")
+        self.table[type_name(task_type)] = fn
+
+    @property
+    def types(self) -> list[str]:
+        """Task types there is a handler for."""
+        return sorted(self.table)
+
+    def run(self, task: RunningTask, inline: bool = False) -> Outcome:
+        """Run the task's handler; a handler's failure is the task's, never the worker's."""
+        started = time.perf_counter()
+        fn = self.table.get(task.task_type)
+        try:
+            if fn is None:
+                raise NoHandler(f"no handler for task type {task.task_type}")
+            self.running_inline = inline
+            try:
+                result = fn(task)
+            finally:
+                self.running_inline = False
+            elapsed = time.perf_counter() - started
+            doc = self._result_document(task, result, elapsed)
+        except Abort:
+            raise
+        except Exception as exc:
+            return self.failure(task, exc, time.perf_counter() - started)
+        self.average_run = elapsed if self.average_run <= 0 else 0.9 * self.average_run + 0.1 * elapsed
+        return Completed(task, doc, int(elapsed * 1000))
+
+    def _result_document(self, task: RunningTask, result: Any, elapsed: float) -> str:
+        # The whole document in one encoding (never text pasted into a template, which a
+        # quote in any part would break); the size limit is on what is stored.
+        try:
+            if self.sealer is not None:
+                result = self.sealer.seal_value(result)
+            return dumps({"task_id": task.task_id, "status": "completed", "result": result,
+                          "error": None, "duration": round(elapsed, 6),
+                          "attempts": task.attempt, "worker_id": self.worker_id},
+                         "result", self.max_result_bytes)
+        except ValidationError as exc:
+            raise PermanentError(f"handler returned an unusable result: {exc}") from None
+
+    def failure(self, task: RunningTask, exc: Exception, elapsed: float) -> Failed:
+        """The outcome of a handler that raised ``exc`` after ``elapsed`` seconds."""
+        error = error_text(exc)
+        tb = writable("".join(traceback.format_exception(type(exc), exc, exc.__traceback__))[-20000:])
+        policy = task.extra      # retry_policy(): defaults already filled in
+        try:
+            delay = retry_delay_ms(exc, task.attempt, policy["retry_delay"], policy["backoff"],
+                                   policy["max_retry_delay"])
+        except (TypeError, ValueError, OverflowError):   # a retry_after that is no number
+            delay = retry_delay_ms(RuntimeError(), task.attempt, policy["retry_delay"],
+                                   policy["backoff"], policy["max_retry_delay"])
+        delay = min(delay, MAX_DELAY_SECONDS * 1000)    # a due time Redis can still store
+        doc = dumps({"task_id": task.task_id, "status": "failed", "result": None, "error": error,
+                     "duration": round(elapsed, 6), "attempts": task.attempt,
+                     "worker_id": self.worker_id})
+        return Failed(task, error, tb, delay, doc)
+
+    def corrupt(self, values: list, error: str) -> Failed:
+        """A final failure, with no retry, for a claimed task whose record is unusable."""
+        task = RunningTask(task_id=values[0], task_type=values[2], payload={},
+                           priority=TaskPriority.NORMAL, attempt=0, max_retries=0,
+                           token=str(values[1]))
+        log.warning("%s: task %s dead-lettered: %s", self.worker_id, task.task_id, error)
+        doc = dumps({"task_id": task.task_id, "status": "failed", "result": None, "error": error,
+                     "duration": 0, "attempts": 0, "worker_id": self.worker_id})
+        return Failed(task, error, "", -1, doc)
+
+
+def running_task(values: list, worker: Any = None) -> RunningTask:
+    """One task of claim.lua's reply (CLAIM_FIELDS values) as a RunningTask. claim.lua has
+    checked what the scripts compute with (status, type, priority, attempt, fence); every
+    field parsed here is checked here. Raises CorruptRecord naming the field."""
+    (task_id, token, task_type, priority, payload, attempt, max_retries, retry_delay,
+     backoff, max_retry_delay, session, timeout, created_at) = values
+    try:
+        body = json.loads(payload)
+    except (ValueError, RecursionError):
+        body = None
+    if not isinstance(body, dict):
+        raise CorruptRecord("corrupt record: payload (not a JSON object)")
+    # The usual record, checked in one expression (a worker parses tens of thousands a
+    # second); anything else is looked at field by field, to name the one at fault.
+    try:
+        usual = (max_retries.isdecimal() and created_at.isdecimal() and not timeout
+                 and backoff in _BACKOFFS and (retry_delay is None or retry_delay.isdecimal())
+                 and (max_retry_delay is None or max_retry_delay.isdecimal()))
+    except AttributeError:      # a field that is missing (None)
+        usual = False
+    if not usual:
+        _refuse_unusable(max_retries, created_at, timeout, backoff, retry_delay, max_retry_delay)
+    task = RunningTask(task_id=task_id, task_type=task_type, payload=body,
+                       priority=TaskPriority(int(priority)), attempt=int(attempt),
+                       max_retries=int(max_retries), session_id=session or None,
+                       created_at_ms=int(created_at), timeout=float(timeout) if timeout else None,
+                       token=str(token), worker=worker)
+    task.extra = retry_policy(retry_delay, backoff, max_retry_delay)
+    return task
+
+
+def _refuse_unusable(max_retries: Any, created_at: Any, timeout: Any, backoff: Any,
+                     retry_delay: Any, max_retry_delay: Any) -> None:
+    """Raise CorruptRecord naming the first field running_task cannot use (returns when
+    every field is usable: a record with a timeout, say)."""
+    try:
+        seconds = float(timeout) if timeout else 1.0
+    except ValueError:
+        seconds = -1.0
+    checks = (("max_retries", _is_count(max_retries)), ("created_at", _is_count(created_at)),
+              ("timeout (not a number of seconds > 0)", 0 < seconds < float("inf")),
+              ("backoff", backoff in _BACKOFFS),
+              ("retry_delay", retry_delay is None or _is_count(retry_delay)),
+              ("max_retry_delay", max_retry_delay is None or _is_count(max_retry_delay)))
+    for field, usable in checks:
+        if not usable:
+            raise CorruptRecord(f"corrupt record: {field}")
+
+
+def _is_count(text: Any) -> bool:
+    """A stored whole number >= 0 (decimal digits only: what int() reads, never raising)."""
+    return isinstance(text, str) and text.isdecimal()
+
+
+def error_text(exc: BaseException) -> str:
+    """The error a failed task records: ``Type: message`` (the message alone for a
+    missing handler), at most MAX_ERROR_CHARS, writable whatever the exception holds."""
+    try:
+        message = str(exc)
+    except Exception:  # an exception whose __str__ fails must not take the worker with it
+        message = "(its message could not be read)"
+    if isinstance(exc, NoHandler):
+        return writable(message[:MAX_ERROR_CHARS])
+    text = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+    return writable(text[:MAX_ERROR_CHARS])
+
+
+def writable(text: str) -> str:
+    """``text`` with any lone surrogate (from a handler's exception) written as an escape:
+    Redis takes UTF-8 only, and an unwritable error would stop the worker's reports."""
+    if text.isascii():
+        return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
