@@ -220,7 +220,8 @@ def test_submit_query_and_csv_end_to_end(start_console, start_worker, new_page, 
     question = "What is the capital of France?"
     page.get_by_label("Query", exact=True).fill(question)
     page.get_by_role("button", name="Submit query").click()
-    flash = page.get_by_text(re.compile(r"Submitted task [0-9a-f]+ to run now"))
+    # The answer shows twice: as a toast, and as a line under the form (this one).
+    flash = page.get_by_test_id("stTabs").get_by_text(re.compile(r"Submitted task [0-9a-f]+ to run now"))
     expect(flash).to_be_visible(timeout=LIVE)
     task_id = re.search(r"Submitted task ([0-9a-f]+)", flash.inner_text()).group(1)
     row = table_row(page, task_id)
@@ -244,7 +245,8 @@ def test_submit_query_and_csv_end_to_end(start_console, start_worker, new_page, 
     expect(column).to_have_value("question")
     expect(page.get_by_text(f"{len(CSV_ROWS)} queries from column question")).to_be_visible()
     page.get_by_role("button", name="Submit CSV batch").click()
-    flash = page.get_by_text(re.compile(rf"Submitted batch [0-9a-f]+: {len(CSV_ROWS)} queries"))
+    flash = page.get_by_test_id("stTabs").get_by_text(
+        re.compile(rf"Submitted batch [0-9a-f]+: {len(CSV_ROWS)} queries"))
     expect(flash).to_be_visible(timeout=LIVE)
     batch_id = re.search(r"Submitted batch ([0-9a-f]+)", flash.inner_text()).group(1)
     batch = page.locator(f".st-key-submit_batch_{batch_id}")
@@ -368,7 +370,7 @@ def test_live_parts_refresh_without_reload(start_console, new_page, queue) -> No
     second = executor.execute_async("Live refresh check two")
     expect(metric(live, "Pending")).to_have_text("2", timeout=LIVE)
     expect(table_row(tasks, second)).to_contain_text("pending", timeout=LIVE)
-    expect(tasks.get_by_text(re.compile(r"of 2 tasks"))).to_be_visible(timeout=LIVE)
+    expect(tasks.get_by_text(re.compile(r"of 2 entries: 2 tasks and 0 batches"))).to_be_visible(timeout=LIVE)
     for page in (overview, tasks):
         assert page.evaluate("window.__not_reloaded === true"), "the page was reloaded"
         no_errors_shown(page)
@@ -407,7 +409,7 @@ def busy_queue(queue, make_worker):
     """Something on every page: done, failed, waiting and scheduled tasks with long names,
     a finished batch with a failure, a recurring schedule."""
     from engine import AgentTask, PermanentError, Task, TaskScheduler
-    from engine.agent import DemoBackend, register_handlers
+    from engine.agent import DemoBackend
 
     queue.submit_tasks([AgentTask({"query": f"What is the capital of country number {i}?"},
                                   session_id="customer-support-session-0042")
@@ -419,13 +421,11 @@ def busy_queue(queue, make_worker):
         "source": "quarterly-questions.csv"}))
     worker = make_worker(concurrency=1, name="long-running-worker-name")
     agent = AgentExecutor(queue=queue, backend=DemoBackend(0))
-    register_handlers(worker, queue.settings, agent)
-    answer = worker._handlers["agent_query"]
 
     def agent_or_fail(task):
         if "fails" in str(task.payload.get("query")):
             raise PermanentError("the upstream model refused this query")
-        return answer(task)
+        return agent.handle(task)
     worker.register_handler("agent_query", agent_or_fail)
     worker.register_handler("summarise_quarterly_report", lambda task: (_ for _ in ()).throw(
         PermanentError("quota exceeded for this project")))
@@ -467,4 +467,30 @@ def test_every_page_fits_at_1400_and_1024(start_console, new_page, busy_queue) -
             screenshot(page, f"{size['width']}x{size['height']}-{index:02d}_"
                              f"{title.lower().replace(' ', '_')}")
     assert problems == [], "\n".join(problems)
+    no_tracebacks_logged(server)
+
+
+# -- links you can share -----------------------------------------------------------------------------
+def test_filters_live_in_the_url_and_back_restores_them(start_console, new_page, queue) -> None:
+    """Choosing a status filter puts it in the URL; Back returns to the unfiltered table;
+    the link opens the same view in a new session."""
+    task_id = AgentExecutor(queue=queue).execute_async("A task to link to")
+    server = start_console(CONSOLE_REFRESH_SECONDS="30")
+    server.wait_healthy()
+    page = new_page()
+    page.goto(server.page_url("/Tasks"))
+    expect(table_row(page, task_id)).to_contain_text("pending", timeout=LOAD)
+    status = page.get_by_role("combobox", name="Status")
+    status.click()
+    page.get_by_role("option", name="completed", exact=True).click()
+    expect(page).to_have_url(re.compile(r"status=completed"), timeout=LIVE)
+    expect(page.get_by_text("No tasks match these filters.")).to_be_visible(timeout=LIVE)
+    linked = page.url
+    page.go_back()
+    expect(page).not_to_have_url(re.compile(r"status=completed"), timeout=LIVE)
+    expect(table_row(page, task_id)).to_contain_text("pending", timeout=LIVE)
+    other = new_page()
+    other.goto(linked)
+    expect(other.get_by_text("No tasks match these filters.")).to_be_visible(timeout=LOAD)
+    expect(other.get_by_role("combobox", name="Status")).to_have_value("completed")
     no_tracebacks_logged(server)

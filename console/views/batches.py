@@ -48,11 +48,16 @@ def _state_from_url() -> None:
     """``?batch=<id>`` opens that batch; returning with no link reopens the last one."""
     linked = st.query_params.get("batch")
     saved = st.session_state.get(SAVED)
-    if linked and linked != saved:
+    returning = f"{KEY}_open_input" not in st.session_state    # another page ran since
+    if linked == saved:
+        return
+    if not linked and saved and returning:
+        st.session_state[OPEN] = saved
+    elif linked:
         st.session_state[OPEN] = linked[:500]
         st.session_state[CHILD_PAGE] = 0
-    elif not linked and saved:
-        st.session_state[OPEN] = saved
+    else:                                   # Back to the page with no batch open
+        st.session_state.pop(OPEN, None)
 
 
 def _publish_url() -> None:

@@ -109,15 +109,17 @@ def _apply(params: dict[str, str]) -> None:
 
 def state_from_url() -> None:
     """At the start of a page run: a link, Back or Forward (the URL differs from what
-    this page last wrote) sets the filters; coming back to the page with no parameters
-    restores the last ones."""
+    this page last wrote) sets the filters; coming back to the page from another one with
+    no parameters restores the last ones. (Streamlit forgets a page's widgets when another
+    page runs: their absence tells a return from a Back on this page.)"""
     params, saved = _url_params(), st.session_state.get(SAVED)
     widgets_there = all(key in st.session_state for key, _ in URL_FILTERS.values())
-    if params and params != saved:
-        _apply(params)
-    elif not params and saved:
+    if params == saved:
+        if not widgets_there:
+            _apply(params)
+    elif not params and saved and not widgets_there:
         _apply(saved)
-    elif not widgets_there:
+    else:
         _apply(params)
 
 
