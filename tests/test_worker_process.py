@@ -85,8 +85,10 @@ def test_second_sigterm_hands_the_running_task_back_at_once(spawn, queue, tmp_pa
     worker.wait_for_line("Stopping")
     sent = time.monotonic()
     worker.signal(signal.SIGTERM)
-    assert worker.wait(timeout=10) == 0, worker.output()
-    assert time.monotonic() - sent < 5               # did not sit out the 30 s handler
+    # Generous bounds (a loaded CI machine is slow to start and stop a process), still
+    # well short of the 30 s the handler would have taken.
+    assert worker.wait(timeout=25) == 0, worker.output()
+    assert time.monotonic() - sent < 20              # did not sit out the 30 s handler
     assert worker.wait_for_line("Second signal")
     assert_consistent(redis_client, queue.keys, task_id, "pending")
     assert queue.get_task(task_id)["attempts"] == 0   # the interrupted run is not counted
