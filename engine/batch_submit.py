@@ -79,7 +79,7 @@ def submit_family(queue: "TaskQueue", parent: Task, children: Sequence[Task]) ->
     next submit of the same Task removes it first.
     """
     parent_row = submit_row(parent, queue.settings, queue.sealer, children=len(children))
-    child_rows = [submit_row(child, queue.settings, queue.sealer) for child in children]
+    child_rows = [submit_row(child, queue.settings, queue.sealer, child=True) for child in children]
     content = ""
     if parent.idempotency_key:     # a batch is its children's work: the key covers them all
         content = fingerprint([parent.type_name, parent.payload, [c.payload for c in children]])

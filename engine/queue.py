@@ -14,6 +14,7 @@ import redis
 
 from . import clock
 from .batch_reads import child_ids, child_statuses
+from .access import acting_as
 from .config import Settings
 from .connection import connect, connect_settings
 from .crypto import sealer_for
@@ -27,10 +28,11 @@ from .views import QueueViews
 from .serialization import dumps
 from .store import REAP_CHUNK, Store, accepted_ids
 from .submission import payload_text, submit_row
-from .validation import check_id, check_ids
+from .validation import check_id, check_ids, check_seconds
 
 SUBMIT_CHUNK = 500           # tasks per script call in bulk submits (500 measured best: finer overlap)
 WAIT_SLICE_SECONDS = 2.0     # longest single blocking call (see docs/ARCHITECTURE.md)
+MAX_WAIT_SECONDS = 366 * 86400   # wait_for_result's longest finite timeout (None: for ever)
 _CHILD_CHUNK = 1000          # batch children acted on per pipeline
 _UNFINISHED = ("pending", "scheduled", "retry", "running")
 
@@ -114,6 +116,8 @@ class TaskQueue(QueueViews):
         after ``timeout`` seconds (None = wait forever) and TaskNotFound for an unknown id.
         """
         check_id(task_id)
+        if timeout is not None:
+            timeout = check_seconds(timeout, "timeout", MAX_WAIT_SECONDS)
         deadline = None if timeout is None else clock.monotonic() + timeout
         with translate_redis_errors():
             while True:
@@ -249,6 +253,12 @@ class TaskQueue(QueueViews):
         """Call ``callback(message)`` for every live event until ``.stop()``."""
         return EventSubscription(self.client, self.keys.events, callback)
 
+
+    def acting_as(self, identity: Any) -> Any:
+        """This queue as ``identity`` may use it (engine/access.py): reads pass; every
+        state-changing verb checks the identity's role first and is written to the audit
+        stream, refused calls included."""
+        return acting_as(self, identity)
 
     def ping(self) -> bool:
         """Whether Redis answers."""

@@ -15,22 +15,27 @@ from .serialization import dumps, fingerprint
 from .validation import payload_json
 
 
-def payload_text(task: Task, settings: Settings) -> str:
+def payload_text(task: Task, settings: Settings, child: bool = False) -> str:
     """Check the task whole (its fields again: they can change after it is built) and
-    return its payload as JSON text, checked (engine.validation.payload_json)."""
+    return its payload as JSON text, checked (engine.validation.payload_json). Only a
+    batch's own children (``child``) may name a parent: a task that named any batch as
+    its parent would be counted in it, and could end someone else's batch."""
     if not isinstance(task, Task):
         raise ValidationError(f"expected a Task, got {type(task).__name__}")
     task.validate()
+    if task.parent_id is not None and not child:
+        raise ValidationError("parent_id: a task joins a batch only as one of the batch's "
+                              "own queries (submit the batch, or submit_csv)")
     return payload_json(task.payload, settings.max_payload_bytes)
 
 
 def submit_row(task: Task, settings: Settings, sealer: Sealer | None = None, children: int = 0,
-               payload: str | None = None) -> list[Any]:
+               payload: str | None = None, child: bool = False) -> list[Any]:
     """submit.lua's values for one task (``payload``: its JSON, when already checked;
     ``sealer``: the queue's encryption, engine/crypto.py; ``children``: a batch parent's
-    count of children)."""
+    count of children; ``child``: one of a batch's children)."""
     if payload is None:
-        payload = payload_text(task, settings)
+        payload = payload_text(task, settings, child)
     if sealer is not None:
         payload = sealer.seal(payload)
     # Unset retry policy takes the settings' defaults (QUEUE_MAX_RETRIES, QUEUE_RETRY_DELAY).

@@ -317,3 +317,21 @@ def test_a_count_that_only_looks_like_digits_is_dead_lettered(queue, make_worker
     worker = make_worker(handlers={"t": lambda task: None})
     assert worker.start(burst=True)["failed"] == 1
     assert dead_letter(queue, task_id) == "corrupt record: max_retries"
+
+
+def test_a_task_cannot_name_someone_elses_batch_as_its_parent(queue, make_worker):
+    batch = queue.submit_task(Task(task_type="batch_query", payload={"queries": ["a"]}))
+    before = queue.client.dbsize()
+    with pytest.raises(ValueError, match="parent_id"):
+        queue.submit_task(Task(task_type="agent_query", payload={"query": "x"}, parent_id=batch))
+    with pytest.raises(ValueError, match="parent_id"):
+        queue.submit_tasks([Task(task_type="t"), Task(task_type="t", parent_id=batch)])
+    assert queue.client.dbsize() == before
+    assert queue.client.hget(queue.keys.task(batch), "total") == "1"
+
+
+@pytest.mark.parametrize("timeout", [float("nan"), "5", -1, float("inf")])
+def test_wait_for_result_refuses_a_timeout_that_is_no_number_of_seconds(queue, timeout):
+    task_id = queue.submit_task(Task(task_type="t"))
+    with pytest.raises(ValueError, match="timeout"):
+        queue.wait_for_result(task_id, timeout=timeout)
