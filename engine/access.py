@@ -171,6 +171,13 @@ class GuardedQueue(_Guarded):
         """The script calls, guarded the same way (engine.batch and the scheduler use them)."""
         return _GuardedStore(self._target.store, self._target, self.identity)
 
+    def acting_as(self, identity: Identity) -> "GuardedQueue":
+        """The same queue for another identity, never one with a higher role than this one's."""
+        if identity.role > self.identity.role:
+            raise AccessDenied(f"{self.identity.name} ({self.identity.role.label}) cannot take "
+                               f"the {identity.role.label} role")
+        return acting_as(self._target, identity)
+
     @property
     def unguarded(self) -> Any:
         """The queue itself, for code that has checked the role already."""

@@ -97,3 +97,14 @@ def test_a_batch_submitted_through_the_guard_is_audited_with_its_tasks(queue):
     assert batch_id in audited and len(audited) >= 3          # the batch and its two queries
     with pytest.raises(AccessDenied):
         submit_csv(b"query\nx\n", query_column="query", queue=acting_as(queue, VIEWER))
+
+
+def test_the_queue_offers_the_facade_as_a_method(queue):
+    task_id = queue.submit_task(Task(task_type="echo"))
+    with pytest.raises(AccessDenied):
+        queue.acting_as(VIEWER).cancel_task(task_id)
+    queue.acting_as(OPERATOR).cancel_task(task_id)
+    assert queue.get_task_status(task_id)["status"] == "cancelled"
+    assert queue.acting_as(OPERATOR).acting_as(VIEWER).identity == VIEWER     # down: allowed
+    with pytest.raises(AccessDenied, match="cannot take the admin role"):
+        queue.acting_as(VIEWER).acting_as(ADMIN)                              # up: refused
