@@ -5,7 +5,7 @@ frame first (page config, login, connection, sidebar), so none can be reached ar
 """
 from console.frame import render_frame
 
-ctx = render_frame("Overview")
+ctx = render_frame("overview")
 
 from console.views import overview  # noqa: E402 - after the frame, which may stop the page
 

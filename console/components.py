@@ -16,6 +16,7 @@ from streamlit.errors import StreamlitAPIException
 
 from engine import QueueError
 
+from . import registry
 from .forms import idempotency_key
 from .text import md
 from .theme import STATUS_COLOR, STATUS_COLUMNS, status_css
@@ -165,13 +166,15 @@ def selectable_table(key: str, fetch: Callable[[], Any], to_frame: Callable[[Any
     return data, [r for r in rows if r < len(frame)], paused
 
 
-def page_link(page: str, label: str, icon: str | None = None,
+def page_link(key: str, label: str, icon: str | None = None,
               query_params: dict[str, str] | None = None) -> None:
-    """``st.page_link`` that leaves the link out, rather than failing the page, when the
-    target is not a registered page (a page file run on its own, as in some tests)."""
+    """A link to the page registered as ``key`` (console/registry.py; an unknown key is a
+    KeyError). Left out, rather than failing the page, only when Streamlit does not serve
+    the target (a page file run on its own, as in some tests)."""
+    target = registry.page(key)
     try:
-        st.page_link(page, label=label, icon=icon, query_params=query_params)
-    except (StreamlitAPIException, KeyError):
+        st.page_link(target.path, label=label, icon=icon, query_params=query_params)
+    except StreamlitAPIException:
         pass
 
 

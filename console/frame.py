@@ -14,6 +14,7 @@ from engine.embedded import RedisUnavailableError
 
 from .auth import fingerprint
 from .components import page_link, show_toasts
+from .registry import PAGES, page
 from .connection import EMBEDDED_CONCURRENCY, describe_mode
 from .identity import guard_context, require_identity
 from .redis_health import render_redis_health
@@ -23,24 +24,15 @@ from .widgets import render_task_queue_dashboard
 
 APP_TITLE = "Agent Task Queue"
 APP_ICON = ":material/explore:"     # Streamlit's icon font: no emoji font needed
-PAGES = (
-    ("app.py", "Overview", ":material/dashboard:"),
-    ("pages/1_Submit.py", "Submit", ":material/send:"),
-    ("pages/2_Tasks.py", "Tasks", ":material/table_rows:"),
-    ("pages/3_Workers.py", "Workers", ":material/memory:"),
-    ("pages/4_Schedules.py", "Schedules", ":material/schedule:"),
-    ("pages/5_Failed_tasks.py", "Failed tasks", ":material/error:"),
-    ("pages/6_Events.py", "Events", ":material/bolt:"),
-    ("pages/7_Batches.py", "Batches", ":material/stacks:"),
-    ("pages/8_Audit.py", "Audit", ":material/policy:"),
-)
 AUTH_KEY = "console_auth"
 FAILED_LOGIN_DELAY = 1.0     # seconds: makes guessing the password slow
 
 
-def render_frame(title: str) -> ConsoleContext:
-    """Draw the shared frame and return the page's context; stops the page (st.stop)
-    until the operator has signed in, when ``CONSOLE_PASSWORD`` is set."""
+def render_frame(key: str) -> ConsoleContext:
+    """Draw the shared frame of the page registered as ``key`` (console/registry.py) and
+    return its context; stops the page (st.stop) until the operator has signed in, when
+    ``CONSOLE_PASSWORD`` is set."""
+    title = page(key).title
     st.set_page_config(page_title=f"{title} · {APP_TITLE}", page_icon=APP_ICON, layout="wide",
                        initial_sidebar_state="expanded")
     try:
@@ -113,8 +105,8 @@ def _sidebar(ctx: ConsoleContext) -> None:
 
 def _navigation() -> None:
     # Streamlit's own page list would name the entry page "app"; ours names every page.
-    for path, label, icon in PAGES:
-        page_link(path, label, icon)
+    for entry in PAGES:
+        page_link(entry.key, entry.title, entry.icon)
 
 
 def _connection_panel(ctx: ConsoleContext) -> None:

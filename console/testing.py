@@ -9,13 +9,12 @@ from typing import Iterator, Sequence
 
 import redis
 
+from .registry import PAGES
+
 ROOT = Path(__file__).resolve().parent.parent
 APP = ROOT / "app.py"
-PAGE_FILES = {
-    "Submit": "pages/1_Submit.py", "Tasks": "pages/2_Tasks.py", "Workers": "pages/3_Workers.py",
-    "Schedules": "pages/4_Schedules.py", "Failed tasks": "pages/5_Failed_tasks.py",
-    "Events": "pages/6_Events.py", "Batches": "pages/7_Batches.py",
-}
+# Every page but the entry script, by title (from the one registry, console/registry.py).
+PAGE_FILES = {page.title: page.path for page in PAGES if page.path != "app.py"}
 
 
 @dataclass

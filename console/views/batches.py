@@ -187,10 +187,10 @@ def _results_file(ctx: ConsoleContext, view: BatchView) -> bytes:
 def _links(batch_id: str) -> None:
     left, right = st.columns(2)
     with left:
-        page_link("pages/2_Tasks.py", "List its queries in Tasks", ":material/filter_list:",
+        page_link("tasks", "List its queries in Tasks", ":material/filter_list:",
                   query_params={"batch": batch_id})
     with right:
-        page_link("pages/2_Tasks.py", "Open the batch task", ":material/open_in_new:",
+        page_link("tasks", "Open the batch task", ":material/open_in_new:",
                   query_params={"task": batch_id})
 
 

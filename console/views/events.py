@@ -85,5 +85,5 @@ def _batch_links(events: list[dict]) -> None:
     columns[0].caption("Batches in these events:")
     for column, batch_id in zip(columns[1:], seen):
         with column:
-            page_link("pages/7_Batches.py", f"Batch {batch_id[:8]}", ":material/stacks:",
+            page_link("batches", f"Batch {batch_id[:8]}", ":material/stacks:",
                       query_params={"batch": batch_id})

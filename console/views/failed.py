@@ -123,7 +123,7 @@ def _tasks_table(ctx: ConsoleContext, chosen: list[dict]) -> None:
                       on_click=_act, args=(ctx, "delete", selected))
         if len(selected) == 1:
             with right:
-                page_link("pages/2_Tasks.py", "Open in Tasks", ":material/open_in_new:",
+                page_link("tasks", "Open in Tasks", ":material/open_in_new:",
                           query_params={"task": selected[0]})
 
 

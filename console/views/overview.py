@@ -65,7 +65,7 @@ def _numbers(snapshot: OverviewSnapshot) -> None:
     left.markdown("**Batches** stored · " + " · ".join(f"{label} **{value}**"
                                                       for label, value in batches))
     with right:
-        page_link("pages/7_Batches.py", "All batches", ":material/stacks:")
+        page_link("batches", "All batches", ":material/stacks:")
 
 
 def _build(ctx: ConsoleContext) -> tuple[OverviewSnapshot, tuple]:
@@ -86,7 +86,7 @@ def _failures(snapshot: OverviewSnapshot) -> None:
     head, link = st.columns([3, 1.4], vertical_alignment="bottom")
     head.markdown("**Most recent failures**")
     with link:
-        page_link("pages/5_Failed_tasks.py", "All failed tasks", ":material/arrow_forward:")
+        page_link("failed", "All failed tasks", ":material/arrow_forward:")
     if not snapshot.failures:
         st.caption("No failed tasks are stored.")
         return

@@ -76,7 +76,7 @@ def _single(ctx: ConsoleContext) -> None:
     show_flash(k)
     watched = st.session_state.get(f"{k}_watched")
     if watched:
-        page_link("pages/2_Tasks.py", "Open the last one in Tasks", ":material/open_in_new:",
+        page_link("tasks", "Open the last one in Tasks", ":material/open_in_new:",
                   query_params={"task": watched[0]})
         live(watched_tasks, ctx.queue, k, seconds=ctx.refresh_seconds)
 
@@ -298,7 +298,7 @@ def _batch_row(ctx: ConsoleContext, job: BatchJob) -> None:
         head.markdown(f"{md(job.label)} · batch {md(job.batch_id)} · submitted "
                       f"{md(job.created_at)}")
         with link:
-            page_link("pages/7_Batches.py", "Open batch", ":material/stacks:",
+            page_link("batches", "Open batch", ":material/stacks:",
                       query_params={"batch": job.batch_id})
         st.progress(progress["fraction"], text=(
             f"{progress['done']:,} of {progress['total']:,} done · {progress['completed']:,} "

@@ -179,7 +179,7 @@ def _batch_filter_note(batch_id: str) -> None:
     left.caption(f"Showing the queries of batch {md(batch_id)}, in input order (the time "
                  "range does not apply).")
     with right:
-        page_link("pages/7_Batches.py", "Open the batch", ":material/stacks:",
+        page_link("batches", "Open the batch", ":material/stacks:",
                   query_params={"batch": batch_id})
 
 
@@ -365,7 +365,7 @@ def _detail(ctx: ConsoleContext, task_id: str) -> None:
         if is_batch:
             _batch_progress(ctx, task_id)
         elif record.get("parent_id"):
-            page_link("pages/7_Batches.py", "Part of a batch: open it", ":material/stacks:",
+            page_link("batches", "Part of a batch: open it", ":material/stacks:",
                       query_params={"batch": record["parent_id"]})
         _detail_actions(ctx, record, allowed_actions(status, is_batch))
         payload, result, error, timeline = st.tabs(["Payload", "Result", "Error", "Timeline"])
@@ -431,10 +431,10 @@ def _batch_progress(ctx: ConsoleContext, batch_id: str) -> None:
                 f"{progress['cancelled']:,} cancelled")
     left, right = st.columns(2)
     with left:
-        page_link("pages/7_Batches.py", "Open the batch", ":material/stacks:",
+        page_link("batches", "Open the batch", ":material/stacks:",
                   query_params={"batch": batch_id})
     with right:
-        page_link("pages/2_Tasks.py", "List its queries here", ":material/filter_list:",
+        page_link("tasks", "List its queries here", ":material/filter_list:",
                   query_params={"batch": batch_id})
 
 
