@@ -575,12 +575,6 @@ def events_frame(events: Sequence[dict[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=EVENT_COLUMNS)
 
 
-def priority_choices() -> list[str]:
-    """Priority names, most urgent first."""
-    return [p.label for p in sorted(TaskPriority, reverse=True)]
-
-
-
 # -- batches -----------------------------------------------------------------------------------
 BATCH_FAILURES_SHOWN = 200     # failed children listed in a batch's view
 

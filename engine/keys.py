@@ -26,7 +26,6 @@ class Keys:
         p = self.prefix
         self.queues = [p + "queue:" + name for name in PRIORITY_NAMES]
         self.status = {name: p + "status:" + name for name in STATUS_NAMES}
-        self.all_tasks = p + "tasks"          # every id, scored by creation time
         self.scheduled = p + "scheduled"      # ids due later, scored by due time
         self.leases = p + "leases"            # ids being run, scored by lease deadline
         self.workers = p + "workers"          # worker ids, scored by last heartbeat

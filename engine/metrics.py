@@ -5,7 +5,6 @@ functions here turn buckets back into milliseconds and percentiles.
 """
 from __future__ import annotations
 
-import math
 from typing import Mapping
 
 BUCKET_BASE = 1.25
@@ -14,11 +13,6 @@ BUCKET_BASE = 1.25
 def bucket_upper_ms(bucket: int) -> float:
     """Upper bound in ms of a histogram bucket (bucket 0 holds everything under 1 ms)."""
     return BUCKET_BASE ** (bucket + 1) - 1 if bucket > 0 else 1.0
-
-
-def bucket_of(ms: float) -> int:
-    """The bucket a latency falls in (mirror of lib.lua's ``bucket``)."""
-    return 0 if ms < 1 else int(math.floor(math.log(ms + 1) / math.log(BUCKET_BASE)))
 
 
 def histogram(fields: Mapping[str, str], prefix: str) -> dict[int, int]:
@@ -41,12 +35,3 @@ def percentile_ms(hist: Mapping[int, int], q: float) -> float | None:
         if seen >= rank:
             return bucket_upper_ms(b)
     return bucket_upper_ms(max(hist))
-
-
-def merge(*hists: Mapping[int, int]) -> dict[int, int]:
-    """Sum several histograms."""
-    out: dict[int, int] = {}
-    for h in hists:
-        for b, n in h.items():
-            out[b] = out.get(b, 0) + n
-    return out

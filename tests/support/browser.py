@@ -32,7 +32,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOT_DIR = REPO_ROOT / "test-artifacts" / "screenshots"
 CHROMIUM = "/usr/bin/chromium"
 # The closed network refuses Chromium's background connections; without these flags it
-# retries them for the whole run (docs: DESIGN.md, "Known traps").
+# retries them for the whole run (docs/ARCHITECTURE.md, "Console").
 CHROMIUM_ARGS = (
     "--no-sandbox", "--disable-gpu", "--disable-background-networking",
     "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",

@@ -1,6 +1,6 @@
 """One helper that checks every index the engine keeps for a task against the task hash.
 
-The promise under test (DESIGN.md, "Redis layout"): a task's status lives in its hash, and
+The promise under test (docs/ARCHITECTURE.md, "Redis layout"): a task's status lives in its hash, and
 exactly one ``status:<s>`` sorted set — the one named by that status — holds its id. The
 priority lists, ``routed``, ``leases`` and ``scheduled`` must agree with the status too: a
 pending task is in its priority list once, or set aside in ``routed`` once, not both.
