@@ -88,9 +88,12 @@ class Settings:
     max_payload_bytes: int = field(default=1024 * 1024, metadata={"env": "QUEUE_MAX_PAYLOAD_BYTES"})
     max_result_bytes: int = field(default=1024 * 1024, metadata={"env": "QUEUE_MAX_RESULT_BYTES"})
     events_max_len: int = field(default=10_000, metadata={"env": "QUEUE_EVENTS_MAX_LEN"})
-    # How long a submit watches its socket for the reply before sleeping on it: waking a
-    # sleeping thread costs more than the round trip itself (engine/store.py says more).
-    reply_spin_us: int = field(default=250, metadata={"env": "QUEUE_REPLY_SPIN_US"})
+    # How long a submit watches its socket for the reply before sleeping on it (engine/wire.py
+    # says why one might). Off by default: in paired runs it paid nothing on a quiet host and
+    # cost a third of the one-call rate and twice the client CPU on a busy one
+    # (docs/ARCHITECTURE.md, "Throughput and latency"); a library embedded in a web
+    # application must not spin a core per submit.
+    reply_spin_us: int = field(default=0, metadata={"env": "QUEUE_REPLY_SPIN_US"})
     default_max_retries: int = field(default=3, metadata={"env": "QUEUE_MAX_RETRIES"})
     default_retry_delay: float = field(default=60.0, metadata={"env": "QUEUE_RETRY_DELAY"})
     data_dir: str = field(default="data", metadata={"env": "QUEUE_DATA_DIR"})

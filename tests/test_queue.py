@@ -682,8 +682,9 @@ def test_minute_counters_expire_whichever_count_made_them(clocked_queue, fixed_c
     assert redis_client.exists(later) and redis_client.pttl(later) > 24 * 3600_000
 
 
-def test_reply_spinning_off_changes_nothing_but_speed(redis_url, namespace, settings):
-    quiet = TaskQueue(connect(redis_url), settings=dataclasses.replace(settings, reply_spin_us=0),
+def test_reply_spinning_on_changes_nothing_but_speed(redis_url, namespace, settings):
+    assert settings.reply_spin_us == 0              # off by default (engine/config.py says why)
+    quiet = TaskQueue(connect(redis_url), settings=dataclasses.replace(settings, reply_spin_us=250),
                       namespace=namespace)
     task_id = quiet.submit_task(Task(task_type="echo", payload={"x": 1}))
     worker = TaskWorker(quiet)
