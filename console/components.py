@@ -4,7 +4,6 @@ warning, and the generation counters that make each submit form send once."""
 from __future__ import annotations
 
 import contextlib
-import math
 import uuid
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterator, Sequence
@@ -19,7 +18,7 @@ from engine import QueueError
 from . import registry
 from .forms import idempotency_key
 from .text import md
-from .theme import STATUS_COLOR, STATUS_COLUMNS, status_css
+from .theme import STATUS_COLOR, STATUS_COLUMNS, TEXT_HEX, status_label
 
 REDIS_DOWN = (redis.RedisError, QueueError, OSError)
 
@@ -149,8 +148,8 @@ def selectable_table(key: str, fetch: Callable[[], Any], to_frame: Callable[[Any
 
     While rows are selected the table keeps the rows it showed (no Redis read), so a
     refresh can never move the selection onto other tasks; clearing the selection
-    resumes live updates. Statuses are coloured and ``short_ids`` columns shortened
-    (see :func:`styled`).
+    resumes live updates. Statuses are coloured and ``short_ids`` columns narrow
+    (see :func:`table_config`).
     """
     rows = selected_rows(key)
     snapshot_key = f"{key}__snapshot"
@@ -160,7 +159,8 @@ def selectable_table(key: str, fetch: Callable[[], Any], to_frame: Callable[[Any
     if not paused:
         st.session_state[f"{key}__paused_since"] = clock_text()   # the rows shown are this fresh
     frame, column_config, column_order = local_times(to_frame(data), column_config, column_order)
-    st.dataframe(styled(frame, short_ids), key=table_key(key), on_select="rerun",
+    column_config = table_config(frame, column_config, short_ids)
+    st.dataframe(frame, key=table_key(key), on_select="rerun",
                  selection_mode="multi-row", hide_index=True, column_config=column_config,
                  column_order=column_order, width="stretch", height=height)
     return data, [r for r in rows if r < len(frame)], paused
@@ -181,13 +181,14 @@ def page_link(key: str, label: str, icon: str | None = None,
 def plain_table(key: str, frame: Any, *, short_ids: Sequence[str] = (), **kwargs: Any) -> None:
     """A read-only table inside a container keyed ``key``: the key finds it in tests and
     becomes a CSS class (``st-key-<key>``) for browser tests. Statuses are coloured and
-    ``short_ids`` columns shortened (see :func:`styled`)."""
+    ``short_ids`` columns narrow (see :func:`table_config`)."""
     frame, kwargs["column_config"], order = local_times(frame, kwargs.get("column_config"),
                                                         kwargs.get("column_order"))
     if order is not None:
         kwargs["column_order"] = order
+    kwargs["column_config"] = table_config(frame, kwargs["column_config"], short_ids)
     with st.container(key=key):
-        st.dataframe(styled(frame, short_ids), hide_index=True, width="stretch", **kwargs)
+        st.dataframe(frame, hide_index=True, width="stretch", **kwargs)
 
 
 UTC_SUFFIX = " (UTC)"
@@ -223,50 +224,31 @@ def local_times(frame: pd.DataFrame, column_config: dict | None,
 
 
 # -- table styling -----------------------------------------------------------------------------
-SHORT_ID_CHARS = 12
-# A Styler costs some 50 µs a cell on every refresh: a larger table (the Events page
-# keeping 1,000 or 2,000 events) is drawn plain, its markers uncoloured.
-MAX_STYLED_CELLS = 5000
+SHORT_ID_WIDTH = 112      # px: an id column shows the first ~12 characters; the cell keeps all
 
 
-def short_id(value: Any) -> str:
-    """The first 12 characters of an id, then "…" (a table cell's display only)."""
-    text = "" if value is None else str(value)
-    return text if len(text) <= SHORT_ID_CHARS + 1 else text[:SHORT_ID_CHARS] + "…"
+def table_config(frame: pd.DataFrame, column_config: dict | None,
+                 short_ids: Sequence[str] = ()) -> dict:
+    """``column_config`` completed for ``frame``: each status column (``STATUS_COLUMNS``)
+    drawn as coloured labels, each ``short_ids`` column narrow. Only the drawing changes:
+    the cells keep their values ("● failed", the whole id), so sorting, copying, the
+    browser's accessible copy of the grid and tests all see them.
 
-
-def styled(frame: pd.DataFrame, short_ids: Sequence[str] = ()) -> Any:
-    """``frame`` with its status columns coloured and its ``short_ids`` columns shown
-    shortened, as a pandas Styler; ``frame`` itself when there is nothing to style.
-
-    Only what is *displayed* changes: the cells keep their values, so sorting, copying,
-    the browser's accessible copy of the grid and tests all see the full ids. A Styler
-    gives every cell a display text, so the other cells are written as Streamlit would
-    show them (whole numbers without ".0", missing values blank). Past
-    ``MAX_STYLED_CELLS`` the frame is returned as it is.
+    The colours come from the grid itself (a read-only multiselect column whose options
+    are the status labels), not from a pandas Styler: a Styler formats every cell of the
+    table on every refresh of every open page, three quarters of a Tasks page's run.
     """
-    statuses = {c: colors for c, colors in STATUS_COLUMNS.items() if c in frame.columns}
-    ids = [c for c in short_ids if c in frame.columns]
-    if (not statuses and not ids) or frame.size > MAX_STYLED_CELLS:
-        return frame
-    styler = frame.style.format(_cell_text, na_rep="—")
-    if ids:
-        styler = styler.format(short_id, subset=ids, na_rep="")
-    for column, colors in statuses.items():
-        styler = styler.map(status_css, subset=[column], colors=colors)
-    return styler
-
-
-def _cell_text(value: Any) -> str:
-    if value is None or value is pd.NaT:
-        return "—"
-    if isinstance(value, float):
-        if math.isnan(value):
-            return ""
-        return str(int(value)) if value.is_integer() else f"{value:g}"
-    if isinstance(value, pd.Timestamp):
-        return value.strftime("%Y-%m-%d %H:%M:%S")
-    return str(value)
+    config = dict(column_config or {})
+    for column, colors in STATUS_COLUMNS.items():
+        if column in frame.columns and column not in config:
+            labels = sorted(colors)
+            config[column] = st.column_config.MultiselectColumn(
+                options=[status_label(name) for name in labels],
+                color=[TEXT_HEX[colors[name]] for name in labels], width=110)
+    for column in short_ids:
+        if column in frame.columns and column not in config:
+            config[column] = st.column_config.TextColumn(width=SHORT_ID_WIDTH)
+    return config
 
 
 # -- submit forms that send once -------------------------------------------------------------------

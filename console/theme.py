@@ -3,8 +3,8 @@
 No emoji: a browser without an emoji font (Debian's Chromium has none) draws them as
 empty boxes. A status is the word after a plain ``●`` (in every text font), coloured:
 
-- in tables (drawn on a canvas: no Markdown, no icon font) by a pandas Styler, see
-  :func:`status_css` and ``console.components.styled``;
+- in tables (drawn on a canvas: no Markdown, no icon font) as coloured labels, see
+  ``console.components.table_config`` (the cell keeps its text);
 - in Markdown (captions, expander labels) by Streamlit's colour directive, see
   :func:`status_markdown`.
 """
@@ -57,12 +57,3 @@ def status_markdown(word: str | None, colors: dict[str, str] = STATUS_COLOR) -> 
     schedule state) for Markdown, its marker coloured."""
     word = word or "unknown"
     return f":{colors.get(word, 'gray')}[{MARKER}] {word}"
-
-
-def status_css(label: object, colors: dict[str, str] = STATUS_COLOR) -> str:
-    """The CSS a table cell holding ``label`` (``"● failed"``) gets: its colour in
-    ``colors`` (nothing for another text)."""
-    if not isinstance(label, str) or not label.startswith(MARKER):
-        return ""
-    color = colors.get(label[len(MARKER):].strip())
-    return f"color: {TEXT_HEX[color]}" if color else ""

@@ -161,9 +161,6 @@ def test_status_markers_need_no_emoji_font():
         theme.worker_state_label(s) for s in theme.WORKER_STATE_COLOR]
     assert all(label.isascii() or set(label) - set(string.printable) <= {"●"} for label in labels)
     assert theme.status_label("failed") == "● failed" and theme.status_label(None) == "—"
-    assert theme.status_css("● failed") == f"color: {theme.TEXT_HEX['red']}"
-    assert theme.status_css("● running", theme.STATE_COLOR) == f"color: {theme.TEXT_HEX['green']}"
-    assert theme.status_css("failed") == "" and theme.status_css(None) == ""
     assert theme.status_markdown("lost", theme.STATE_COLOR) == ":red[●] lost"
 
 

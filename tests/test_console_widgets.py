@@ -108,19 +108,16 @@ def test_monitor_submits_once_on_a_double_click(bare_env, queue):
     assert len(at.session_state["twice_watched"]) == 1
 
 
-def test_tables_show_short_ids_and_coloured_statuses_but_keep_their_values():
-    task_id = "0123456789abcdef" * 2
-    frame = pd.DataFrame({"Status": ["● failed", "● completed"], "Task id": [task_id, "short"],
-                          "In hand": [2.0, None], "State": ["● running", "● lost"]})
-    styler = components.styled(frame, short_ids=("Task id",))
-    assert styler.data is frame                           # the values: full ids, raw numbers
-    html = styler.to_html()
-    assert ">0123456789ab…<" in html and task_id not in html and ">short<" in html
-    assert ">2<" in html and "nan" not in html and "None" not in html
-    for color in ("red", "green"):                       # failed, completed; running, lost
-        assert theme.TEXT_HEX[color] in html
-    assert theme.TEXT_HEX["yellow"] not in html          # a worker running is not a task running
-    plain = pd.DataFrame({"Name": ["x"]})
-    assert components.styled(plain) is plain             # nothing to style: the frame itself
-    large = pd.DataFrame({"Status": ["● failed"] * (components.MAX_STYLED_CELLS + 1)})
-    assert components.styled(large) is large             # too costly to style every refresh
+def test_tables_colour_statuses_and_narrow_ids_but_keep_their_values():
+    frame = pd.DataFrame({"Status": ["● failed", "● completed"], "Task id": ["0123" * 8, "x"],
+                          "State": ["● running", "● lost"], "Name": ["a", "b"]})
+    config = components.table_config(frame, {"Name": {"width": 50}}, short_ids=("Task id",))
+
+    def colours(column):
+        return {o["value"]: o["color"] for o in config[column]["type_config"]["options"]}
+    assert colours("Status")["● failed"] == theme.TEXT_HEX["red"]
+    assert colours("Status")["● completed"] == theme.TEXT_HEX["green"]
+    assert colours("State")["● running"] == theme.TEXT_HEX["green"]   # a worker, not a task
+    assert config["Task id"]["width"] == components.SHORT_ID_WIDTH
+    assert config["Name"] == {"width": 50}                  # what the page configured stays
+    assert frame["Status"].tolist() == ["● failed", "● completed"]   # the values are untouched
