@@ -2,9 +2,14 @@
 
 An outcome is a small typed record (``Completed`` or ``Failed``) that the worker's writer
 (engine/outcomes.py) hands to complete.lua or fail.lua. Nothing here touches Redis.
+A handler is a plain function (run in a thread) or an ``async def`` coroutine function
+(run on the worker's event loop, engine/runners.py); both end in the same records.
+A ``Failed`` outcome says why the task ended: ``error`` (the handler raised) or
+``timeout`` (it ran past its timeout and was cancelled or abandoned).
 """
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import time
@@ -17,7 +22,7 @@ from .errors import CorruptRecord, NoHandler, PermanentError, ValidationError
 from .models import RunningTask, TaskPriority, TaskType, retry_policy, type_name
 from .policies import retry_delay_ms
 from .serialization import dumps
-from .validation import MAX_DELAY_SECONDS
+from .validation import MAX_DELAY_SECONDS, MAX_TIMEOUT_SECONDS, check_seconds
 
 log = logging.getLogger("engine.worker")
 
@@ -52,6 +57,7 @@ class Failed:
     traceback: str
     retry_delay_ms: int
     doc: str
+    reason: str = "error"        # why the task ended: error or timeout (the task hash keeps it)
     ok = False
 
 
@@ -66,14 +72,36 @@ class Handlers:
         self.max_result_bytes = max_result_bytes
         self.sealer = sealer            # results encrypted at rest when set (engine/crypto.py)
         self.table: dict[str, Handler] = {}
+        self.coroutine_types: set[str] = set()     # types whose handler is ``async def``
+        self.timeouts: dict[str, float] = {}       # per-type default timeout, seconds
         self.average_run = 0.0          # EWMA of handler seconds
         self.running_inline = False     # a handler runs in the thread that may be aborted
 
-    def register(self, task_type: TaskType | str, fn: Handler) -> None:
-        """Run ``fn(task)`` for tasks of ``task_type``."""
+    def register(self, task_type: TaskType | str, fn: Handler,
+                 timeout: float | None = None) -> None:
+        """Run ``fn(task)`` for tasks of ``task_type``: a plain function or an ``async def``
+        one. ``timeout`` (seconds) bounds tasks of the type that name no timeout."""
         if not callable(fn):
             raise ValidationError(f"handler for {task_type!r} is not callable")
-        self.table[type_name(task_type)] = fn
+        if timeout is not None:
+            timeout = check_seconds(timeout, "timeout", MAX_TIMEOUT_SECONDS, zero=False)
+        name = type_name(task_type)
+        self.table[name] = fn
+        self.coroutine_types.discard(name)
+        self.timeouts.pop(name, None)
+        if is_coroutine_handler(fn):
+            self.coroutine_types.add(name)
+        if timeout is not None:
+            self.timeouts[name] = float(timeout)
+
+    @property
+    def has_coroutines(self) -> bool:
+        """Whether any handler is ``async def`` (the worker then runs an event loop)."""
+        return bool(self.coroutine_types)
+
+    def timeout_for(self, task: RunningTask) -> float | None:
+        """The seconds ``task`` may run: its own timeout, else its type's default."""
+        return task.timeout or self.timeouts.get(task.task_type)
 
     @property
     def types(self) -> list[str]:
@@ -101,6 +129,28 @@ class Handlers:
         self.average_run = elapsed if self.average_run <= 0 else 0.9 * self.average_run + 0.1 * elapsed
         return Completed(task, doc, int(elapsed * 1000))
 
+    async def run_coroutine(self, task: RunningTask) -> Outcome:
+        """Await the task's ``async def`` handler (the event loop's :meth:`run`). A timeout
+        or a cancel reaches it as ``CancelledError``, which the runner turns into the
+        task's outcome."""
+        started = time.perf_counter()
+        try:
+            result = await self.table[task.task_type](task)
+            elapsed = time.perf_counter() - started
+            doc = self._result_document(task, result, elapsed)
+        except Exception as exc:
+            return self.failure(task, exc, time.perf_counter() - started)
+        self.average_run = elapsed if self.average_run <= 0 else 0.9 * self.average_run + 0.1 * elapsed
+        return Completed(task, doc, int(elapsed * 1000))
+
+    def timed_out(self, task: RunningTask, seconds: float) -> Failed:
+        """The outcome of a task whose handler ran past ``seconds``: retried after the
+        task's usual delay while attempts are left, else failed, with reason ``timeout``."""
+        exc = TimeoutError(f"the handler ran past the task's timeout of {seconds:g} s")
+        outcome = self.failure(task, exc, seconds, reason="timeout")
+        outcome.traceback = ""
+        return outcome
+
     def _result_document(self, task: RunningTask, result: Any, elapsed: float) -> str:
         # The whole document in one encoding (never text pasted into a template, which a
         # quote in any part would break); the size limit is on what is stored.
@@ -114,7 +164,8 @@ class Handlers:
         except ValidationError as exc:
             raise PermanentError(f"handler returned an unusable result: {exc}") from None
 
-    def failure(self, task: RunningTask, exc: Exception, elapsed: float) -> Failed:
+    def failure(self, task: RunningTask, exc: Exception, elapsed: float,
+                reason: str = "error") -> Failed:
         """The outcome of a handler that raised ``exc`` after ``elapsed`` seconds."""
         error = error_text(exc)
         tb = writable("".join(traceback.format_exception(type(exc), exc, exc.__traceback__))[-20000:])
@@ -127,9 +178,9 @@ class Handlers:
                                    policy["backoff"], policy["max_retry_delay"])
         delay = min(delay, MAX_DELAY_SECONDS * 1000)    # a due time Redis can still store
         doc = dumps({"task_id": task.task_id, "status": "failed", "result": None, "error": error,
-                     "duration": round(elapsed, 6), "attempts": task.attempt,
+                     "reason": reason, "duration": round(elapsed, 6), "attempts": task.attempt,
                      "worker_id": self.worker_id})
-        return Failed(task, error, tb, delay, doc)
+        return Failed(task, error, tb, delay, doc, reason)
 
     def corrupt(self, values: list, error: str) -> Failed:
         """A final failure, with no retry, for a claimed task whose record is unusable."""
@@ -140,6 +191,13 @@ class Handlers:
         doc = dumps({"task_id": task.task_id, "status": "failed", "result": None, "error": error,
                      "duration": 0, "attempts": 0, "worker_id": self.worker_id})
         return Failed(task, error, "", -1, doc)
+
+
+def is_coroutine_handler(fn: Any) -> bool:
+    """Whether calling ``fn`` gives a coroutine: an ``async def`` function, or an object
+    whose ``__call__`` is one."""
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        getattr(fn, "__call__", None))
 
 
 def running_task(values: list, worker: Any = None) -> RunningTask:

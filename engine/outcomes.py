@@ -66,6 +66,17 @@ class OutcomeWriter:
                 if task is not None:
                     task.cancelled = True
 
+    def forget(self, task: RunningTask) -> None:
+        """Stop holding ``task`` without an outcome (it was cancelled: Redis has ended it
+        and released its lease). A later outcome of it is refused by its fencing token."""
+        with self.lock:
+            if self.held.get(task.task_id) is task:
+                del self.held[task.task_id]
+
+    def find(self, task_id: str) -> RunningTask | None:
+        """The held task ``task_id`` (None when this worker does not hold it)."""
+        return self.held.get(task_id)
+
     def unreported(self) -> list[RunningTask]:
         """Held tasks whose outcome is not even buffered: to hand back when leaving."""
         with self.lock:
@@ -126,7 +137,8 @@ class OutcomeWriter:
         with self.lock:
             for outcome, code in zip(outcomes, codes):
                 task = outcome.task
-                self.held.pop(task.task_id, None)
+                if self.held.get(task.task_id) is task:   # not a later claim of the same id
+                    del self.held[task.task_id]
                 name = names.get(int(code), "lost")
                 self.stats[name] += 1
                 if name == "lost":

@@ -4,12 +4,20 @@
 batch's outcomes in one call per kind after it. ``ThreadRunner`` (concurrency N) runs them
 in N slot threads, and a writer thread writes whatever has finished, batched. Both draw
 from the same claim loop (engine/worker.py) and report through the same OutcomeWriter;
-an async runner takes the same shape.
+``AsyncRunner`` (engine/async_runner.py) takes the same shape for ``async def`` handlers.
+
+Timeouts and cancels: a thread cannot be stopped from outside, so a plain handler past its
+timeout (or whose task was cancelled) is abandoned: its slot is freed at once and a fresh
+slot thread takes its place; whatever it returns later is dropped (the task has ended or
+runs again under a new fencing token, which complete.lua and fail.lua check: a stale
+outcome that reached Redis would be refused all the same). The inline runner pays
+for none of this unless a task has a timeout: only such a task runs in a helper thread.
 """
 from __future__ import annotations
 
 import queue as queue_module
 import threading
+import time
 from typing import Callable
 
 from .execution import Handlers, Outcome
@@ -17,6 +25,7 @@ from .models import RunningTask
 from .outcomes import OutcomeWriter
 
 BLOCK_SLICE_SECONDS = 1.0       # longest wait for a free slot before the loop looks again
+WATCH_SECONDS = 0.05            # how often the thread runner looks for tasks past their timeout
 
 
 class InlineRunner:
@@ -38,8 +47,34 @@ class InlineRunner:
             if self.stopping.is_set():
                 self.writer.release(batch[index:])
                 break
-            self.writer.record(self.handlers.run(task, inline=True))
+            if task.timeout is None and not self.handlers.timeouts:
+                self.writer.record(self.handlers.run(task, inline=True))
+            else:
+                self._run_bounded(task)
         self.writer.flush()
+
+    def _run_bounded(self, task: RunningTask) -> None:
+        """Run a task that may have a timeout in a helper thread, and abandon it past its
+        timeout (its late outcome is dropped)."""
+        seconds = self.handlers.timeout_for(task)
+        if seconds is None:
+            self.writer.record(self.handlers.run(task, inline=True))
+            return
+        first = threading.Lock()        # the handler's outcome or the timeout's: one only
+
+        def run() -> None:
+            outcome = self.handlers.run(task)
+            if first.acquire(blocking=False):
+                self.writer.record(outcome)
+        helper = threading.Thread(target=run, name=f"task-{task.task_id}", daemon=True)
+        helper.start()
+        helper.join(seconds)
+        if helper.is_alive() and first.acquire(blocking=False):
+            self.writer.record(self.handlers.timed_out(task, seconds))
+
+    def cancel(self, task: RunningTask) -> None:
+        """A running inline handler cannot be taken off the worker's own thread: it sees
+        ``task.context.cancelled`` and should stop; its outcome is refused."""
 
     def report(self, outcome: Outcome) -> None:
         """An outcome reached without a handler (a corrupt record): written with the rest."""
@@ -71,15 +106,24 @@ class ThreadRunner:
         self.work: queue_module.Queue = queue_module.Queue()
         self.outcomes: queue_module.Queue = queue_module.Queue()
         self.threads: list[threading.Thread] = []
+        # Tasks a slot thread runs now: id -> (task, deadline on the monotonic clock or None).
+        self.running: dict[str, tuple[RunningTask, float | None]] = {}
+        self.done = threading.Event()
+        self._spawned = 0
 
     def start(self) -> None:
-        """Start the slot threads and the writer thread."""
-        self.threads = [threading.Thread(target=self._slot_loop, name=f"{self.name}-slot{i}",
-                                         daemon=True) for i in range(self.concurrency)]
-        self.threads.append(threading.Thread(target=self._writer_loop, name=f"{self.name}-writer",
-                                             daemon=True))
-        for thread in self.threads:
-            thread.start()
+        """Start the slot threads, the writer thread and the timeout watch."""
+        self.done.clear()
+        self.threads = [self._thread(self._slot_loop, "slot") for _ in range(self.concurrency)]
+        self.threads.append(self._thread(self._writer_loop, "writer"))
+        self._thread(self._watch_loop, "watch")
+
+    def _thread(self, target: Callable[[], None], role: str) -> threading.Thread:
+        self._spawned += 1
+        thread = threading.Thread(target=target, name=f"{self.name}-{role}{self._spawned}",
+                                  daemon=True)
+        thread.start()
+        return thread
 
     def free_slots(self) -> int:
         """Slots free now (waiting up to BLOCK_SLICE_SECONDS for one when none is)."""
@@ -114,17 +158,58 @@ class ThreadRunner:
         with self.slots:
             self.slots.notify_all()
 
+    def cancel(self, task: RunningTask) -> None:
+        """``task`` was cancelled: its handler sees ``task.context.cancelled``, and its slot
+        is freed now (the handler's thread is abandoned if it runs on)."""
+        task.cancelled = True
+        with self.slots:
+            self._abandon(task.task_id)     # a task still queued to the slots is skipped
+        self.writer.forget(task)
+
+    def _abandon(self, task_id: str) -> RunningTask | None:
+        """Free the slot of a running task and start a slot thread in its place (called
+        with the slots lock held). None when the task is not running (it finished)."""
+        entry = self.running.pop(task_id, None)
+        if entry is None:
+            return None
+        self.free += 1
+        self.slots.notify_all()
+        self.threads.append(self._thread(self._slot_loop, "slot"))
+        return entry[0]
+
     def _slot_loop(self) -> None:
         while True:
             task = self.work.get()
             if task is None:
                 return
-            outcome = None if self.aborting() else self.handlers.run(task)
+            if task.cancelled or self.aborting():
+                outcome = None
+            else:
+                seconds = self.handlers.timeout_for(task)
+                with self.slots:
+                    self.running[task.task_id] = (task, None if seconds is None
+                                                  else time.monotonic() + seconds)
+                outcome = self.handlers.run(task)
             with self.slots:
+                if outcome is not None and self.running.get(task.task_id, (None,))[0] is not task:
+                    return      # abandoned (timeout or cancel): a new thread has the slot
+                self.running.pop(task.task_id, None)
                 self.free += 1
                 self.slots.notify_all()
-            if outcome is not None:
+            if outcome is not None and not self.aborting():
                 self.outcomes.put(outcome)
+
+    def _watch_loop(self) -> None:
+        """End the tasks past their timeout: a ``timeout`` outcome, the slot freed."""
+        while not self.done.wait(WATCH_SECONDS):
+            now = time.monotonic()
+            with self.slots:
+                late = [(task, deadline) for task, deadline in self.running.values()
+                        if deadline is not None and deadline <= now]
+                for task, _ in late:
+                    self._abandon(task.task_id)
+            for task, _ in late:
+                self.outcomes.put(self.handlers.timed_out(task, self.handlers.timeout_for(task)))
 
     def _writer_loop(self) -> None:
         while True:
@@ -160,9 +245,10 @@ class ThreadRunner:
             self.free += len(not_started)
             while not aborting and self.free < self.concurrency:
                 self.slots.wait(timeout=0.5)
+        self.done.set()
         for _ in range(self.concurrency):
             self.work.put(None)
         self.outcomes.put(None)
-        writer = self.threads[-1] if self.threads else None
+        writer = self.threads[self.concurrency] if len(self.threads) > self.concurrency else None
         if writer is not None and not aborting:
             writer.join(timeout=30)

@@ -14,6 +14,7 @@ outcome writer and the tasks held (engine/outcomes.py); the lease keeper
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import uuid
@@ -28,6 +29,7 @@ from .models import RunningTask, TaskType
 from .outages import REDIS_DOWN, Outage
 from .outcomes import OutcomeWriter
 from .queue import TaskQueue, get_task_queue
+from .async_runner import AsyncRunner
 from .runners import InlineRunner, ThreadRunner
 from .validation import check_id, check_text
 
@@ -45,7 +47,10 @@ class TaskWorker:
     ``concurrency`` is the number of handler slots. With 1, handlers run in the calling
     thread and quick tasks are claimed and reported in batches; with more, each slot is a
     thread (for I/O-bound handlers such as LLM calls) and outcomes are reported by a
-    writer thread that batches whatever has finished.
+    writer thread that batches whatever has finished. Once any handler is ``async def``,
+    the worker runs an event loop instead (engine/async_runner.py): the ``concurrency``
+    slots are shared by both kinds, a coroutine handler on the loop, a plain one in a
+    thread of its own while it runs.
     """
 
     on_ready: Callable[[], None] | None = None   # called once registered (the CLI prints "ready")
@@ -76,7 +81,7 @@ class TaskWorker:
         self._stopping = threading.Event()
         self.stopping_event = self._stopping     # the parts wait on it (engine/claims.py)
         self._aborting = False
-        self.runner: InlineRunner | ThreadRunner = self._new_runner()
+        self.runner: InlineRunner | ThreadRunner | AsyncRunner = self._new_runner()
         self.claims = ClaimLoop(self)
         self._started_ms = clock.now_ms()
         self._state = "starting"
@@ -85,22 +90,31 @@ class TaskWorker:
         """Claim up to ``count`` tasks now; they are held until their outcome is written."""
         return self.claims.claim(count)
 
-    def _new_runner(self) -> InlineRunner | ThreadRunner:
+    def _new_runner(self) -> InlineRunner | ThreadRunner | AsyncRunner:
+        """The execution style the handlers registered so far call for."""
+        if self.handlers.has_coroutines:
+            return AsyncRunner(self.concurrency, self.handlers, self.writer, self.worker_id,
+                               lambda: self._aborting)
         if self.concurrency == 1:
             return InlineRunner(self.handlers, self.writer, self._stopping)
         return ThreadRunner(self.concurrency, self.handlers, self.writer, self.worker_id,
                             lambda: self._aborting)
 
     # -- handlers -----------------------------------------------------------------------
-    def register_handler(self, task_type: TaskType | str, fn: Handler) -> None:
-        """Run ``fn(task)`` for tasks of ``task_type``; its return value (JSON-serialisable)
-        becomes the task's result. ``task.context`` lets it talk to this worker."""
-        self.handlers.register(task_type, fn)
+    def register_handler(self, task_type: TaskType | str, fn: Handler,
+                         timeout: float | None = None) -> None:
+        """Run ``fn(task)`` for tasks of ``task_type``: a plain function or an ``async def``
+        one; its return value (JSON-serialisable) becomes the task's result.
+        ``task.context`` lets it talk to this worker. ``timeout`` (seconds) is the
+        default for tasks of the type that name none: past it the task ends with reason
+        ``timeout`` and is retried or failed per its retry policy."""
+        self.handlers.register(task_type, fn, timeout)
 
-    def handler(self, task_type: TaskType | str) -> Callable[[Handler], Handler]:
+    def handler(self, task_type: TaskType | str,
+                timeout: float | None = None) -> Callable[[Handler], Handler]:
         """Decorator form of :meth:`register_handler`."""
         def decorate(fn: Handler) -> Handler:
-            self.register_handler(task_type, fn)
+            self.register_handler(task_type, fn, timeout)
             return fn
         return decorate
 
@@ -137,6 +151,7 @@ class TaskWorker:
         self._stopping.clear()
         self._aborting = False
         self._state = "running"
+        self.runner = self._new_runner()      # handlers registered since __init__ count
         self._register()
         if self._stopping.is_set():
             return dict(self.stats)
@@ -187,7 +202,10 @@ class TaskWorker:
         batch = self.claims.hold(self.store.claim(self.worker_id, 1, self.handler_types),
                                  self.writer.record)
         for task in batch:
-            self.writer.record(self.handlers.run(task))
+            if task.task_type in self.handlers.coroutine_types:
+                self.writer.record(asyncio.run(self.handlers.run_coroutine(task)))
+            else:
+                self.writer.record(self.handlers.run(task))
         self.writer.flush()
         return bool(batch)
 
