@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Callable, Iterator
 
 import pytest
+import redis
 
 from engine import Settings, TaskQueue, TaskWorker
 from engine.clock import FixedClock
@@ -49,3 +50,16 @@ def make_worker(queue: TaskQueue) -> Callable[..., TaskWorker]:
         kwargs.setdefault("queue", queue)
         return TaskWorker(**kwargs)
     return build
+
+
+@pytest.fixture
+def private_queue(redis_process, namespace: str) -> Iterator[tuple[TaskQueue, redis.Redis]]:
+    """(queue, admin client) on this test's own redis-server, for tests that reconfigure
+    the server (maxmemory, replicaof): a short heartbeat, a long lease."""
+    client = connect(redis_process.url)
+    admin = redis.Redis.from_url(redis_process.url, decode_responses=True)
+    settings = Settings.from_mapping({}, heartbeat_interval=0.2, lease_timeout=30.0)
+    yield TaskQueue(client, settings=settings, namespace=namespace), admin
+    admin.config_set("maxmemory", "0")
+    client.close()
+    admin.close()

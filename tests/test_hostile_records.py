@@ -13,9 +13,8 @@ import threading
 import pytest
 import redis
 
-from engine import (RedisRefused, Settings, Task, TaskQueue, TaskWorker, clock as engine_clock)
+from engine import RedisRefused, Task, TaskQueue, TaskWorker, clock as engine_clock
 from engine.batch import child_ids
-from engine.connection import connect
 from engine.errors import CorruptRecord, IdempotencyConflict
 from tests.support.indexes import assert_consistent
 from tests.support.steps import claim, wait_until
@@ -195,18 +194,6 @@ def test_the_reconnect_line_gives_the_length_of_the_outage(queue, make_worker, c
     assert worker.start(burst=True)["processed"] == 40
     lines = [r.getMessage() for r in caplog.records if "reconnected" in r.getMessage()]
     assert len(lines) == 1 and lines[0].endswith("after 2.5 s"), lines
-
-
-@pytest.fixture
-def private_queue(redis_process, namespace):
-    """(queue, admin client) on this test's own redis-server (the test sets maxmemory)."""
-    client = connect(redis_process.url)
-    admin = redis.Redis.from_url(redis_process.url, decode_responses=True)
-    settings = Settings.from_mapping({}, heartbeat_interval=0.2, lease_timeout=30.0)
-    yield TaskQueue(client, settings=settings, namespace=namespace), admin
-    admin.config_set("maxmemory", "0")
-    client.close()
-    admin.close()
 
 
 def test_a_worker_stops_claiming_while_redis_refuses_its_results(private_queue, caplog):

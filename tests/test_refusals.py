@@ -12,22 +12,10 @@ import threading
 import pytest
 import redis
 
-from engine import QueueUnavailable, RedisRefused, Settings, Task, TaskQueue, TaskWorker
-from engine.connection import connect
+from engine import QueueUnavailable, RedisRefused, Task, TaskWorker
 from engine.errors import refusal
 from redis._parsers.base import BaseParser
 from tests.support.steps import wait_until
-
-
-@pytest.fixture
-def private(redis_process, namespace):
-    """(queue, admin client) on this test's own redis-server, with short worker timings."""
-    client = connect(redis_process.url)
-    admin = redis.Redis.from_url(redis_process.url, decode_responses=True)
-    settings = Settings.from_mapping({}, heartbeat_interval=0.2, lease_timeout=30.0)
-    yield TaskQueue(client, settings=settings, namespace=namespace), admin
-    client.close()
-    admin.close()
 
 
 def out_of_memory(admin: redis.Redis) -> None:
@@ -36,8 +24,8 @@ def out_of_memory(admin: redis.Redis) -> None:
     admin.config_set("maxmemory", "1")
 
 
-def test_a_submit_to_a_full_redis_is_refused_clearly_and_writes_nothing(private):
-    queue, admin = private
+def test_a_submit_to_a_full_redis_is_refused_clearly_and_writes_nothing(private_queue):
+    queue, admin = private_queue
     kept = queue.submit_task(Task(task_type="t"))
     keys_before = admin.dbsize()
     out_of_memory(admin)
@@ -53,8 +41,8 @@ def test_a_submit_to_a_full_redis_is_refused_clearly_and_writes_nothing(private)
         queue.keys.queues[2], 0, -1))
 
 
-def test_a_replica_refuses_then_the_same_queue_writes_once_it_is_primary_again(private):
-    queue, admin = private
+def test_a_replica_refuses_then_the_same_queue_writes_once_it_is_primary_again(private_queue):
+    queue, admin = private_queue
     admin.replicaof("127.0.0.1", "1")          # nothing listens there: a replica for good
     with pytest.raises(RedisRefused, match="read-only replica"):
         queue.submit_task(Task(task_type="t"))
@@ -63,8 +51,8 @@ def test_a_replica_refuses_then_the_same_queue_writes_once_it_is_primary_again(p
     assert queue.get_task_status(task_id)["status"] == "pending"
 
 
-def test_a_worker_waits_out_a_full_redis_and_then_finishes_the_work(private, caplog):
-    queue, admin = private
+def test_a_worker_waits_out_a_full_redis_and_then_finishes_the_work(private_queue, caplog):
+    queue, admin = private_queue
     ids = queue.submit_tasks([Task(task_type="echo", payload={"i": i}) for i in range(3)])
     out_of_memory(admin)
     worker = TaskWorker(queue, handlers={"echo": lambda task: task.payload})
