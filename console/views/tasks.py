@@ -50,7 +50,10 @@ COLUMNS = {
     "Updated (UTC)": st.column_config.DatetimeColumn(format=TABLE_TIME, width=112),
     "Error": st.column_config.TextColumn(width="medium"),
 }
-COLUMN_ORDER = list(COLUMNS)
+# The query and the error before the times: in a 1024 px window the columns after the
+# error scroll.
+COLUMN_ORDER = ["Status", "Task id", "Query", "Error", "Updated (UTC)", "Type", "Priority",
+                "Attempts", "Created (UTC)"]
 
 # URL parameter -> (session key of its widget, default value).
 URL_FILTERS = {

@@ -11,6 +11,9 @@ from ..text import md
 from ..theme import STATE_COLOR, status_markdown
 
 KEY = "workers"
+WORKER_ORDER = ["State", "Name", "Heartbeat age", "In hand", "Processed", "Failed",
+                "Last heartbeat (UTC)", "Worker id", "Host", "PID", "Concurrency", "Retried",
+                "Uptime", "Handlers"]
 
 
 def render(ctx: ConsoleContext) -> None:
@@ -37,7 +40,8 @@ def _live_body(ctx: ConsoleContext) -> None:
         if view.table.empty:
             st.info("No worker has reported yet. Start one with `python worker.py`.")
         else:
-            plain_table(f"{KEY}_table", view.table,
+            # What tells a healthy worker from a stuck one first; the rest scrolls.
+            plain_table(f"{KEY}_table", view.table, column_order=WORKER_ORDER,
                         column_config={"Last heartbeat (UTC)": st.column_config.DatetimeColumn(
                              format="YYYY-MM-DD HH:mm:ss")})
         for story in view.lost:
