@@ -5,7 +5,7 @@ checks in engine/scheduler.py), below all of them.
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any
 
 from .config import Settings
 from .crypto import Sealer
@@ -48,25 +48,28 @@ def submit_row(task: Task, settings: Settings, sealer: Sealer | None = None, chi
                         ("parent", task.parent_id)):
         if value is not None and value != "" and value != STORED_DEFAULTS.get(name):
             extra += [name, value]
-    # What the idempotency fingerprint covers: what the task does (its type and payload),
-    # not how or when it runs, which a retry of the same submit may change.
-    options = submit_options(task, children, (task.type_name, task.payload))
-    return [task.task_id, int(task.priority), options, task.type_name, payload, retries,
-            len(extra) // 2, *extra]
+    name = task.type_name
+    return [task.task_id, int(task.priority), submit_options(task, children, name), name, payload,
+            retries, len(extra) // 2, *extra]
 
 
-def submit_options(task: Task, children: int, content: Sequence[Any]) -> str:
-    """submit.lua's options for a task: '' for a plain one (most), so that a plain submit
-    sends and parses no more than it needs; else a small JSON object. ``content`` is what
-    the idempotency fingerprint covers."""
+def submit_options(task: Task, children: int, name: str) -> str:
+    """submit.lua's options for a task (``name``: its type's name): '' for a plain one
+    (most), so that a plain submit sends and parses no more than it needs; else a small
+    JSON object."""
+    if (task.run_at is None and task.delay is None and not task.idempotency_key
+            and not task.parent_id and not children):
+        return ""
     options: dict[str, Any] = {}
     if task.run_at is not None:
         options["due"] = task.due_ms()
     if task.delay is not None:
         options["delay"] = int(task.delay * 1000)
     if task.idempotency_key:
+        # The fingerprint covers what the task does (its type and payload), not how or when
+        # it runs, which a retry of the same submit may change.
         options["idem"] = task.idempotency_key
-        options["fp"] = fingerprint(content)
+        options["fp"] = fingerprint((name, task.payload))
     if task.parent_id:
         options["parent"] = task.parent_id
     if children:
