@@ -21,7 +21,12 @@ from typing import Callable
 from .execution import Handlers, Outcome
 from .models import RunningTask
 from .outcomes import OutcomeWriter
-from .runners import ThreadRunner
+from .runners import BLOCK_SLICE_SECONDS, ThreadRunner
+
+# With hundreds of slots, slots free up one by one: claiming and writing each alone would
+# cost two script calls a task. The claim waits up to GATHER_SECONDS for a fiftieth of the
+# slots to be free, and the writer as long for more outcomes (a few ms on calls of seconds).
+GATHER_SECONDS = 0.005
 
 
 class AsyncRunner(ThreadRunner):
@@ -32,6 +37,8 @@ class AsyncRunner(ThreadRunner):
         super().__init__(concurrency, handlers, writer, name, aborting)
         self.loop = asyncio.new_event_loop()
         self.futures: dict[str, asyncio.Task] = {}      # only touched on the loop's thread
+        self.gather = max(1, concurrency // 50)
+        self.gather_seconds = GATHER_SECONDS if concurrency > 1 else 0.0
 
     def start(self) -> None:
         """Start the event loop's thread and the writer thread."""
@@ -40,6 +47,16 @@ class AsyncRunner(ThreadRunner):
             self.loop = asyncio.new_event_loop()
         self.threads = [self._thread(self.loop.run_forever, "loop"),
                         self._thread(self._writer_loop, "writer")]
+
+    def free_slots(self) -> int:
+        """Slots free now: waiting up to BLOCK_SLICE_SECONDS for one, then up to
+        GATHER_SECONDS for a few more, so that one claim takes them all."""
+        with self.slots:
+            if self.free == 0:
+                self.slots.wait(timeout=BLOCK_SLICE_SECONDS)
+            if 0 < self.free < self.gather:
+                self.slots.wait_for(lambda: self.free >= self.gather, timeout=GATHER_SECONDS)
+            return self.free
 
     def dispatch(self, batch: list[RunningTask]) -> None:
         """Start the batch's handlers on the loop (the claim took no more than were free)."""

@@ -110,6 +110,7 @@ class ThreadRunner:
         self.running: dict[str, tuple[RunningTask, float | None]] = {}
         self.done = threading.Event()
         self._spawned = 0
+        self.gather_seconds = 0.0       # the writer waits this long for more outcomes to batch
 
     def start(self) -> None:
         """Start the slot threads, the writer thread and the timeout watch."""
@@ -218,6 +219,8 @@ class ThreadRunner:
                 self.writer.flush_retrying(give_up=self.aborting)
                 return
             self.writer.record(outcome)
+            if self.gather_seconds:
+                time.sleep(self.gather_seconds)
             while True:                     # and whatever else has finished meanwhile
                 try:
                     extra = self.outcomes.get_nowait()

@@ -110,14 +110,17 @@ class AgentExecutor:
     def handle(self, task: RunningTask) -> dict[str, Any]:
         """The AGENT_QUERY handler a worker registers (a task's ``timeout`` bounds the
         call on backends that take one)."""
-        try:
-            query = validate_query(task.payload.get("query", ""))
-        except ValidationError as exc:   # retrying cannot fix the task's own input
-            raise PermanentError(str(exc)) from None
-        session_id = task.payload.get("session_id") or task.session_id
+        query, session_id = task_query(task)
         if task.timeout and getattr(self.backend, "accepts_timeout", False):
             return self.backend.run(query, session_id, timeout=float(task.timeout))
         return self.backend.run(query, session_id)
+
+    async def handle_async(self, task: RunningTask) -> dict[str, Any]:
+        """The AGENT_QUERY handler for a backend with ``run_async`` (the ``openai`` one):
+        awaited on the worker's event loop, so one worker keeps many calls in flight."""
+        query, session_id = task_query(task)
+        timeout = float(task.timeout) if task.timeout else None
+        return await self.backend.run_async(query, session_id, timeout=timeout)
 
 
 def _settings(settings: Settings | None, config: Any, queue: TaskQueue | None) -> Settings:
@@ -146,11 +149,24 @@ def validate_query(query: Any) -> str:
     return query
 
 
+def task_query(task: RunningTask) -> tuple[str, str | None]:
+    """An AGENT_QUERY task's query and session id (PermanentError for a bad query:
+    retrying cannot fix the task's own input)."""
+    try:
+        query = validate_query(task.payload.get("query", ""))
+    except ValidationError as exc:
+        raise PermanentError(str(exc)) from None
+    return query, task.payload.get("session_id") or task.session_id
+
+
 def register_handlers(worker: Any, settings: Settings | None = None,
                       executor: AgentExecutor | None = None) -> AgentExecutor:
-    """Register the agent's handlers on a worker; returns the executor they use."""
+    """Register the agent's handlers on a worker; returns the executor they use. A backend
+    with ``run_async`` (``openai``) gets the ``async def`` handler."""
     executor = executor or AgentExecutor(queue=worker.queue, settings=settings or worker.queue.settings)
-    worker.register_handler(TaskType.AGENT_QUERY, executor.handle)
+    has_async = callable(getattr(executor.backend, "run_async", None))
+    worker.register_handler(TaskType.AGENT_QUERY,
+                            executor.handle_async if has_async else executor.handle)
     return executor
 
 

@@ -1,0 +1,93 @@
+"""Async handlers by the hundred: ``python -m bench.async_concurrency [--rounds N] [--levels 100,500,1000]``.
+
+One worker process runs AGENT_QUERY tasks through the ``openai`` backend's async path
+(``AsyncOpenAI`` on the worker's event loop) against a local chat-completions server in a
+process of its own that answers every call after 1 s (bench/slow_chat_server.py). For
+each concurrency level it submits ``rounds`` × level tasks, drains them with one worker
+(``--concurrency`` = level) and prints tasks/s and the worker's memory (resident set at
+the end, and its peak). With a 1 s answer, level tasks/s is the ceiling.
+Figures go in the README with the date and machine; nothing here is a pass/fail test.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from engine import Settings, TaskQueue
+from engine.connection import connect
+from engine.embedded import RedisServerProcess, free_port
+from engine.models import AgentTask
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# The worker, in a process of its own: the openai package is imported (and its first client
+# made) before the clock starts, as a long-running worker would have done long before.
+WORKER = """
+import importlib, json, resource, sys, time
+sys.path.insert(0, {root!r})
+importlib.import_module("openai")
+from engine import Settings, TaskQueue, TaskWorker
+from engine.agent import register_handlers
+from engine.connection import connect
+settings = Settings.from_mapping({env!r})
+queue = TaskQueue(connect({url!r}), settings=settings, namespace="asyncbench")
+worker = TaskWorker(queue, concurrency={level})
+register_handlers(worker, settings)
+started, cpu = time.perf_counter(), time.process_time()
+stats = worker.start(burst=True)
+wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+status = dict(line.split(":", 1) for line in open("/proc/self/status") if ":" in line)
+print(json.dumps({{"wall": wall, "cpu": cpu, "stats": stats,
+                  "rss_mb": int(status["VmRSS"].split()[0]) / 1024,
+                  "peak_mb": int(status["VmHWM"].split()[0]) / 1024}}))
+"""
+
+
+def run_level(url: str, chat_url: str, level: int, rounds: int) -> dict:
+    """Submit rounds × level agent queries and drain them with one worker of ``level`` slots."""
+    queue = TaskQueue(connect(url), settings=Settings.from_mapping({}), namespace="asyncbench")
+    count = level * rounds
+    queue.submit_tasks([AgentTask(payload={"query": f"question {i}"}) for i in range(count)])
+    env = {"AGENT_BACKEND": "openai", "AGENT_OPENAI_BASE_URL": chat_url,
+           "AGENT_MODEL": "bench-model", "AGENT_TIMEOUT": "30"}
+    code = WORKER.format(root=str(ROOT), env=env, url=url, level=level)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=ROOT, check=True).stdout
+    figures = json.loads(out.strip().splitlines()[-1])
+    figures.update(level=level, tasks=count, rate=figures["stats"]["processed"] / figures["wall"])
+    queue.client.close()
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=5, help="tasks per level = rounds x level")
+    parser.add_argument("--levels", default="100,500,1000", help="concurrency levels")
+    parser.add_argument("--delay", type=float, default=1.0, help="the server's answer time, s")
+    args = parser.parse_args()
+    redis_server = RedisServerProcess(tempfile.mkdtemp()).start()
+    port = free_port()
+    chat = subprocess.Popen([sys.executable, "-m", "bench.slow_chat_server", str(port),
+                             str(args.delay)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        chat.stdout.readline()     # "listening"
+        print(f"one worker, AGENT_QUERY via AsyncOpenAI, server answers after {args.delay:g} s; "
+              f"{os.cpu_count()} cores")
+        for level in (int(v) for v in args.levels.split(",")):
+            f = run_level(redis_server.url, f"http://127.0.0.1:{port}/v1", level, args.rounds)
+            print(f"concurrency {level:>5}: {f['rate']:7.0f} tasks/s ({f['stats']['processed']} of "
+                  f"{f['tasks']} in {f['wall']:.1f} s, worker CPU {f['cpu'] / f['tasks'] * 1e3:.2f} "
+                  f"ms/task), RSS {f['rss_mb']:.0f} MB (peak {f['peak_mb']:.0f} MB)", flush=True)
+    finally:
+        chat.terminate()
+        chat.wait(timeout=10)
+        redis_server.stop()
+
+
+if __name__ == "__main__":
+    main()

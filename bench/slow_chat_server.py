@@ -1,0 +1,54 @@
+"""A chat-completions server that answers every request after a fixed delay, for the async
+concurrency benchmark: ``python -m bench.slow_chat_server PORT [DELAY_SECONDS]``.
+
+Loopback only. asyncio streams with keep-alive, so a thousand requests in flight cost the
+server a thousand coroutines, not a thousand threads: the benchmark measures the worker,
+not this stand-in. It speaks just enough of the protocol for the ``openai`` client.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+
+BODY = json.dumps({
+    "id": "chatcmpl-bench", "object": "chat.completion", "created": 1_800_000_000,
+    "model": "bench-model",
+    "choices": [{"index": 0, "finish_reason": "stop",
+                 "message": {"role": "assistant", "content": "A benchmark answer."}}],
+    "usage": {"prompt_tokens": 10, "completion_tokens": 4, "total_tokens": 14}}).encode()
+HEAD = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+        % len(BODY))
+
+
+async def serve_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                           delay: float) -> None:
+    """Answer each request on the connection after ``delay`` seconds, until it closes."""
+    try:
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = 0
+            for line in head.split(b"\r\n"):
+                if line[:15].lower() == b"content-length:":
+                    length = int(line[15:])
+            if length:
+                await reader.readexactly(length)
+            await asyncio.sleep(delay)
+            writer.write(HEAD + BODY)
+            await writer.drain()
+    except (asyncio.IncompleteReadError, ConnectionError):
+        pass
+    finally:
+        writer.close()
+
+
+async def main(port: int, delay: float) -> None:
+    server = await asyncio.start_server(lambda r, w: serve_connection(r, w, delay),
+                                        "127.0.0.1", port, backlog=4096)
+    print("listening", flush=True)
+    async with server:
+        await server.serve_forever()
+
+
+if __name__ == "__main__":
+    asyncio.run(main(int(sys.argv[1]), float(sys.argv[2]) if len(sys.argv) > 2 else 1.0))
