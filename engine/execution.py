@@ -190,7 +190,7 @@ class Handlers:
         log.warning("%s: task %s dead-lettered: %s", self.worker_id, task.task_id, error)
         doc = dumps({"task_id": task.task_id, "status": "failed", "result": None, "error": error,
                      "duration": 0, "attempts": 0, "worker_id": self.worker_id})
-        return Failed(task, error, "", -1, doc)
+        return Failed(task, error, "", -1, doc, "corrupt")
 
 
 def is_coroutine_handler(fn: Any) -> bool:

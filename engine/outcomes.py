@@ -108,7 +108,7 @@ class OutcomeWriter:
                 done = []
             if failed:
                 codes = self.store.fail([(o.task.task_id, o.task.token, o.error, o.traceback,
-                                          o.retry_delay_ms, o.doc) for o in failed])
+                                          o.retry_delay_ms, o.doc, o.reason) for o in failed])
                 self._count(failed, codes, {1: "failed", 2: "retried"})
         except REDIS_DOWN as exc:
             with self.lock:

@@ -207,11 +207,12 @@ class Store:
             flat.extend(item)
         return self._run("complete", flat)
 
-    def fail(self, items: Sequence[tuple[str, str, str, str, int, str]]) -> list[int]:
-        """Fail tasks: (id, token, error, traceback, retry delay ms or -1, final doc) each."""
+    def fail(self, items: Sequence[tuple]) -> list[int]:
+        """Fail tasks: (id, token, error, traceback, retry delay ms or -1, final doc[,
+        reason]) each; the reason (``error`` when not given, or ``timeout``) is kept."""
         flat: list[Any] = [self._failed_ttl_ms, len(items)]
         for item in items:
-            flat.extend(item)
+            flat.extend(item if len(item) == 7 else (*item, "error"))
         return self._run("fail", flat)
 
     def release(self, items: Iterable[tuple[str, str]]) -> int:

@@ -25,7 +25,8 @@ for i = 0, n - 1 do
   local key = TASK_PREFIX .. id
   local f = read_task(key, { 'fence', 'status', 'waiters', 'parent' })
   if f and f[1] == ARGV[b + 1] and f[2] == 'running' then
-    redis.call('HSET', key, 'status', 'completed', 'finished_at', NOW_TEXT, 'duration_ms', ARGV[b + 3])
+    redis.call('HSET', key, 'status', 'completed', 'finished_at', NOW_TEXT, 'duration_ms', ARGV[b + 3],
+      'reason', 'completed')
     store_end(key, RESULT_PREFIX .. id, WAITERS_PREFIX .. id, doc, ttl, f[3])
     ids[#ids + 1] = id
     entered[#entered + 1] = NOW_TEXT

@@ -6,8 +6,9 @@
   KEYS[-9..-1] the nine batch keys (see lib.lua)
   ARGV[1]  now override in ms ('' = Redis TIME)   ARGV[2] events stream max length
   ARGV[3]  TTL of a failed task and its result in ms   ARGV[4] number of tasks N
-  ARGV[5..] per task, 6 values: id, token, error, traceback, retry delay in ms
-           (-1 = do not retry: a permanent error), result document for a final failure
+  ARGV[5..] per task, 7 values: id, token, error, traceback, retry delay in ms
+           (-1 = do not retry: a permanent error), result document for a final failure,
+           why it ended (error, timeout; the task hash keeps it as `reason`)
   Returns: one code per task: 2 scheduled for retry, 1 failed for good, -3 lease lost.
 ]]
 local TASK_PREFIX, RESULT_PREFIX, WAITERS_PREFIX, STATUS_RUNNING = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
@@ -18,20 +19,21 @@ local now = now_ms(now_arg)
 n = tonumber(n)
 local codes, done, retrying, failed = {}, {}, {}, {}
 for i = 0, n - 1 do
-  local b = 5 + i * 6
+  local b = 5 + i * 7
   local id, err, delay, doc = ARGV[b], ARGV[b + 2], tonumber(ARGV[b + 4]), ARGV[b + 5]
+  local reason = ARGV[b + 6]
   local key = TASK_PREFIX .. id
   local f = read_task(key, { 'fence', 'status', 'attempt', 'max_retries', 'waiters', 'parent' })
   if not f or f[1] ~= ARGV[b + 1] or f[2] ~= 'running' then
     codes[#codes + 1] = -3
   else
     done[#done + 1] = id
-    local extra = { attempt = tonumber(f[3]), error = err }
+    local extra = { attempt = tonumber(f[3]), error = err, reason = reason }
     -- Corrupt counts (claim checked them; an operator's HSET may not have) end the task.
     if delay >= 0 and is_count(f[3]) and is_count(f[4]) and tonumber(f[3]) <= tonumber(f[4]) then
       local due = string.format('%d', now + delay)
       redis.call('HSET', key, 'status', 'retry', 'error', err, 'traceback', ARGV[b + 3],
-        'due_at', due)
+        'due_at', due, 'reason', reason)
       redis.call('ZADD', SCHEDULED, due, id)
       retrying[#retrying + 1] = NOW_TEXT
       retrying[#retrying + 1] = id
@@ -39,7 +41,7 @@ for i = 0, n - 1 do
       codes[#codes + 1] = 2
     else
       redis.call('HSET', key, 'status', 'failed', 'error', err, 'traceback', ARGV[b + 3],
-        'finished_at', NOW_TEXT)
+        'finished_at', NOW_TEXT, 'reason', reason)
       store_end(key, RESULT_PREFIX .. id, WAITERS_PREFIX .. id, doc, ttl, f[5])
       failed[#failed + 1] = NOW_TEXT
       failed[#failed + 1] = id

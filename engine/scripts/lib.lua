@@ -287,8 +287,10 @@ local function bury(key, id, field, from, failed, stats, now, maxlen, ttl)
     redis.call('HSET', key, 'type', '', 'created_at', NOW_TEXT)
   end
   local f = redis.call('HMGET', key, 'waiters', 'parent')
-  redis.call('HSET', key, 'status', 'failed', 'error', err, 'finished_at', NOW_TEXT)
-  local doc = cjson.encode({ task_id = id, status = 'failed', error = err, duration = 0 })
+  redis.call('HSET', key, 'status', 'failed', 'error', err, 'finished_at', NOW_TEXT,
+    'reason', 'corrupt')
+  local doc = cjson.encode({ task_id = id, status = 'failed', error = err, reason = 'corrupt',
+    duration = 0 })
   local K = batch_keys()
   store_end(key, K.result .. id, K.done .. id, doc, ttl, f[1])
   redis.call('ZREM', from, id)

@@ -28,9 +28,9 @@ local requeued, failed = 0, 0
 local function give_up(key, id, f, stalls, why)
   local err = 'task stalled ' .. stalls .. ' times: its worker stopped heartbeating ' ..
     '(killed, frozen or cut off) while running it'
-  local doc = cjson.encode({ task_id = id, status = 'failed', error = err,
+  local doc = cjson.encode({ task_id = id, status = 'failed', error = err, reason = 'stalled',
     attempts = tonumber(f[3] or '0'), duration = 0 })
-  redis.call('HSET', key, 'status', 'failed', 'error', err, 'finished_at', now)
+  redis.call('HSET', key, 'status', 'failed', 'error', err, 'finished_at', now, 'reason', 'stalled')
   store_end(key, RESULT_PREFIX .. id, WAITERS_PREFIX .. id, doc, ttl, f[5])
   redis.call('ZADD', STATUS_FAILED, now, id)
   redis.call('HINCRBY', STATS, 'failed', 1)
