@@ -142,6 +142,8 @@ class _Guarded:
                 write_audit(self._queue, self.identity, name, subject, "denied")
                 raise AccessDenied(f"{self.identity.name} ({self.identity.role.label}) may not "
                                    f"{verb}: it needs the {required_role(verb).label} role")
+            if name == "cancel_task":      # the task keeps who cancelled it
+                kwargs.setdefault("by", self.identity.name)
             try:
                 result = call(*args, **kwargs)
             except Exception as exc:

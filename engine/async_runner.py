@@ -10,7 +10,7 @@ same writer thread and OutcomeWriter as the thread runner's (engine/runners.py).
 
 Timeouts and cancels: a coroutine handler is cancelled (``CancelledError`` is raised at
 its ``await``); a plain handler is abandoned as in the thread runner: its slot is freed
-at once and whatever it returns later is dropped.
+at once, and what it returns later is handled as there.
 """
 from __future__ import annotations
 
@@ -100,6 +100,8 @@ class AsyncRunner(ThreadRunner):
         def finish(outcome: Outcome) -> None:
             if not future.done():
                 future.set_result(outcome)
+            else:
+                self._late(outcome)
 
         def run() -> None:
             outcome = self.handlers.run(task)

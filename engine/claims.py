@@ -50,7 +50,7 @@ class ClaimLoop:
                     self.outage.back_off(self.stopping)
                     continue
                 free = self.runner.free_slots()
-                if free == 0:
+                if free == 0 or self.stopping.is_set():   # a stop while it waited for a slot
                     continue
                 if not drained:
                     want = self.batch_size(free)

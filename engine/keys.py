@@ -34,6 +34,7 @@ class Keys:
         self.handled = p + "handled"          # task type -> when a live worker last handled it
         self.events = p + "events"            # pub/sub channel
         self.events_log = p + "events:log"    # capped stream of the same events
+        self.cancels = p + "cancels"          # pub/sub channel: ids of running tasks cancelled
         self.stats = p + "stats"              # lifetime counters
         self.idempotency_prefix = p + "idem:"
         self.schedules = p + "schedules"      # recurring schedule names, scored by next fire time

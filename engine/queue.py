@@ -28,7 +28,7 @@ from .views import QueueViews
 from .serialization import dumps
 from .store import REAP_CHUNK, Store, accepted_ids
 from .submission import payload_text, submit_row
-from .validation import check_id, check_ids, check_seconds
+from .validation import check_id, check_ids, check_seconds, check_text
 
 SUBMIT_CHUNK = 500           # tasks per script call in bulk submits (500 measured best: finer overlap)
 WAIT_SLICE_SECONDS = 2.0     # longest single blocking call (see docs/ARCHITECTURE.md)
@@ -134,17 +134,22 @@ class TaskQueue(QueueViews):
 
 
     # -- steering -----------------------------------------------------------------------
-    def cancel_task(self, task_id: str, reason: str = "cancelled by request") -> str:
+    def cancel_task(self, task_id: str, reason: str = "cancelled by request",
+                    by: str = "") -> str:
         """Cancel an unfinished task; returns the status it had. Raises TaskNotFound, or
-        InvalidTransition for a finished task."""
+        InvalidTransition for a finished task. A running task's worker hears of it at once
+        and stops its handler (engine/cancels.py). ``by`` (who) and ``reason`` (why) are
+        kept with the task and in its result document."""
         check_id(task_id)
+        reason, by = check_text(reason, "reason"), check_text(by, "by") if by else ""
         doc = dumps({"task_id": task_id, "status": "cancelled", "result": None,
-                     "error": reason, "duration": None, "attempts": None})
+                     "error": reason, "reason": "cancelled", "cancelled_by": by or None,
+                     "duration": None, "attempts": None})
         if self._is_batch_parent(task_id):
             self.cancel_batch(task_id)
             return "running"
         with translate_redis_errors():
-            code, previous = self.store.cancel(task_id, doc)
+            code, previous = self.store.cancel(task_id, doc, by=by, why=reason)
         raise_for_code(int(code), task_id, "cancel", previous)
         return previous
 

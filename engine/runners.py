@@ -8,9 +8,9 @@ from the same claim loop (engine/worker.py) and report through the same OutcomeW
 
 Timeouts and cancels: a thread cannot be stopped from outside, so a plain handler past its
 timeout (or whose task was cancelled) is abandoned: its slot is freed at once and a fresh
-slot thread takes its place; whatever it returns later is dropped (the task has ended or
-runs again under a new fencing token, which complete.lua and fail.lua check: a stale
-outcome that reached Redis would be refused all the same). The inline runner pays
+slot thread takes its place. What a timed-out handler returns later is dropped; what a
+cancelled one returns goes to Redis, which refuses it by its fencing token (complete.lua,
+fail.lua). The inline runner pays
 for none of this unless a task has a timeout: only such a task runs in a helper thread.
 """
 from __future__ import annotations
@@ -75,6 +75,8 @@ class InlineRunner:
     def cancel(self, task: RunningTask) -> None:
         """A running inline handler cannot be taken off the worker's own thread: it sees
         ``task.context.cancelled`` and should stop; its outcome is refused."""
+        task.cancelled = True
+        self.writer.forget(task)
 
     def report(self, outcome: Outcome) -> None:
         """An outcome reached without a handler (a corrupt record): written with the rest."""
@@ -193,12 +195,20 @@ class ThreadRunner:
                 outcome = self.handlers.run(task)
             with self.slots:
                 if outcome is not None and self.running.get(task.task_id, (None,))[0] is not task:
+                    self._late(outcome)
                     return      # abandoned (timeout or cancel): a new thread has the slot
                 self.running.pop(task.task_id, None)
                 self.free += 1
                 self.slots.notify_all()
             if outcome is not None and not self.aborting():
                 self.outcomes.put(outcome)
+
+    def _late(self, outcome: Outcome) -> None:
+        """The outcome of an abandoned handler. A cancelled task's goes to Redis, which
+        refuses it by its fencing token (counted ``lost``); a timed-out task's is dropped,
+        as it could reach Redis before its ``timeout`` outcome and end the task."""
+        if outcome.task.cancelled:
+            self.outcomes.put(outcome)
 
     def _watch_loop(self) -> None:
         """End the tasks past their timeout: a ``timeout`` outcome, the slot freed."""

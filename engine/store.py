@@ -58,7 +58,7 @@ SCRIPT_KEYS: dict[str, Callable[[Keys, str], list[str]]] = {
         k.task(task_id), *k.queues, k.scheduled, k.leases, k.status["pending"],
         k.status["scheduled"], k.status["retry"], k.status["running"], k.status["cancelled"],
         k.result(task_id), k.done(task_id), k.events_log, k.events, k.stats, k.routed,
-        *k.batch_keys],
+        k.cancels, *k.batch_keys],
     "retry": lambda k, task_id: [
         k.task(task_id), *k.queues, k.status["failed"], k.status["cancelled"], k.status["pending"],
         k.result(task_id), k.marker, k.events_log, k.events, k.done(task_id), *k.batch_keys],
@@ -232,9 +232,9 @@ class Store:
                                  worker_timeout_ms])
         return int(out[0]), int(out[1]), int(out[2]), int(out[3])
 
-    def cancel(self, task_id: str, doc: str, client=None) -> list:
-        """Cancel one task: [code, previous status]."""
-        return self._run("cancel", [int(self.settings.result_ttl * 1000), task_id, doc],
+    def cancel(self, task_id: str, doc: str, client=None, by: str = "", why: str = "") -> list:
+        """Cancel one task (``by`` whom, ``why``): [code, previous status]."""
+        return self._run("cancel", [int(self.settings.result_ttl * 1000), task_id, doc, by, why],
                          record=task_id, client=client)
 
     def retry(self, task_id: str, priority: str = "", client=None) -> list:

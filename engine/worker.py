@@ -30,6 +30,7 @@ from .outages import REDIS_DOWN, Outage
 from .outcomes import OutcomeWriter
 from .queue import TaskQueue, get_task_queue
 from .async_runner import AsyncRunner
+from .cancels import CancelListener
 from .runners import InlineRunner, ThreadRunner
 from .validation import check_id, check_text
 
@@ -83,6 +84,7 @@ class TaskWorker:
         self._aborting = False
         self.runner: InlineRunner | ThreadRunner | AsyncRunner = self._new_runner()
         self.claims = ClaimLoop(self)
+        self.cancels = CancelListener(self.queue.client, self.queue.keys.cancels, self.cancel_running)
         self._started_ms = clock.now_ms()
         self._state = "starting"
 
@@ -159,6 +161,7 @@ class TaskWorker:
             self.on_ready()
         self.leases.start()
         self.runner.start()
+        self.cancels.start()
         try:
             self.claims.run(burst)
         except Abort:
@@ -177,6 +180,15 @@ class TaskWorker:
             except REDIS_DOWN as exc:
                 self.outage.noticed(exc)
                 self.outage.back_off(self._stopping)
+
+    def cancel_running(self, task_id: str) -> bool:
+        """``task_id`` was cancelled (engine/cancels.py hears of it): stop its handler if
+        this worker holds it. Returns whether it did."""
+        task = self.writer.find(task_id)
+        if task is None:
+            return False
+        self.runner.cancel(task)
+        return True
 
     def beat(self) -> None:
         """One heartbeat now (the heartbeat thread beats on its own once started)."""
@@ -220,6 +232,7 @@ class TaskWorker:
     def _shut_down(self) -> None:
         self._stopping.set()
         self._state = "stopping"
+        self.cancels.stop()
         self.runner.drain(self._aborting)
         if not self._aborting:
             self.writer.flush_retrying(10.0, give_up=lambda: self._aborting)
