@@ -1,12 +1,16 @@
-"""Async handlers by the hundred: ``python -m bench.async_concurrency [--rounds N] [--levels 100,500,1000]``.
+"""Async handlers by the hundred: ``python -m bench.async_concurrency [--rounds N]
+[--levels 100,500,1000] [--client openai|raw]``.
 
-One worker process runs AGENT_QUERY tasks through the ``openai`` backend's async path
-(``AsyncOpenAI`` on the worker's event loop) against a local chat-completions server in a
-process of its own that answers every call after 1 s (bench/slow_chat_server.py). For
-each concurrency level it submits ``rounds`` × level tasks, drains them with one worker
-(``--concurrency`` = level) and prints tasks/s and the worker's memory (resident set at
-the end, and its peak). With a 1 s answer, level tasks/s is the ceiling.
-Figures go in the README with the date and machine; nothing here is a pass/fail test.
+One worker process runs tasks whose ``async def`` handler awaits a local chat-completions
+server in a process of its own that answers every call after 1 s
+(bench/slow_chat_server.py). With ``--client openai`` (the default) the tasks are
+AGENT_QUERY tasks run by the ``openai`` backend's async path (``AsyncOpenAI`` on the
+worker's event loop); with ``--client raw`` the handler sends the same request over a
+plain asyncio connection, which shows what the queue costs without the client library.
+For each concurrency level it submits ``rounds`` × level tasks, drains them with one
+worker (``--concurrency`` = level) and prints tasks/s, the worker's CPU per task and its
+memory (resident set at the end, and its peak). With a 1 s answer, level tasks/s is the
+ceiling. Nothing here is a pass/fail test.
 """
 from __future__ import annotations
 
@@ -37,7 +41,13 @@ from engine.connection import connect
 settings = Settings.from_mapping({env!r})
 queue = TaskQueue(connect({url!r}), settings=settings, namespace="asyncbench")
 worker = TaskWorker(queue, concurrency={level})
-register_handlers(worker, settings)
+if {raw!r}:
+    from bench.slow_chat_server import ask_raw
+    async def raw_query(task):
+        return {{"answer": await ask_raw({port!r}, task.payload["query"])}}
+    worker.register_handler("agent_query", raw_query)
+else:
+    register_handlers(worker, settings)
 started, cpu = time.perf_counter(), time.process_time()
 stats = worker.start(burst=True)
 wall, cpu = time.perf_counter() - started, time.process_time() - cpu
@@ -48,14 +58,14 @@ print(json.dumps({{"wall": wall, "cpu": cpu, "stats": stats,
 """
 
 
-def run_level(url: str, chat_url: str, level: int, rounds: int) -> dict:
+def run_level(url: str, port: int, level: int, rounds: int, raw: bool) -> dict:
     """Submit rounds × level agent queries and drain them with one worker of ``level`` slots."""
     queue = TaskQueue(connect(url), settings=Settings.from_mapping({}), namespace="asyncbench")
     count = level * rounds
     queue.submit_tasks([AgentTask(payload={"query": f"question {i}"}) for i in range(count)])
-    env = {"AGENT_BACKEND": "openai", "AGENT_OPENAI_BASE_URL": chat_url,
+    env = {"AGENT_BACKEND": "openai", "AGENT_OPENAI_BASE_URL": f"http://127.0.0.1:{port}/v1",
            "AGENT_MODEL": "bench-model", "AGENT_TIMEOUT": "30"}
-    code = WORKER.format(root=str(ROOT), env=env, url=url, level=level)
+    code = WORKER.format(root=str(ROOT), env=env, url=url, level=level, raw=raw, port=port)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=ROOT, check=True).stdout
     figures = json.loads(out.strip().splitlines()[-1])
@@ -69,6 +79,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="tasks per level = rounds x level")
     parser.add_argument("--levels", default="100,500,1000", help="concurrency levels")
     parser.add_argument("--delay", type=float, default=1.0, help="the server's answer time, s")
+    parser.add_argument("--client", choices=("openai", "raw"), default="openai",
+                        help="AsyncOpenAI (the agent's handler) or a plain asyncio request")
     args = parser.parse_args()
     redis_server = RedisServerProcess(tempfile.mkdtemp()).start()
     port = free_port()
@@ -76,10 +88,11 @@ def main() -> None:
                              str(args.delay)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
         chat.stdout.readline()     # "listening"
-        print(f"one worker, AGENT_QUERY via AsyncOpenAI, server answers after {args.delay:g} s; "
+        how = "AGENT_QUERY via AsyncOpenAI" if args.client == "openai" else "a plain asyncio request"
+        print(f"one worker, {how}, server answers after {args.delay:g} s; "
               f"{os.cpu_count()} cores")
         for level in (int(v) for v in args.levels.split(",")):
-            f = run_level(redis_server.url, f"http://127.0.0.1:{port}/v1", level, args.rounds)
+            f = run_level(redis_server.url, port, level, args.rounds, args.client == "raw")
             print(f"concurrency {level:>5}: {f['rate']:7.0f} tasks/s ({f['stats']['processed']} of "
                   f"{f['tasks']} in {f['wall']:.1f} s, worker CPU {f['cpu'] / f['tasks'] * 1e3:.2f} "
                   f"ms/task), RSS {f['rss_mb']:.0f} MB (peak {f['peak_mb']:.0f} MB)", flush=True)

@@ -42,6 +42,24 @@ async def serve_connection(reader: asyncio.StreamReader, writer: asyncio.StreamW
         writer.close()
 
 
+async def ask_raw(port: int, query: str) -> str:
+    """One chat completion over a plain asyncio connection (no client library): the
+    benchmark's measure of what the queue costs apart from the ``openai`` package."""
+    body = json.dumps({"model": "bench-model",
+                       "messages": [{"role": "user", "content": query}]}).encode()
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                     b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                     % (len(body), body))
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+        reply = json.loads(await reader.readexactly(length))
+    finally:
+        writer.close()
+    return reply["choices"][0]["message"]["content"]
+
+
 async def main(port: int, delay: float) -> None:
     server = await asyncio.start_server(lambda r, w: serve_connection(r, w, delay),
                                         "127.0.0.1", port, backlog=4096)
