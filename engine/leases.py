@@ -25,9 +25,11 @@ class LeaseKeeper:
     """The heartbeat of one worker. ``fields()`` gives the worker's registry details."""
 
     def __init__(self, queue: TaskQueue, worker_id: str, interval: float, writer: OutcomeWriter,
-                 outage: Outage, fields: Callable[[], dict[str, Any]]):
+                 outage: Outage, fields: Callable[[], dict[str, Any]],
+                 on_gone: Callable[[str], Any] | None = None):
         self.queue, self.worker_id, self.interval = queue, worker_id, interval
         self.writer, self.outage, self.fields = writer, outage, fields
+        self.on_gone = on_gone     # told of each task no longer ours: its handler is stopped
         self.left = threading.Event()      # set once the worker has left: the beating ends
         self._lock = threading.Lock()      # never beat after the worker left: it would re-register
 
@@ -43,6 +45,9 @@ class LeaseKeeper:
                    "current": json.dumps([task_id for task_id, _ in held[:20]])}
         lost = self.queue.store.heartbeat(self.worker_id, details, held)
         self.writer.mark_gone(lost[0::2])
+        if self.on_gone is not None:
+            for task_id in lost[0::2]:
+                self.on_gone(task_id)
 
     def leave(self, final: dict[str, Any]) -> None:
         """Stop beating and take the worker out of the registry (``final`` stats)."""

@@ -78,7 +78,7 @@ class TaskWorker:
         self.writer = OutcomeWriter(self.worker_id, self.store, self.outage)
         self.stats = self.writer.stats
         self.leases = LeaseKeeper(self.queue, self.worker_id, self.heartbeat_interval,
-                                  self.writer, self.outage, self._details)
+                                  self.writer, self.outage, self._details, self.cancel_running)
         self._stopping = threading.Event()
         self.stopping_event = self._stopping     # the parts wait on it (engine/claims.py)
         self._aborting = False
@@ -182,8 +182,9 @@ class TaskWorker:
                 self.outage.back_off(self._stopping)
 
     def cancel_running(self, task_id: str) -> bool:
-        """``task_id`` was cancelled (engine/cancels.py hears of it): stop its handler if
-        this worker holds it. Returns whether it did."""
+        """``task_id`` is no longer this worker's: cancelled (engine/cancels.py hears of it
+        at once), or found by the heartbeat to be requeued or handed to another worker.
+        Stop its handler if this worker holds it. Returns whether it did."""
         task = self.writer.find(task_id)
         if task is None:
             return False

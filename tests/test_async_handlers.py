@@ -90,3 +90,35 @@ def test_a_handler_timeout_must_be_a_positive_number(make_worker):
         with pytest.raises(ValidationError, match="timeout"):
             worker.register_handler("x", plain_echo, timeout=bad)
     assert "x" not in worker.handler_types
+
+
+def test_a_task_the_heartbeat_finds_gone_has_its_coroutine_cancelled(queue, make_worker):
+    started, stopped = threading.Event(), threading.Event()
+
+    async def long_call(task):
+        if started.is_set():
+            return "run again"      # the requeued task, claimed again: done at once
+        started.set()
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            stopped.set()
+            raise
+    # One slot (still the event loop: the handler is async def), so the requeued task is
+    # not claimed again by this worker; the heartbeat beats only when told.
+    worker = make_worker(concurrency=1, heartbeat_interval=3600)
+    worker.register_handler("long_call", long_call)
+    task_id = queue.submit_task(Task(task_type="long_call"))
+    thread = threading.Thread(target=worker.start)
+    thread.start()
+    try:
+        assert started.wait(10)
+        queue.requeue_task(task_id)          # no cancel message: only the heartbeat can tell
+        assert not stopped.wait(0.2)
+        worker.beat()
+        assert stopped.wait(5)
+        assert worker.in_flight == 0
+    finally:
+        worker.stop()
+        thread.join(10)
+    assert queue.get_task_status(task_id)["status"] in ("pending", "completed")
