@@ -124,7 +124,8 @@ class Task:
     ``backoff="exponential"`` it doubles per attempt (with jitter), capped at
     ``max_retry_delay``. ``run_at`` / ``delay`` schedule it for later.
     ``idempotency_key`` makes a second submit with the same key return the first id.
-    ``timeout`` (seconds) is passed to handlers that honour it. ``max_retries`` and
+    ``timeout`` (seconds) is enforced by the worker: past it the task ends with reason
+    ``timeout`` and is retried or failed per its policy. ``max_retries`` and
     ``retry_delay`` left at None take the queue's ``QUEUE_MAX_RETRIES`` / ``QUEUE_RETRY_DELAY``.
     Every field is checked when the Task is built and again when it is submitted
     (:meth:`validate`; the limits are in :mod:`engine.validation`): a bad one is a
