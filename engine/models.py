@@ -224,8 +224,8 @@ class HandlerContext:
     """What a running handler learns from its worker, and tells it (``task.context``).
 
     ``cancelled``: the task was cancelled, requeued or handed to another worker since it
-    was claimed (the worker learns it at its next heartbeat): a long handler should stop,
-    as its result will be refused. ``stopping``: the worker is shutting down (a handler
+    was claimed (a cancel reaches the worker at once, engine/cancels.py; the rest at its
+    next heartbeat): a long handler should stop, as its result will be refused. ``stopping``: the worker is shutting down (a handler
     may finish early; its task is handed back if it does not finish). ``logger``: a logger
     whose lines name the task and the worker.
     """
