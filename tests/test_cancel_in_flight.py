@@ -11,24 +11,17 @@ import pytest
 
 from engine import Task
 from engine.access import Identity, Role
-from tests.support.processes import WorkerProcess, worker_env
+from tests.support.long_workers import long_workers  # noqa: F401 (fixture)
 from tests.support.steps import wait_until
 
 SLOW_HEARTBEAT = {"QUEUE_HEARTBEAT_INTERVAL": "30", "QUEUE_LEASE_TIMEOUT": "120"}
 
 
 @pytest.fixture
-def spawn(redis_url, namespace):
-    started: list[WorkerProcess] = []
-
-    def start(*args: str, **env: str) -> WorkerProcess:
-        process = WorkerProcess(worker_env(redis_url, namespace, **SLOW_HEARTBEAT, **env),
-                                "--handlers", "tests.support.long_handlers", *args)
-        started.append(process)
-        return process
-    yield start
-    for process in started:
-        process.close()
+def spawn(long_workers):
+    def start(*args: str, **env: str):
+        return long_workers(*args, env={**SLOW_HEARTBEAT, **env})
+    return start
 
 
 def started_task(queue, tmp_path, task_type: str, name: str = "t") -> tuple[str, dict]:

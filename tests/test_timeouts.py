@@ -8,22 +8,13 @@ import asyncio
 import pytest
 
 from engine import Task
-from tests.support.processes import WorkerProcess, worker_env
+from tests.support.long_workers import long_workers  # noqa: F401 (fixture)
 from tests.support.steps import wait_until
 
 
 @pytest.fixture
-def spawn(redis_url, namespace):
-    started: list[WorkerProcess] = []
-
-    def start(*args: str, **env: str) -> WorkerProcess:
-        process = WorkerProcess(worker_env(redis_url, namespace, **env),
-                                "--handlers", "tests.support.long_handlers", *args)
-        started.append(process)
-        return process
-    yield start
-    for process in started:
-        process.close()
+def spawn(long_workers):
+    return long_workers
 
 
 def ended(queue, task_id: str) -> bool:
