@@ -172,9 +172,11 @@ class TaskQueue(QueueViews):
     def cancel_batch(self, batch_id: str) -> int:
         """Cancel a batch's unfinished children (the last one ends the batch as
         cancelled); returns how many were cancelled."""
-        doc = dumps({"status": "cancelled", "result": None, "error": "batch cancelled"})
+        doc = dumps({"status": "cancelled", "result": None, "error": "batch cancelled",
+                     "reason": "cancelled"})
         return self._act_on_children(batch_id, _UNFINISHED, "cancel",
-                                     lambda task_id, pipe: self.store.cancel(task_id, doc, client=pipe))
+                                     lambda task_id, pipe: self.store.cancel(
+                                         task_id, doc, client=pipe, why="batch cancelled"))
 
     def retry_batch(self, batch_id: str) -> int:
         """Run a batch's failed and cancelled children again; returns how many."""
