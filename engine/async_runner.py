@@ -27,6 +27,7 @@ from .runners import BLOCK_SLICE_SECONDS, ThreadRunner
 # cost two script calls a task. The claim waits up to GATHER_SECONDS for a fiftieth of the
 # slots to be free, and the writer as long for more outcomes (a few ms on calls of seconds).
 GATHER_SECONDS = 0.005
+ABORT_WAIT_SECONDS = 5.0        # an abort waits this long for cancelled handlers to unwind
 
 
 class AsyncRunner(ThreadRunner):
@@ -129,8 +130,12 @@ class AsyncRunner(ThreadRunner):
         with self.slots:
             while not aborting and self.free < self.concurrency:
                 self.slots.wait(timeout=0.5)
-        if aborting and not self.loop.is_closed():
-            self.loop.call_soon_threadsafe(self._cancel_all)
+        if aborting and self.loop.is_running():
+            waiting = asyncio.run_coroutine_threadsafe(self._cancel_all(), self.loop)
+            try:
+                waiting.result(timeout=ABORT_WAIT_SECONDS)
+            except (TimeoutError, asyncio.CancelledError):  # a handler that ignores its cancel
+                pass
         self.done.set()
         self.outcomes.put(None)
         if not aborting:
@@ -140,6 +145,9 @@ class AsyncRunner(ThreadRunner):
         if not self.loop.is_running():
             self.loop.close()
 
-    def _cancel_all(self) -> None:
-        for future in list(self.futures.values()):
+    async def _cancel_all(self) -> None:
+        """Cancel every running handler and let each see its CancelledError."""
+        futures = list(self.futures.values())
+        for future in futures:
             future.cancel()
+        await asyncio.gather(*futures, return_exceptions=True)

@@ -27,9 +27,11 @@ class CancelListener:
         self.client, self.channel, self.on_cancel = client, channel, on_cancel
         self.pubsub = None
         self.thread = None
+        self.stopped = False
 
     def start(self) -> None:
         """Subscribe and listen in a daemon thread (a connection of its own)."""
+        self.stopped = False
         self.pubsub = self.client.pubsub(ignore_subscribe_messages=True)
         try:
             self.pubsub.subscribe(**{self.channel: self._deliver})
@@ -49,14 +51,16 @@ class CancelListener:
         except Exception:  # a failure here must not end the listening
             log.exception("cancel of %r could not be passed on", message.get("data"))
 
-    @staticmethod
-    def _on_error(exc: BaseException, pubsub, thread) -> None:
+    def _on_error(self, exc: BaseException, pubsub, thread) -> None:
         # redis-py subscribes again on the next read after a reconnect; keep listening.
-        log.warning("cancel listener: %s; reconnecting", type(exc).__name__)
+        # After a stop, the connection closing under the last wait is no news.
+        if not self.stopped:
+            log.warning("cancel listener: %s; reconnecting", type(exc).__name__)
 
     def stop(self) -> None:
         """Stop listening. The thread closes its connection when its current wait ends
         (within LISTEN_SLEEP_SECONDS): a stopping worker does not wait for that."""
+        self.stopped = True
         if self.thread is not None:
             self.thread.stop()
             self.thread = None

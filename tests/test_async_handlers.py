@@ -11,6 +11,7 @@ from engine import Task
 from engine.async_runner import AsyncRunner
 from engine.errors import ValidationError
 from engine.runners import InlineRunner, ThreadRunner
+from tests.support.steps import wait_until
 
 
 async def async_double(task):
@@ -122,3 +123,28 @@ def test_a_task_the_heartbeat_finds_gone_has_its_coroutine_cancelled(queue, make
         worker.stop()
         thread.join(10)
     assert queue.get_task_status(task_id)["status"] in ("pending", "completed")
+
+
+def test_abort_cancels_the_coroutines_and_hands_their_tasks_back(queue, make_worker):
+    started = threading.Event()
+    cancelled = []
+
+    async def long_call(task):
+        started.set()
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancelled.append(task.task_id)
+            raise
+    worker = make_worker(concurrency=3)
+    worker.register_handler("long_call", long_call)
+    ids = [queue.submit_task(Task(task_type="long_call")) for _ in range(2)]
+    thread = threading.Thread(target=worker.start)
+    thread.start()
+    assert started.wait(10)
+    wait_until(lambda: queue.get_queue_stats().running_tasks == 2, what="both running")
+    worker.abort()
+    thread.join(10)
+    assert not thread.is_alive()
+    assert sorted(cancelled) == sorted(ids)
+    assert [queue.get_task_status(t)["status"] for t in ids] == ["pending", "pending"]
