@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import resource
 import signal
 import sys
 import time
@@ -27,7 +28,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line."""
     parser = argparse.ArgumentParser(description="Run a task queue worker.")
     parser.add_argument("--concurrency", type=int, default=1,
-                        help="handler slots (threads) for I/O-bound handlers such as LLM calls")
+                        help="handler slots for I/O-bound handlers such as LLM calls: threads, "
+                             "or coroutines on one event loop once a handler is async def")
     parser.add_argument("--burst", action="store_true", help="drain what is due, then exit")
     parser.add_argument("--handlers", action="append", default=[], metavar="MODULE",
                         help="import MODULE and call its register(worker) (repeatable)")
@@ -104,9 +106,20 @@ def install_signal_handlers(worker: TaskWorker) -> None:
     signal.signal(signal.SIGTERM, on_signal)
 
 
+def raise_open_file_limit(concurrency: int) -> None:
+    """Room for a connection per slot: a thousand calls in flight need more sockets than
+    the usual soft limit of 1,024 open files (raised up to the hard limit, never above)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 2 * concurrency + 256
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        new = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
     args = parse_args(argv)
+    raise_open_file_limit(args.concurrency)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(message)s")
     print(RULE + "\nTask Queue Worker\n" + RULE + "\n", flush=True)
     try:

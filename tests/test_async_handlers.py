@@ -3,6 +3,8 @@ from the same slots, reported through the same writer (engine/async_runner.py)."
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -11,6 +13,7 @@ from engine import Task
 from engine.async_runner import AsyncRunner
 from engine.errors import ValidationError
 from engine.runners import InlineRunner, ThreadRunner
+from tests.support.processes import REPO_ROOT
 from tests.support.steps import wait_until
 
 
@@ -148,3 +151,15 @@ def test_abort_cancels_the_coroutines_and_hands_their_tasks_back(queue, make_wor
     assert not thread.is_alive()
     assert sorted(cancelled) == sorted(ids)
     assert [queue.get_task_status(t)["status"] for t in ids] == ["pending", "pending"]
+
+
+def test_the_worker_cli_makes_room_for_a_socket_per_slot():
+    # In a child process: the limit it changes is the process's own.
+    code = ("import resource, worker\n"
+            "resource.setrlimit(resource.RLIMIT_NOFILE, (1024, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))\n"
+            "worker.raise_open_file_limit(1000)\n"
+            "soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)\n"
+            "print(soft >= min(2256, hard) if hard != resource.RLIM_INFINITY else soft >= 2256)\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True,
+                         text=True, check=True).stdout
+    assert out.strip() == "True"
