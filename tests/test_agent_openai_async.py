@@ -29,7 +29,11 @@ def test_run_async_gives_what_run_gives(openai_server):
     assert result == {"answer": "Bonjour.", "backend": "openai", "model": "test-model",
                       "finish_reason": "stop",
                       "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}}
-    assert openai_server.requests[0]["headers"]["authorization"] == f"Bearer {SECRET}"
+    [request] = openai_server.requests
+    assert request["path"] == "/v1/chat/completions"
+    assert request["body"] == {"model": "test-model", "messages": [
+        {"role": "user", "content": "Say hello in French"}]}
+    assert request["headers"]["authorization"] == f"Bearer {SECRET}"
 
 
 def test_run_async_translates_provider_errors_without_the_key(openai_server):
@@ -41,6 +45,15 @@ def test_run_async_translates_provider_errors_without_the_key(openai_server):
     with pytest.raises(PermanentError) as refused:
         asyncio.run(backend.run_async("q"))
     assert "401" in str(refused.value) and SECRET not in str(refused.value)
+
+
+@pytest.mark.parametrize("reply", [Reply.malformed(), Reply.html(), Reply(200, raw=b'{"object": "list"}'),
+                                   Reply(200, raw=b'{"choices": [7]}')])
+def test_a_malformed_answer_is_retryable(openai_server, reply):
+    backend = backend_for(openai_server)
+    openai_server.push(reply)
+    with pytest.raises(RetryableError, match="malformed response"):
+        asyncio.run(backend.run_async("q"))
 
 
 def test_run_async_times_out_as_a_retryable_error(openai_server):
