@@ -5,7 +5,7 @@ The public API, under the names the guide uses::
     from engine import (Task, AgentTask, TaskType, TaskPriority, TaskStatus, QueueStats,
                         TaskQueue, TaskWorker, TaskScheduler, get_task_queue)
 """
-from . import batch   # registers the batch fan-out with the queue (engine/batch_submit.py)
+from . import batch  # noqa: F401 - registers the batch fan-out with the queue (engine/batch_submit.py)
 from .config import Settings
 from .errors import (ConfigurationError, CorruptRecord, IdempotencyConflict, InvalidTransition,
                      LeaseLost, NoHandler, PayloadTooLarge, PermanentError, QueueError,
