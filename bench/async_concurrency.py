@@ -82,7 +82,7 @@ def main() -> None:
     parser.add_argument("--client", choices=("openai", "raw"), default="openai",
                         help="AsyncOpenAI (the agent's handler) or a plain asyncio request")
     args = parser.parse_args()
-    redis_server = RedisServerProcess(tempfile.mkdtemp()).start()
+    redis_server = RedisServerProcess(data_dir=tempfile.mkdtemp()).start()
     port = free_port()
     chat = subprocess.Popen([sys.executable, "-m", "bench.slow_chat_server", str(port),
                              str(args.delay)], cwd=ROOT, stdout=subprocess.PIPE, text=True)

@@ -136,6 +136,10 @@ class RedisServerProcess:
         data_dir: str | os.PathLike[str] | None = None,
         extra_args: Iterable[str] = (),
     ) -> None:
+        if port is not None and (isinstance(port, bool) or not isinstance(port, int)):
+            # A data directory passed first by mistake would make every check "is it
+            # running?" ask whatever answers on the default port: another server's data.
+            raise TypeError(f"port must be an int or None, got {type(port).__name__}")
         self._port = port
         self._data_dir = Path(data_dir) if data_dir is not None else None
         self.extra_args: tuple[str, ...] = tuple(extra_args)

@@ -247,3 +247,10 @@ def test_the_task_life_cycle_runs_on_the_fakeredis_fallback(tmp_path: Path, monk
         assert (totals.completed_tasks, totals.failed_tasks) == (5, 1)
     finally:
         emb.stop()
+
+
+def test_a_server_given_a_directory_for_its_port_refuses_rather_than_use_another_server(tmp_path):
+    # RedisServerProcess(dir).start() once "found" the machine's own server on the default
+    # port already running and wrote a benchmark's tasks into it.
+    with pytest.raises(TypeError, match="port must be an int"):
+        RedisServerProcess(str(tmp_path))
