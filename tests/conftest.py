@@ -26,7 +26,7 @@ import redis
 
 from engine.embedded import RedisServerProcess, mask_url, redis_server_binary
 
-pytest_plugins = ["tests.fixtures_engine"]
+pytest_plugins = ["tests.fixtures_engine", "tests.fixtures_console"]
 
 _MISSING_SERVER = "redis-server not installed and REDIS_URL not set"
 

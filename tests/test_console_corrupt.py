@@ -11,7 +11,6 @@ from __future__ import annotations
 import re
 
 import pytest
-import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from console import data
@@ -23,18 +22,6 @@ NOW_MS = 1_800_000_000_000
 INJECTED = "**[Session expired: sign in again](https://evil.example/login)**"
 # The same, closing the code span the console used to put an id in.
 INJECTED_PAST_CODE = f"x` {INJECTED} `x"
-
-
-@pytest.fixture
-def console_env(monkeypatch, redis_url, namespace):
-    for name in ("CONSOLE_PASSWORD", "REDIS_HOST", "REDIS_PASSWORD"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("REDIS_URL", redis_url)
-    monkeypatch.setenv("QUEUE_NAMESPACE", namespace)
-    monkeypatch.setattr("console.shared.ENABLED", False)
-    yield
-    st.cache_resource.clear()
-    st.cache_data.clear()
 
 
 def good_fields(**changes: str) -> dict[str, str]:

@@ -21,18 +21,6 @@ TIMEOUT = 30
 
 
 @pytest.fixture
-def console_env(monkeypatch, redis_url, namespace):
-    for name in ("CONSOLE_PASSWORD", "REDIS_HOST", "REDIS_PASSWORD"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("REDIS_URL", redis_url)
-    monkeypatch.setenv("QUEUE_NAMESPACE", namespace)
-    monkeypatch.setattr("console.shared.ENABLED", False)
-    yield
-    st.cache_resource.clear()
-    st.cache_data.clear()
-
-
-@pytest.fixture
 def drain(queue, make_worker):
     """Run every due task: agent queries answer at once; ``boom`` fails for good, and so
     does a query containing "fail"."""

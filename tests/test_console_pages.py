@@ -14,7 +14,6 @@ from datetime import datetime, timedelta, timezone
 
 import pandas as pd
 import pytest
-import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from console.batch_jobs import results_csv
@@ -24,22 +23,6 @@ from engine.agent import AgentExecutor, DemoBackend, register_handlers
 from tests.support.steps import claim, wait_until
 
 TIMEOUT = 30
-
-
-@pytest.fixture
-def console_env(monkeypatch, redis_url, namespace):
-    """Point the app at this test's namespace on the session Redis."""
-    for name in ("CONSOLE_PASSWORD", "REDIS_HOST", "REDIS_PASSWORD"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("REDIS_URL", redis_url)
-    monkeypatch.setenv("QUEUE_NAMESPACE", namespace)
-    # The same short lease as the engine fixtures, so both agree on who is lost.
-    monkeypatch.setenv("QUEUE_HEARTBEAT_INTERVAL", "0.2")
-    monkeypatch.setenv("QUEUE_LEASE_TIMEOUT", "1.0")
-    # Nothing shared between runs: each run() reads what Redis holds now.
-    monkeypatch.setattr("console.shared.ENABLED", False)
-    yield
-    st.cache_resource.clear()
 
 
 @pytest.fixture
