@@ -20,6 +20,7 @@
   read_task(...), misfit(...), is_count(v), bury(...)
                      read a task hash that may be corrupt, judge it, and move a record no
                      script can use to the dead letters ("corrupt record: <field>").
+  budget_spent(...)  whether a session's or batch's token or money budget is used up.
 ]]
 -- The call's time as text, for command arguments and events. Lua turns a number into text
 -- with printf("%.14g"), measured at ~3,000 instructions an argument (a third of a short
@@ -298,4 +299,23 @@ local function bury(key, id, field, from, failed, stats, now, maxlen, ttl)
   redis.call('HINCRBY', stats, 'failed', 1)
   emit(K.log, K.channel, maxlen, 'task.failed', id, 'failed', { error = err, reason = 'corrupt record' })
   if f[2] ~= id then child_ended(f[2], 'failed', now, maxlen, ttl) end
+end
+
+--[[ Budgets (engine/usage.py). `budgets` holds the limits, fields
+  `<kind>:<id>:tokens` and `<kind>:<id>:cost_nanos` (kind 'session' or 'batch'); what was
+  spent is the usage hash `<usage_prefix><kind>:<id>` (fields total_tokens, cost_nanos,
+  written by usage.lua). True when either limit is reached. A limit or a count that does
+  not parse (a hand-edited hash) limits nothing rather than failing the calling script. ]]
+local function budget_spent(budgets_key, usage_prefix, kind, id)
+  if not id or id == '' then return false end
+  local base = kind .. ':' .. id .. ':'
+  local limit = redis.pcall('HMGET', budgets_key, base .. 'tokens', base .. 'cost_nanos')
+  if limit.err or not (limit[1] or limit[2]) then return false end
+  local spent = redis.pcall('HMGET', usage_prefix .. kind .. ':' .. id, 'total_tokens', 'cost_nanos')
+  if spent.err then return false end
+  for i = 1, 2 do
+    local cap, used = tonumber(limit[i]), tonumber(spent[i]) or 0
+    if cap and used >= cap then return true end
+  end
+  return false
 end
