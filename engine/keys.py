@@ -41,6 +41,13 @@ class Keys:
         self.audit = p + "audit"              # stream: who did what to which tasks, when
         self.probe = p + "probe"              # short-lived: a readiness probe's test write
         self.login_locked = p + "login:locked"  # locked-out sign-in scopes, scored by unlock time
+        # Tokens and cost (engine/usage.py, usage.lua): totals in hashes under usage_prefix
+        # (usage:total, usage:model:<m>, usage:batch:<id>, usage:session:<id>, usage:m:<minute>),
+        # their names indexed by last update; budgets holds the limits budget_spent reads.
+        self.usage_prefix = p + "usage:"
+        self.usage_total = p + "usage:total"
+        self.usage_index = {kind: p + "usage:%ss" % kind for kind in ("model", "batch", "session")}
+        self.budgets = p + "budgets"
 
     def queue(self, priority_name: str) -> str:
         """The pending list of one priority (``urgent``, ``high``, ``normal``, ``low``)."""
@@ -93,6 +100,14 @@ class Keys:
     def minute_stats(self, minute: int) -> str:
         """Per-minute counters and latency histograms (``minute`` = epoch ms // 60000)."""
         return self.prefix + "stats:m:%d" % minute
+
+    def usage(self, kind: str, name: str) -> str:
+        """The token and cost totals of one model, batch or session (``kind``)."""
+        return self.usage_prefix + kind + ":" + name
+
+    def usage_minute(self, minute: int) -> str:
+        """The token and cost totals of one minute (``minute`` = epoch ms // 60000)."""
+        return self.usage_prefix + "m:%d" % minute
 
     @property
     def minute_stats_prefix(self) -> str:
