@@ -46,7 +46,8 @@ class Keys:
         # their names indexed by last update; budgets holds the limits budget_spent reads.
         self.usage_prefix = p + "usage:"
         self.usage_total = p + "usage:total"
-        self.usage_index = {kind: p + "usage:%ss" % kind for kind in ("model", "batch", "session")}
+        self.usage_index = {"model": p + "usage:models", "batch": p + "usage:batches",
+                            "session": p + "usage:sessions"}
         self.budgets = p + "budgets"
 
     def queue(self, priority_name: str) -> str:

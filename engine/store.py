@@ -72,6 +72,8 @@ SCRIPT_KEYS: dict[str, Callable[[Keys, str], list[str]]] = {
     "wait": lambda k, task_id: [k.task(task_id), k.result(task_id), k.done(task_id)],
     "heartbeat": lambda k, worker_id: [
         k.task_prefix, k.leases, k.workers, k.worker(worker_id), k.events_log, k.events, k.handled],
+    "usage": lambda k, _: [k.task_prefix, k.usage_total, k.usage_prefix, *k.usage_index.values()],
+    "usage_totals": lambda k, _: [k.usage_total, k.usage_prefix, *k.usage_index.values()],
     "worker_stop": lambda k, worker_id: [k.workers, k.worker(worker_id), k.events_log, k.events],
     "due_schedules": lambda k, _: [k.schedules],
     **{name: (lambda k, schedule: [k.schedule(schedule), k.schedules, k.events_log, k.events])
@@ -214,6 +216,22 @@ class Store:
         for item in items:
             flat.extend(item if len(item) == 7 else (*item, "error"))
         return self._run("fail", flat)
+
+    def usage(self, items: Sequence[tuple[str, str, int, int, int, int | None]],
+              client=None) -> list[int]:
+        """Count model calls' tokens and cost (usage.lua, not fenced): (task id, model or
+        '', prompt, completion and total tokens, cost in nanodollars or None when the
+        model has no price) each; one code per item (1 counted, 0 no such task). Batch and
+        session totals live twice the result TTL after their last count."""
+        flat: list[Any] = [int(self.settings.result_ttl * 2000), len(items)]
+        for task_id, model, prompt, completion, total, cost in items:
+            flat.extend((task_id, model or "", prompt, completion, total,
+                         "" if cost is None else cost))
+        return self._run("usage", flat, client=client)
+
+    def usage_totals(self, minutes: int, most: int) -> list:
+        """Every token and cost total in one round trip: usage_totals.lua's reply."""
+        return self._run("usage_totals", [minutes, most])
 
     def release(self, items: Iterable[tuple[str, str]]) -> int:
         """Hand tasks back to the front of their queues: (id, token) each."""
