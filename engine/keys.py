@@ -66,6 +66,15 @@ class Keys:
         """A short-lived list a finishing script pushes to when someone waits on the task."""
         return self.prefix + "done:" + task_id
 
+    def partial(self, task_id: str) -> str:
+        """The text a running task has streamed so far (``task.stream``; progress.lua)."""
+        return self.prefix + "partial:" + task_id
+
+    @property
+    def partial_prefix(self) -> str:
+        """Prefix the scripts append a task id to for its streamed text."""
+        return self.prefix + "partial:"
+
     def children(self, parent_id: str) -> str:
         """The ordered list of a batch's child task ids."""
         return self.prefix + "children:" + parent_id

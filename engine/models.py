@@ -11,8 +11,8 @@ from typing import Any
 from . import clock
 from .errors import ValidationError
 from .validation import (MAX_DELAY_SECONDS, MAX_RETRIES, MAX_SESSION_CHARS, MAX_TIMEOUT_SECONDS,
-                         check_count, check_id, check_run_at, check_seconds, check_text,
-                         check_type_name, checked_type_names, is_valid_id, shown)
+                         check_count, check_fraction, check_id, check_run_at, check_seconds,
+                         check_text, check_type_name, checked_type_names, is_valid_id, shown)
 
 
 class TaskPriority(enum.IntEnum):
@@ -220,6 +220,9 @@ def AgentTask(payload: dict[str, Any] | None = None, **kwargs: Any) -> Task:  # 
     return Task(payload=payload or {}, **kwargs)
 
 
+MAX_PROGRESS_MESSAGE_CHARS = 1000   # of a progress report's message
+
+
 class HandlerContext:
     """What a running handler learns from its worker, and tells it (``task.context``).
 
@@ -248,6 +251,27 @@ class HandlerContext:
         """Whether the worker running the task is shutting down."""
         return bool(getattr(self._task.worker, "stopping", False))
 
+    def report_progress(self, fraction: float, message: str | None = None) -> None:
+        """Say how far the task is: ``fraction`` from 0 to 1 and an optional one-line
+        ``message`` (up to 1,000 characters). Buffered, never waits on Redis: the worker
+        writes at most ten reports a second per task, the newest (engine/progress.py)."""
+        fraction = check_fraction(fraction)
+        if message is not None and message != "":
+            check_text(message, "message", MAX_PROGRESS_MESSAGE_CHARS)
+        sink = getattr(self._task.worker, "progress", None)
+        if sink is not None:
+            sink.report(self._task, fraction, message)
+
+    def stream(self, text: str) -> None:
+        """Append ``text`` to the task's answer so far, which readers see growing
+        (``get_task_status(id)["partial"]``). Buffered as :meth:`report_progress`; up to
+        64 KB of text is kept per task."""
+        if not isinstance(text, str):
+            raise ValidationError(f"stream takes text (str), got {type(text).__name__}")
+        sink = getattr(self._task.worker, "progress", None)
+        if text and sink is not None:
+            sink.stream(self._task, text)
+
 
 @dataclass
 class RunningTask:
@@ -273,6 +297,15 @@ class RunningTask:
         """How the handler talks to its worker (:class:`HandlerContext`). Made on first
         use: most handlers never ask."""
         return HandlerContext(self)
+
+    def report_progress(self, fraction: float, message: str | None = None) -> None:
+        """How far the task is, 0 to 1, with an optional message
+        (:meth:`HandlerContext.report_progress`)."""
+        self.context.report_progress(fraction, message)
+
+    def stream(self, text: str) -> None:
+        """Append to the task's answer so far (:meth:`HandlerContext.stream`)."""
+        self.context.stream(text)
 
     @property
     def created_at(self) -> str | None:

@@ -39,6 +39,9 @@ class OutcomeWriter:
         self.refused = False                          # the last write did not go through
         self.lock = threading.RLock()
         self.observer: Any = None
+        # Called with the outcomes about to be written (engine/progress.py writes the last of
+        # their streamed text first, so a finished task's text is whole).
+        self.before_write: Callable[[list[Outcome]], None] | None = None
 
     # -- holding -----------------------------------------------------------------------
     def hold(self, tasks: Iterable[RunningTask]) -> None:
@@ -101,6 +104,8 @@ class OutcomeWriter:
         done = [o for o in outcomes if isinstance(o, Completed)]
         failed = [o for o in outcomes if isinstance(o, Failed)]
         try:
+            if self.before_write is not None:
+                self.before_write(outcomes)
             if done:
                 codes = self.store.complete([(o.task.task_id, o.task.token, o.doc, o.duration_ms)
                                              for o in done])

@@ -7,6 +7,7 @@ write, never raise on a record's content (a record that does not parse comes bac
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, Iterable, Sequence
 
 import redis
@@ -20,11 +21,15 @@ from .events import parse_stream_entries
 from .keys import PRIORITY_NAMES, STATUS_NAMES, Keys
 from .models import QueueStats, TaskPriority, TaskStatus
 from .serialization import loads
-from .validation import check_id
+from .validation import check_id, check_ids
 
 MERGED_PAGE_DEPTH = 10_000   # deepest row search_tasks pages to across several statuses
 STATUS_FIELDS = ("status", "created_at", "started_at", "worker", "finished_at", "attempt",
                   "priority", "type", "error", "due_at", "max_retries")
+
+# What a running task reported (progress.lua): its progress belongs to the attempt whose
+# token is `progress_fence`; an earlier attempt's is not shown.
+PROGRESS_FIELDS = ("fence", "progress_fence", "progress", "progress_message")
 
 # Every key of the public record, for a record that could not be read at all.
 _RECORD_KEYS = ("status", "task_type", "priority", "created_at", "started_at", "finished_at",
@@ -49,7 +54,8 @@ class QueueReader:
             pipe = self.client.pipeline(transaction=False)
             pipe.hgetall(self.keys.task(task_id))
             pipe.get(self.keys.result(task_id))
-            fields, result = pipe.execute(raise_on_error=False)
+            pipe.get(self.keys.partial(task_id))
+            fields, result, partial = pipe.execute(raise_on_error=False)
         if unreadable(fields):
             return corrupt_record(task_id)
         if isinstance(fields, Exception):
@@ -57,6 +63,7 @@ class QueueReader:
         if not fields:
             return None
         record = task_record(fields, task_id)
+        add_progress(record, fields, partial)
         record["result"] = None
         if unreadable(result):
             mark_corrupt(record, "result")
@@ -70,19 +77,45 @@ class QueueReader:
         return record
 
     def get_task_status(self, task_id: str) -> dict[str, Any] | None:
-        """``{'task_id', 'status', 'created_at', 'started_at', 'worker_id', ...}``, or
-        None when there is no such task (never submitted, or expired)."""
+        """``{'task_id', 'status', 'created_at', 'started_at', 'worker_id', ...,
+        'progress', 'progress_message', 'partial'}``, or None when there is no such task
+        (never submitted, or expired). ``progress`` (0..1 or None), ``progress_message``
+        and ``partial`` (the text streamed so far, '' when none) are what the task's
+        current attempt reported; they stay after it ends, until the task expires."""
         check_id(task_id)
-        try:
-            with translate_redis_errors():
-                values = self.client.hmget(self.keys.task(task_id), STATUS_FIELDS)
-        except redis.ResponseError as exc:
-            if unreadable(exc):
-                return corrupt_record(task_id)
-            raise
+        with translate_redis_errors():
+            pipe = self.client.pipeline(transaction=False)
+            pipe.hmget(self.keys.task(task_id), STATUS_FIELDS + PROGRESS_FIELDS)
+            pipe.get(self.keys.partial(task_id))
+            values, partial = pipe.execute(raise_on_error=False)
+        if unreadable(values):
+            return corrupt_record(task_id)
+        if isinstance(values, Exception):
+            raise values
         if values[0] is None:
             return None
-        return task_record(dict(zip(STATUS_FIELDS, values)), task_id)
+        fields = dict(zip(STATUS_FIELDS + PROGRESS_FIELDS, values))
+        record = task_record(fields, task_id)
+        add_progress(record, fields, partial)
+        return record
+
+    def get_task_progress(self, task_ids: Sequence[str]) -> list[dict[str, Any]]:
+        """``{'progress', 'progress_message', 'partial'}`` of each task (as
+        :meth:`get_task_status` has them), in order, in one round trip."""
+        ids = check_ids(list(task_ids))
+        with translate_redis_errors():
+            pipe = self.client.pipeline(transaction=False)
+            for task_id in ids:
+                pipe.hmget(self.keys.task(task_id), PROGRESS_FIELDS)
+                pipe.get(self.keys.partial(task_id))
+            replies = pipe.execute(raise_on_error=False) if ids else []
+        out = []
+        for values, partial in zip(replies[0::2], replies[1::2]):
+            record: dict[str, Any] = {}
+            fields = {} if isinstance(values, Exception) else dict(zip(PROGRESS_FIELDS, values))
+            add_progress(record, fields, partial)
+            out.append(record)
+        return out
 
     def get_task_result(self, task_id: str) -> dict[str, Any] | None:
         """None until the task has finished; then ``{'status': 'completed' | 'failed' |
@@ -233,11 +266,34 @@ def task_record(fields: dict[str, str], task_id: str) -> dict[str, Any]:
     return record
 
 
+def add_progress(record: dict[str, Any], fields: dict[str, Any], partial: Any) -> None:
+    """Set ``progress``, ``progress_message`` and ``partial`` in ``record`` from a task's
+    fields and its streamed text: those of the current attempt only (a retry's new attempt
+    shows none until it reports). A value that does not read is named in ``corrupt``."""
+    current = bool(fields.get("progress_fence")) and fields.get("progress_fence") == fields.get("fence")
+    record["progress"], record["progress_message"], record["partial"] = None, None, ""
+    if not current:
+        return
+    try:
+        fraction = float(fields.get("progress") or "nan")
+    except ValueError:
+        fraction = math.nan
+        mark_corrupt(record, "progress")
+    if 0 <= fraction <= 1:
+        record["progress"] = fraction
+    record["progress_message"] = fields.get("progress_message") or None
+    if unreadable(partial) or (partial is not None and not isinstance(partial, str)):
+        mark_corrupt(record, "partial")
+    elif partial:
+        record["partial"] = partial
+
+
 def corrupt_record(task_id: str) -> dict[str, Any]:
     """The record of a task whose key holds something other than a hash: its id, every
     other field empty, and ``corrupt == ["record"]``."""
     record: dict[str, Any] = {"task_id": task_id, **dict.fromkeys(_RECORD_KEYS),
-                              "attempts": 0, "max_retries": 0, "stalls": 0}
+                              "attempts": 0, "max_retries": 0, "stalls": 0,
+                              "progress": None, "progress_message": None, "partial": ""}
     record["corrupt"] = ["record"]
     return record
 

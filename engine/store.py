@@ -82,7 +82,80 @@ SCRIPT_KEYS: dict[str, Callable[[Keys, str], list[str]]] = {
 }
 
 
-class Store:
+class _Bookkeeping:
+    """The script calls that move no task: the worker registry, recurring schedules, and
+    the token and cost counts. ``Store`` inherits them (kept apart so that each class
+    stays short enough to read in one sitting)."""
+
+    settings: Settings
+    lease_ms: int
+    _run: Callable[..., Any]
+
+    # -- tokens and cost (engine/usage.py) ---------------------------------------------
+    def usage(self, items: Sequence[tuple[str, str, int, int, int, int | None]],
+              client=None) -> list[int]:
+        """Count model calls' tokens and cost (usage.lua, not fenced): (task id, model or
+        '', prompt, completion and total tokens, cost in nanodollars or None when the
+        model has no price) each; one code per item (1 counted, 0 no such task). Batch and
+        session totals live twice the result TTL after their last count."""
+        flat: list[Any] = [int(self.settings.result_ttl * 2000), len(items)]
+        for task_id, model, prompt, completion, total, cost in items:
+            flat.extend((task_id, model or "", prompt, completion, total,
+                         "" if cost is None else cost))
+        return self._run("usage", flat, client=client)
+
+    def usage_totals(self, minutes: int, most: int) -> list:
+        """Every token and cost total in one round trip: usage_totals.lua's reply."""
+        return self._run("usage_totals", [minutes, most])
+
+    # -- worker registry --------------------------------------------------------------
+    def heartbeat(self, worker_id: str, fields: dict[str, Any],
+                  held: Iterable[tuple[str, str]]) -> list[str]:
+        """Renew leases and the worker record; returns lost id/status pairs, flat."""
+        pairs = [v for item in fields.items() for v in item]
+        flat = [v for item in held for v in item]
+        return self._run("heartbeat", [worker_id, self.lease_ms, WORKER_RECORD_TTL_MS,
+                                       len(fields), *pairs, *flat], record=worker_id)
+
+    def worker_stop(self, worker_id: str, fields: dict[str, Any]) -> None:
+        """Take a worker out of the registry after a clean stop."""
+        pairs = [v for item in fields.items() for v in item]
+        self._run("worker_stop", [worker_id, WORKER_RECORD_TTL_MS, len(fields), *pairs],
+                  record=worker_id)
+
+    # -- recurring schedules (engine.scheduler) ---------------------------------------
+    def due_schedules(self, limit: int = 100) -> tuple[int, list[tuple[str, int]]]:
+        """(now in ms, [(name, next fire ms), ...]) for the schedules due now."""
+        out = self._run("due_schedules", [limit])
+        pairs = [(out[i], int(float(out[i + 1]))) for i in range(1, len(out), 2)]
+        return int(out[0]), pairs
+
+    def add_schedule(self, name: str, cron: str, timezone: str, misfire: str, template: str,
+                     next_fire_ms: int) -> int:
+        """Create or update a schedule: 1 created, 2 updated, 0 unchanged."""
+        return int(self._run("add_schedule", [name, cron, timezone, misfire, template,
+                                              next_fire_ms], record=name))
+
+    def fire_schedule(self, name: str, tick_ms: str, next_fire_ms: int, task_id: str = "",
+                      reason: str = "") -> int:
+        """Advance a schedule past ``tick_ms`` if it is still there: 1, 0 stale, -1 missing."""
+        return int(self._run("fire_schedule", [name, tick_ms, next_fire_ms, task_id, reason],
+                             record=name))
+
+    def pause_schedule(self, name: str) -> int:
+        """1 paused, 0 already paused, -1 missing."""
+        return int(self._run("pause_schedule", [name], record=name))
+
+    def resume_schedule(self, name: str, next_fire_ms: int) -> int:
+        """1 resumed, 0 was not paused, -1 missing."""
+        return int(self._run("resume_schedule", [name, next_fire_ms], record=name))
+
+    def remove_schedule(self, name: str) -> int:
+        """1 removed, 0 missing."""
+        return int(self._run("remove_schedule", [name], record=name))
+
+
+class Store(_Bookkeeping):
     """Runs the state-transition scripts for one namespace on one Redis client.
 
     ``now_ms`` is a clock override for tests: when given, its value is passed to every
@@ -217,22 +290,6 @@ class Store:
             flat.extend(item if len(item) == 7 else (*item, "error"))
         return self._run("fail", flat)
 
-    def usage(self, items: Sequence[tuple[str, str, int, int, int, int | None]],
-              client=None) -> list[int]:
-        """Count model calls' tokens and cost (usage.lua, not fenced): (task id, model or
-        '', prompt, completion and total tokens, cost in nanodollars or None when the
-        model has no price) each; one code per item (1 counted, 0 no such task). Batch and
-        session totals live twice the result TTL after their last count."""
-        flat: list[Any] = [int(self.settings.result_ttl * 2000), len(items)]
-        for task_id, model, prompt, completion, total, cost in items:
-            flat.extend((task_id, model or "", prompt, completion, total,
-                         "" if cost is None else cost))
-        return self._run("usage", flat, client=client)
-
-    def usage_totals(self, minutes: int, most: int) -> list:
-        """Every token and cost total in one round trip: usage_totals.lua's reply."""
-        return self._run("usage_totals", [minutes, most])
-
     def release(self, items: Iterable[tuple[str, str]]) -> int:
         """Hand tasks back to the front of their queues: (id, token) each."""
         flat = [v for item in items for v in item]
@@ -297,52 +354,6 @@ class Store:
             return status, doc
         popped = read(conn)              # at once when wait.lua found the task ended
         return status, doc or popped or ""
-
-    # -- worker registry --------------------------------------------------------------
-    def heartbeat(self, worker_id: str, fields: dict[str, Any],
-                  held: Iterable[tuple[str, str]]) -> list[str]:
-        """Renew leases and the worker record; returns lost id/status pairs, flat."""
-        pairs = [v for item in fields.items() for v in item]
-        flat = [v for item in held for v in item]
-        return self._run("heartbeat", [worker_id, self.lease_ms, WORKER_RECORD_TTL_MS,
-                                       len(fields), *pairs, *flat], record=worker_id)
-
-    def worker_stop(self, worker_id: str, fields: dict[str, Any]) -> None:
-        """Take a worker out of the registry after a clean stop."""
-        pairs = [v for item in fields.items() for v in item]
-        self._run("worker_stop", [worker_id, WORKER_RECORD_TTL_MS, len(fields), *pairs],
-                  record=worker_id)
-
-    # -- recurring schedules (engine.scheduler) ---------------------------------------
-    def due_schedules(self, limit: int = 100) -> tuple[int, list[tuple[str, int]]]:
-        """(now in ms, [(name, next fire ms), ...]) for the schedules due now."""
-        out = self._run("due_schedules", [limit])
-        pairs = [(out[i], int(float(out[i + 1]))) for i in range(1, len(out), 2)]
-        return int(out[0]), pairs
-
-    def add_schedule(self, name: str, cron: str, timezone: str, misfire: str, template: str,
-                     next_fire_ms: int) -> int:
-        """Create or update a schedule: 1 created, 2 updated, 0 unchanged."""
-        return int(self._run("add_schedule", [name, cron, timezone, misfire, template,
-                                              next_fire_ms], record=name))
-
-    def fire_schedule(self, name: str, tick_ms: str, next_fire_ms: int, task_id: str = "",
-                      reason: str = "") -> int:
-        """Advance a schedule past ``tick_ms`` if it is still there: 1, 0 stale, -1 missing."""
-        return int(self._run("fire_schedule", [name, tick_ms, next_fire_ms, task_id, reason],
-                             record=name))
-
-    def pause_schedule(self, name: str) -> int:
-        """1 paused, 0 already paused, -1 missing."""
-        return int(self._run("pause_schedule", [name], record=name))
-
-    def resume_schedule(self, name: str, next_fire_ms: int) -> int:
-        """1 resumed, 0 was not paused, -1 missing."""
-        return int(self._run("resume_schedule", [name, next_fire_ms], record=name))
-
-    def remove_schedule(self, name: str) -> int:
-        """1 removed, 0 missing."""
-        return int(self._run("remove_schedule", [name], record=name))
 
 
 def accepted_ids(replies: list, tasks: Sequence[Any]) -> list[str]:

@@ -124,6 +124,13 @@ def check_seconds(value: Any, field: str, high: float, *, zero: bool = True) -> 
                           f"got {shown(value)}")
 
 
+def check_fraction(value: Any, field: str = "fraction") -> float:
+    """A finite number from 0 to 1 (a task's progress); not a bool."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 1:
+        return float(value)
+    raise ValidationError(f"{field} must be a number from 0 to 1, got {shown(value)}")
+
+
 def check_run_at(value: Any, now_ms: int | None = None) -> int:
     """A due time (a datetime; naive means local time) from 1970 up to
     ``MAX_DELAY_SECONDS`` ahead; returns it in epoch ms. A past time means "now"."""

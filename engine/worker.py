@@ -28,6 +28,7 @@ from .leases import LeaseKeeper, host_details
 from .models import RunningTask, TaskType
 from .outages import REDIS_DOWN, Outage
 from .outcomes import OutcomeWriter
+from .progress import ProgressPump
 from .queue import TaskQueue, get_task_queue
 from .async_runner import AsyncRunner
 from .cancels import CancelListener
@@ -77,6 +78,8 @@ class TaskWorker:
         self.outage = Outage(self.worker_id)
         self.writer = OutcomeWriter(self.worker_id, self.store, self.outage)
         self.stats = self.writer.stats
+        self.progress = ProgressPump(self.store, self.outage, self.worker_id)
+        self.writer.before_write = self.progress.flush_tasks
         self.leases = LeaseKeeper(self.queue, self.worker_id, self.heartbeat_interval,
                                   self.writer, self.outage, self._details, self.cancel_running)
         self._stopping = threading.Event()
@@ -161,6 +164,7 @@ class TaskWorker:
             self.on_ready()
         self.leases.start()
         self.runner.start()
+        self.progress.start()
         self.cancels.start()
         try:
             self.claims.run(burst)
@@ -239,6 +243,7 @@ class TaskWorker:
             self.writer.flush_retrying(10.0, give_up=lambda: self._aborting)
         else:
             self.writer.flush()
+        self.progress.stop()
         self.writer.release(self.writer.unreported())
         self.leases.leave({**self.stats, "in_hand": 0})
         self._state = "stopped"
