@@ -74,6 +74,7 @@ SCRIPT_KEYS: dict[str, Callable[[Keys, str], list[str]]] = {
         k.task_prefix, k.leases, k.workers, k.worker(worker_id), k.events_log, k.events, k.handled],
     "usage": lambda k, _: [k.task_prefix, k.usage_total, k.usage_prefix, *k.usage_index.values()],
     "usage_totals": lambda k, _: [k.usage_total, k.usage_prefix, *k.usage_index.values()],
+    "progress": lambda k, _: [k.task_prefix, k.partial_prefix, k.events_log, k.events],
     "worker_stop": lambda k, worker_id: [k.workers, k.worker(worker_id), k.events_log, k.events],
     "due_schedules": lambda k, _: [k.schedules],
     **{name: (lambda k, schedule: [k.schedule(schedule), k.schedules, k.events_log, k.events])
@@ -289,6 +290,16 @@ class Store(_Bookkeeping):
         for item in items:
             flat.extend(item if len(item) == 7 else (*item, "error"))
         return self._run("fail", flat)
+
+    def progress(self, items: Sequence[tuple[str, str, str, str, str, int]],
+                 event_text_bytes: int) -> list[int]:
+        """Write running tasks' progress and streamed text: (id, token, fraction or '',
+        message, text to append, bytes sent before it) each; one code per task (1
+        written, -3 lease lost). Events carry texts of up to ``event_text_bytes``."""
+        flat: list[Any] = [int(self.settings.result_ttl * 1000), event_text_bytes]
+        for item in items:
+            flat.extend(item)
+        return self._run("progress", flat)
 
     def release(self, items: Iterable[tuple[str, str]]) -> int:
         """Hand tasks back to the front of their queues: (id, token) each."""
