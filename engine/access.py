@@ -4,7 +4,7 @@ Roles, each with the verbs of the one before:
 
 - ``viewer``: reads only;
 - ``operator``: submit, cancel, retry, requeue (``OPERATOR_VERBS``);
-- ``admin``: also delete, purge and recurring schedules (``ADMIN_VERBS``).
+- ``admin``: also delete, purge, recurring schedules and budgets (``ADMIN_VERBS``).
 
 A console maps a signed-in identity to a role with :func:`role_for` (``CONSOLE_ADMINS``,
 ``CONSOLE_OPERATORS``, ``CONSOLE_VIEWERS``: emails, ``*@example.com``, ``group:<name>``,
@@ -46,7 +46,7 @@ class Role(enum.IntEnum):
 
 
 OPERATOR_VERBS = frozenset({"submit", "cancel", "retry", "requeue"})
-ADMIN_VERBS = frozenset({"delete", "purge", "schedule"})
+ADMIN_VERBS = frozenset({"delete", "purge", "schedule", "budget"})
 
 
 def required_role(verb: str) -> Role:
@@ -103,7 +103,7 @@ def role_for(settings: Settings, email: str | None, groups: Iterable[str] = ()) 
 QUEUE_VERBS = {"submit_task": "submit", "submit_tasks": "submit", "cancel_task": "cancel",
                "retry_task": "retry", "requeue_task": "requeue", "delete_task": "delete",
                "delete_tasks": "delete", "purge": "purge", "promote_due": "requeue",
-               "reap_expired_leases": "requeue"}
+               "reap_expired_leases": "requeue", "set_budget": "budget"}
 STORE_VERBS = {"submit": "submit", "submit_streamed": "submit", "open_batch": "submit",
                "cancel": "cancel", "retry": "retry", "requeue": "requeue", "delete": "delete",
                "add_schedule": "schedule", "fire_schedule": "schedule",

@@ -22,6 +22,7 @@ from typing import Any, Mapping
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 from .crypto import parse_keys
+from .pricing import parse_prices
 from .errors import ConfigurationError
 
 log = logging.getLogger("engine.config")
@@ -113,6 +114,9 @@ class Settings:
     agent_model: str | None = field(default=None, metadata={"env": "AGENT_MODEL"})
     agent_timeout: float = field(default=60.0, metadata={"env": "AGENT_TIMEOUT"})
     agent_system_prompt: str | None = field(default=None, metadata={"env": "AGENT_SYSTEM_PROMPT"})
+    # Prices per model, JSON: {"<model>": {"input": <$>, "output": <$>}} in dollars per
+    # million tokens (engine/pricing.py). Models not listed are counted in tokens only.
+    agent_prices: str | None = field(default=None, metadata={"env": "AGENT_PRICES"})
     agent_demo_latency: float = field(default=0.5, metadata={"env": "AGENT_DEMO_LATENCY"})
     agent_demo_failure_rate: float = field(default=0.0, metadata={"env": "AGENT_DEMO_FAILURE_RATE"})
     openai_base_url: str | None = field(default=None, metadata={"env": "AGENT_OPENAI_BASE_URL"})
@@ -157,6 +161,7 @@ class Settings:
             check_redis_url(self.redis_url)
         if self.encryption_keys:
             parse_keys(self.encryption_keys)
+        parse_prices(self.agent_prices)
 
     # -- construction -----------------------------------------------------------------
     @classmethod
@@ -186,6 +191,11 @@ class Settings:
         return cls(**kwargs)
 
     # -- derived ----------------------------------------------------------------------
+    @property
+    def price_table(self) -> dict[str, tuple[float, float]]:
+        """``AGENT_PRICES`` parsed: {model: (input, output) dollars per million tokens}."""
+        return parse_prices(self.agent_prices)
+
     def connection_url(self) -> str:
         """The Redis URL to connect to: ``REDIS_URL`` or one built from the parts."""
         if self.redis_url:

@@ -22,8 +22,10 @@ from .errors import (ConfigurationError, InvalidTransition, TaskNotFound, TaskTi
                      ValidationError, raise_for_code, translate_redis_errors)
 from .events import EventSubscription
 from .keys import Keys
+from .limits import LimitVerbs
 from .models import Task, TaskPriority, TaskStatus, TERMINAL_STATUSES
 from .reads import status_name
+from .usage import QueueUsage
 from .views import QueueViews
 from .serialization import dumps
 from .store import REAP_CHUNK, Store, accepted_ids
@@ -47,9 +49,10 @@ def register_fan_out(task_type: str, submit: FanOut) -> None:
     _FAN_OUTS[task_type] = submit
 
 
-class TaskQueue(QueueViews):
+class TaskQueue(QueueViews, QueueUsage, LimitVerbs):
     """A task queue in one Redis namespace: its write verbs here, its reads inherited from
-    :class:`engine.reads.QueueReader` and :class:`engine.views.QueueViews` (the console's).
+    :class:`engine.reads.QueueReader`, :class:`engine.views.QueueViews` (the console's) and
+    :class:`engine.usage.QueueUsage` (tokens, cost and budgets).
 
     Build it with :func:`get_task_queue` (from the environment), :meth:`from_url`, or from
     a redis-py client. ``clock`` (tests only) replaces Redis ``TIME`` in every script.

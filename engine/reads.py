@@ -20,12 +20,13 @@ from .errors import ValidationError, translate_redis_errors
 from .events import parse_stream_entries
 from .keys import PRIORITY_NAMES, STATUS_NAMES, Keys
 from .models import QueueStats, TaskPriority, TaskStatus
+from .pricing import TOKEN_FIELDS, task_usage
 from .serialization import loads
 from .validation import check_id, check_ids
 
 MERGED_PAGE_DEPTH = 10_000   # deepest row search_tasks pages to across several statuses
 STATUS_FIELDS = ("status", "created_at", "started_at", "worker", "finished_at", "attempt",
-                  "priority", "type", "error", "due_at", "max_retries")
+                  "priority", "type", "error", "due_at", "max_retries", *TOKEN_FIELDS, "cost_nanos")
 
 # What a running task reported (progress.lua): its progress belongs to the attempt whose
 # token is `progress_fence`; an earlier attempt's is not shown.
@@ -261,6 +262,10 @@ def task_record(fields: dict[str, str], task_id: str) -> dict[str, Any]:
             "stalls": read("stalls", int, 0),
             "parent_id": fields.get("parent") or None,
         })
+    try:       # tokens and cost, when the task's model calls were counted (usage.lua)
+        record.update(task_usage(fields) or {})
+    except ValueError:
+        corrupt.append("usage")
     if corrupt:
         record["corrupt"] = corrupt
     return record
