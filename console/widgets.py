@@ -14,12 +14,14 @@ from .components import (form_generation, live, next_form_generation, plain_tabl
                          submission_key, updated_caption)
 from .data import load_counts, query_preview, record_status, summary_numbers
 from .forms import PRIORITY_OPTIONS, Checked, check_common, check_query
+from .progress_view import task_progress
 from .runtime import default_queue
 from .shared import shared_read
 from .text import md
 from .theme import FINISHED, status_label
 
 MONITOR_MAX_WATCHED = 20
+MONITOR_MAX_GROWING = 3     # running answers drawn in full under the table (the newest)
 SUMMARY_HELP = {
     "Pending": "Tasks waiting in line", "Running": "Tasks held by a worker now (batches "
     "not counted)", "Completed": "Tasks completed over the queue's life (a batch's queries "
@@ -139,7 +141,8 @@ def _monitor_submit(executor: AgentExecutor, key: str, generation: int) -> None:
 
 def watched_tasks(queue: TaskQueue, key: str) -> None:
     """The status and answer of each task id in ``st.session_state[key + "_watched"]``:
-    one Redis round trip, plus one per task the first time it is seen finished."""
+    one Redis round trip, one more for the progress and answers so far of those running,
+    plus one per task the first time it is seen finished."""
     watched: list[str] = st.session_state.get(f"{key}_watched", [])
     if not watched:
         st.caption("Submitted queries appear here with their answers.")
@@ -147,16 +150,28 @@ def watched_tasks(queue: TaskQueue, key: str) -> None:
     answers: dict[str, str] = st.session_state.setdefault(f"{key}_answers", {})
     with redis_guard("the watched tasks"):
         statuses = queue.get_task_statuses(watched)
+        states = [record_status(status) if status else None for status in statuses]
+        running = [task_id for task_id, state in zip(watched, states) if state == "running"]
+        growing = dict(zip(running, queue.get_task_progress(running))) if running else {}
         rows = []
-        for task_id, status in zip(watched, statuses):
-            state = record_status(status) if status else None
+        for task_id, state in zip(watched, states):
             if state in FINISHED and task_id not in answers:
                 # A finished task's result never changes: read it once, keep it.
                 answers[task_id] = _read_outcome(queue, task_id)
+            now = growing.get(task_id, {})
             rows.append({"Status": status_label(state) if state else "gone",
-                         "Answer / error": answers.get(task_id, ""), "Task id": task_id})
+                         "Progress": now.get("progress"),
+                         "Answer / error": answers.get(task_id) or now.get("partial", ""),
+                         "Task id": task_id})
         plain_table(f"{key}_watch_table", pd.DataFrame(rows),
-                    column_config={"Answer / error": st.column_config.TextColumn(width="large")})
+                    column_config={"Answer / error": st.column_config.TextColumn(width="large"),
+                                   "Progress": st.column_config.ProgressColumn(
+                                       min_value=0.0, max_value=1.0, format="percent",
+                                       width="small")})
+        for task_id in running[:MONITOR_MAX_GROWING]:
+            if growing[task_id]["partial"] or growing[task_id]["progress"] is not None:
+                st.caption(f"Task {md(task_id)}, running")
+                task_progress({"status": "running", **growing[task_id]}, f"{key}_{task_id}")
         finished = [(task_id, answers[task_id]) for task_id in watched if answers.get(task_id)]
         if finished:
             # A table cell shows the start of an answer: here each one is there in full.

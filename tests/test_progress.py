@@ -314,3 +314,70 @@ def test_get_task_progress_reads_many_tasks_in_order(queue, make_worker):
     assert second == {"progress": None, "progress_message": None, "partial": ""}
     with pytest.raises(ValidationError):
         queue.get_task_progress(["bad id!"])
+
+
+# -- the console: the task detail and the monitor widget --------------------------------------
+def running_with_progress(queue, make_worker):
+    """A task held by a worker, with progress and text written as its handler would."""
+    worker = make_worker()
+    task = claimed(worker, queue)
+    clock = StepClock()
+    pump = ProgressPump(queue.store, worker.outage, monotonic=clock)
+    return task, pump, clock
+
+
+def progress_bars(at) -> list[tuple[int, str]]:
+    return [(bar.proto.value, bar.proto.text) for bar in at.get("progress")]
+
+
+def test_the_task_detail_shows_the_bar_moving_and_the_answer_growing(console_env, queue,
+                                                                     make_worker):
+    from streamlit.testing.v1 import AppTest
+
+    from console.testing import APP, PAGE_FILES
+    task, pump, clock = running_with_progress(queue, make_worker)
+    pump.report(task, 0.4, "reading **the** sources")
+    pump.stream(task, "The answer is [a link](https://evil.example) ")
+    pump.flush_due()
+    at = AppTest.from_file(str(APP), default_timeout=30).run()
+    at.switch_page(PAGE_FILES["Tasks"])
+    at.query_params["task"] = task.task_id
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    (value, text), = progress_bars(at)
+    assert value == 40 and text.startswith("40% · reading \\*\\*the\\*\\* sources")
+    answer = [c.value for c in at.code if c.value.startswith("The answer is")]
+    assert answer == ["The answer is [a link](https://evil.example) "]      # text, as streamed
+    assert any("Answer so far" in c.value for c in at.caption)
+    clock.now += 1
+    pump.report(task, 0.9, "writing")
+    pump.stream(task, "forty-two.")
+    pump.flush_due()
+    at.run()                                   # the next refresh of the live fragment
+    assert progress_bars(at) == [(90, "90% · writing")]
+    assert "The answer is [a link](https://evil.example) forty-two." in [c.value for c in at.code]
+
+
+def monitor_script():
+    from engine.agent import AgentExecutor
+
+    from console import render_task_monitor
+
+    render_task_monitor(AgentExecutor(), key="watch", refresh_seconds=0)
+
+
+def test_the_monitor_widget_shows_progress_and_the_answer_so_far(console_env, queue, make_worker):
+    from streamlit.testing.v1 import AppTest
+    task, pump, _ = running_with_progress(queue, make_worker)
+    pump.report(task, 0.5, "halfway")
+    pump.stream(task, "Paris is")
+    pump.flush_due()
+    at = AppTest.from_function(monitor_script, default_timeout=30)
+    at.session_state["watch_watched"] = [task.task_id]
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    rows = at.get_by_key("watch").dataframe[0].value
+    assert rows["Progress"].tolist() == [0.5]
+    assert rows["Answer / error"].tolist() == ["Paris is"]
+    assert progress_bars(at) == [(50, "50% · halfway")]
+    assert "Paris is" in [c.value for c in at.code]

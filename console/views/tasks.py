@@ -22,6 +22,7 @@ from ..components import (REDIS_DOWN, clear_selection, clock_text, facts, flash,
 from ..data import (PAGE_SIZES, SEARCH_SCAN, TIME_RANGES, QueueCounts, TaskFilters, TaskPage,
                     allowed_actions, attempts_text, count_text, describe_age, load_counts,
                     load_task_page, record_status, task_timeline, tasks_frame)
+from ..progress_view import task_progress
 from ..runtime import ConsoleContext
 from ..shared import shared_read
 from ..text import md
@@ -365,6 +366,7 @@ def _detail(ctx: ConsoleContext, task_id: str) -> None:
                      "be read. What could be read is shown below; deleting the task removes it.",
                      icon=":material/report:")
         _facts(record)
+        task_progress(record, KEY)
         if is_batch:
             _batch_progress(ctx, task_id)
         elif record.get("parent_id"):
