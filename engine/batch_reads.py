@@ -10,12 +10,14 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from .crypto import load_payload, open_result
 from .errors import TaskNotFound, translate_redis_errors
+from .pricing import TOKEN_FIELDS, task_usage
 from .serialization import loads
 
 if TYPE_CHECKING:   # for annotations only: the readers are the queue's objects
     from .reads import QueueReader
 
 _CHUNK = 1000       # children read per round trip
+_CHILD_FIELDS = ("status", "payload", "error", *TOKEN_FIELDS, "cost_nanos")
 
 
 def child_ids(queue: "QueueReader", batch_id: str) -> list[str]:
@@ -38,36 +40,48 @@ def batch_progress(queue: "QueueReader", batch_id: str) -> dict[str, Any]:
 
 def batch_items(queue: "QueueReader", batch_id: str) -> list[dict[str, Any]]:
     """Every child's outcome, in input order: index, task_id, query, status, answer,
-    result, error, duration."""
-    return [child_item(index, task_id, status, payload, error, doc)
-            for index, task_id, status, payload, error, doc in child_records(queue, batch_id)]
+    result, error, duration, tokens, cost."""
+    return [child_item(*record) for record in child_records(queue, batch_id)]
 
 
 def child_records(queue: "QueueReader", batch_id: str) -> Iterator[tuple]:
-    """(index, task_id, status, payload, error, result document) of every child, in input
-    order, read a chunk per round trip."""
+    """(index, task_id, status, payload, error, result document, metering) of every child,
+    in input order, read a chunk per round trip; metering is ``task_usage``'s (engine/pricing.py)."""
     ids = child_ids(queue, batch_id)
     for start in range(0, len(ids), _CHUNK):
         chunk = ids[start:start + _CHUNK]
         with translate_redis_errors():
             pipe = queue.client.pipeline(transaction=False)
             for task_id in chunk:
-                pipe.hmget(queue.keys.task(task_id), ("status", "payload", "error"))
+                pipe.hmget(queue.keys.task(task_id), _CHILD_FIELDS)
                 pipe.get(queue.keys.result(task_id))
             replies = pipe.execute()
         for offset, task_id in enumerate(chunk):
-            (status, payload, error), doc = replies[2 * offset], open_result(loads(replies[2 * offset + 1]))
-            yield start + offset, task_id, status, load_payload(payload, {}), error, doc
+            fields, doc = replies[2 * offset], open_result(loads(replies[2 * offset + 1]))
+            status, payload, error = fields[:3]
+            yield (start + offset, task_id, status, load_payload(payload, {}), error, doc,
+                   _metering(dict(zip(_CHILD_FIELDS, fields))))
+
+
+def _metering(fields: dict[str, Any]) -> dict[str, Any] | None:
+    try:
+        return task_usage(fields)
+    except ValueError:      # a count that does not parse: shown as not metered
+        return None
 
 
 def child_item(index: int, task_id: str, status: str | None, payload: dict, error: str | None,
-          doc: dict | None) -> dict[str, Any]:
+               doc: dict | None, metering: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One child's outcome as batch results show it; ``tokens`` and ``cost`` (dollars) are
+    None when its model calls were not counted (or had no price)."""
     result = doc.get("result") if isinstance(doc, dict) else None
     return {"index": index, "task_id": task_id, "query": payload.get("query"),
             "status": (doc or {}).get("status") or status or "expired",
             "answer": result.get("answer") if isinstance(result, dict) else result,
             "result": result, "error": (doc or {}).get("error") or error or None,
-            "duration": (doc or {}).get("duration")}
+            "duration": (doc or {}).get("duration"),
+            "tokens": metering["usage"]["total_tokens"] if metering else None,
+            "cost": metering["cost"] if metering else None}
 
 
 # -- reads for the console's batch view (each a fixed number of round trips) -------------------

@@ -29,7 +29,7 @@ from .models import MAX_QUERY_CHARS, Task, TaskType
 from .serialization import dumps
 
 
-RESULT_COLUMNS = ("answer", "status", "error", "duration")
+RESULT_COLUMNS = ("answer", "status", "error", "duration", "tokens", "cost")
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 _SHOWN_ROWS = 10       # rows named in one error message at most
 
@@ -62,8 +62,8 @@ def submit_csv(file: Any, query_column: str = "query", priority: Any = "low",
 
 def export_results_csv(batch_id: str, queue: TaskQueue | None = None,
                        path_or_buffer: Any = None) -> str | None:
-    """The batch's input rows with ``answer``, ``status``, ``error`` and ``duration``
-    (seconds) added, as CSV text, in input order. Like pandas' ``to_csv``: returns the text
+    """The batch's input rows with ``answer``, ``status``, ``error``, ``duration``
+    (seconds), ``tokens`` and ``cost`` (dollars; empty when not counted or not priced) added, as CSV text, in input order. Like pandas' ``to_csv``: returns the text
     when ``path_or_buffer`` is None, else writes it there (a path, or an open file) and
     returns None. Works while the batch runs (unfinished rows show their status); a column
     name the input already uses gets a ``queue_`` prefix. A batch not from a CSV file gives
@@ -83,7 +83,8 @@ def export_results_csv(batch_id: str, queue: TaskQueue | None = None,
     for row, item in _rows_with_outcomes(queue, batch_id):
         writer.writerow([_cell(row.get(name, "")) for name in columns] +
                         [_untrusted(item["answer"]), item["status"], _untrusted(item["error"]),
-                         "" if item["duration"] is None else round(float(item["duration"]), 3)])
+                         "" if item["duration"] is None else round(float(item["duration"]), 3),
+                         "" if item["tokens"] is None else item["tokens"], _dollars(item["cost"])])
     return _write(out.getvalue(), path_or_buffer)
 
 
@@ -251,9 +252,14 @@ def _result_names(columns: Sequence[str]) -> list[str]:
 
 
 def _rows_with_outcomes(queue: TaskQueue, batch_id: str) -> Iterable[tuple[dict, dict]]:
-    for index, task_id, status, payload, error, doc in child_records(queue, batch_id):
-        item = child_item(index, task_id, status, payload, error, doc)
+    for record in child_records(queue, batch_id):
+        payload, item = record[3], child_item(*record)
         yield payload.get("row") or {"query": item["query"] or ""}, item
+
+
+def _dollars(cost: float | None) -> str:
+    """A cost as a plain decimal (no exponent, which some spreadsheets read as text)."""
+    return "" if cost is None else (f"{cost:.9f}".rstrip("0").rstrip(".") or "0")
 
 
 def _cell(value: Any) -> Any:

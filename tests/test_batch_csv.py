@@ -57,7 +57,8 @@ def test_rows_in_answers_out(queue, run_all):
     assert {c["priority"] for c in children} == {"low"}
     run_all()
     rows = read(export_results_csv(batch_id, queue=queue))
-    assert list(rows[0]) == ["id", "query", "topic", "answer", "status", "error", "duration"]
+    assert list(rows[0]) == ["id", "query", "topic", "answer", "status", "error", "duration",
+                             "tokens", "cost"]
     assert [(r["id"], r["answer"], r["status"]) for r in rows] == [
         ("1", "A: What is Redis?", "completed"), ("2", "A: What is a task queue?", "completed"),
         ("3", "", "failed")]
@@ -85,7 +86,8 @@ def test_the_guides_pandas_example_done_for_the_user(queue, run_all, tmp_path):
     run_all()
     assert export_results_csv(batch_id, queue=queue, path_or_buffer=tmp_path / "out.csv") is None
     frame = pd.read_csv(tmp_path / "out.csv")
-    assert list(frame.columns) == ["query", "owner", "answer", "status", "error", "duration"]
+    assert list(frame.columns) == ["query", "owner", "answer", "status", "error", "duration",
+                                   "tokens", "cost"]
     assert frame["answer"].tolist() == ["A: What is Redis?", "A: Explain queues"]
     assert frame["owner"].tolist() == ["ann", "bob"]
 
@@ -125,7 +127,8 @@ def test_added_columns_never_overwrite_input_columns(queue, run_all):
     run_all()
     [row] = read(export_results_csv(batch_id, queue=queue))
     assert row == {"query": "q1", "status": "draft", "answer": "my guess", "queue_answer": "A: q1",
-                   "queue_status": "completed", "error": "", "duration": row["duration"]}
+                   "queue_status": "completed", "error": "", "duration": row["duration"],
+                   "tokens": "", "cost": ""}
 
 
 def test_a_plain_batch_exports_its_queries(queue, run_all):
@@ -224,3 +227,14 @@ def test_answers_that_look_like_formulas_are_exported_as_text(queue, make_worker
     rows = read(export_results_csv(batch_id, queue=queue))
     assert [r["query"] for r in rows] == ["=1+1", "plain"]       # the user's own cells as given
     assert [r["answer"] for r in rows] == ["'=HYPERLINK(\"x\")", "ok"]
+
+
+def test_each_rows_tokens_and_cost_are_exported(queue, run_all):
+    batch_id = submit_csv(QUESTIONS.encode(), queue=queue)
+    run_all()
+    first, second, _ = child_ids(queue, batch_id)
+    # 1,000 prompt and 500 completion tokens at $0.15 / $0.60 per million: $0.00045.
+    queue.store.usage([(first, "gpt-4o-mini", 1000, 500, 1500, 450_000),
+                       (second, "llama3", 20, 10, 30, None)])
+    rows = read(export_results_csv(batch_id, queue=queue))
+    assert [(r["tokens"], r["cost"]) for r in rows] == [("1500", "0.00045"), ("30", ""), ("", "")]
