@@ -357,12 +357,23 @@ def task_timeline(queue: TaskQueue, record: dict[str, Any],
         if record.get(name):
             rows.append({"Time (UTC)": to_timestamp(record[name]), "What": label,
                          "Status": "", "Detail": "from the task record"})
+    reports = 0     # task.progress events since the last row: one row says how many
     for event in queue.read_events(count=events_scan):
         data = event.get("data") or {}
         if data.get("task_id") != task_id:
             continue
-        detail = ", ".join(f"{k}: {v}" for k, v in data.items() if k not in ("task_id", "status", "ts"))
-        rows.append({"Time (UTC)": _event_time(event), "What": event.get("type") or "",
+        what = event.get("type") or ""
+        if what == "task.progress":
+            # Up to ten a second while a handler streams: they make one row, the newest.
+            reports += 1
+            if reports > 1:
+                rows.pop()
+            what = f"task.progress ({reports} reports)" if reports > 1 else what
+        else:
+            reports = 0
+        detail = ", ".join(f"{k}: {v}" for k, v in data.items()
+                           if k not in ("task_id", "status", "ts", "text"))
+        rows.append({"Time (UTC)": _event_time(event), "What": what,
                      "Status": status_label(data.get("status")), "Detail": detail})
     frame = pd.DataFrame(rows, columns=["Time (UTC)", "What", "Status", "Detail"])
     return frame.sort_values("Time (UTC)", kind="stable").reset_index(drop=True)

@@ -356,6 +356,8 @@ def test_the_task_detail_shows_the_bar_moving_and_the_answer_growing(console_env
     at.run()                                   # the next refresh of the live fragment
     assert progress_bars(at) == [(90, "90% · writing")]
     assert "The answer is [a link](https://evil.example) forty-two." in [c.value for c in at.code]
+    timeline = at.get_by_key("tasks_timeline").dataframe[0].value
+    assert [w for w in timeline["What"] if "progress" in w] == ["task.progress (2 reports)"]
 
 
 def monitor_script():
