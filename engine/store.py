@@ -68,7 +68,7 @@ SCRIPT_KEYS: dict[str, Callable[[Keys, str], list[str]]] = {
         k.events, k.routed],
     "delete": lambda k, _: [
         k.task_prefix, *k.queues, k.scheduled, k.leases, k.result_prefix,
-        *(k.status[s] for s in _STATUSES), k.events_log, k.events, k.routed],
+        *(k.status[s] for s in _STATUSES), k.events_log, k.events, k.routed, k.partial_prefix],
     "wait": lambda k, task_id: [k.task(task_id), k.result(task_id), k.done(task_id)],
     "heartbeat": lambda k, worker_id: [
         k.task_prefix, k.leases, k.workers, k.worker(worker_id), k.events_log, k.events, k.handled],

@@ -383,3 +383,13 @@ def test_the_monitor_widget_shows_progress_and_the_answer_so_far(console_env, qu
     assert rows["Answer / error"].tolist() == ["Paris is"]
     assert progress_bars(at) == [(50, "50% · halfway")]
     assert "Paris is" in [c.value for c in at.code]
+
+
+def test_deleting_a_task_deletes_its_streamed_text(queue, make_worker):
+    worker = make_worker()
+    worker.register_handler("talk", streaming)
+    task_id = queue.submit_task(Task(task_type="talk"))
+    worker.process_one()
+    assert queue.client.exists(queue.keys.partial(task_id))
+    queue.delete_task(task_id)
+    assert not queue.client.exists(queue.keys.partial(task_id))
