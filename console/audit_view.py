@@ -1,6 +1,9 @@
 """Audit page: every state-changing action taken through the console (engine.access),
-newest first, with who, role, what, which tasks, when and the outcome; exportable as CSV."""
+newest first, with who, role, what, which tasks, when and the outcome; exportable as CSV.
+How far back the page reads lives in the URL (``/Audit?before=<entry id>``)."""
 from __future__ import annotations
+
+import re
 
 import pandas as pd
 import streamlit as st
@@ -9,19 +12,27 @@ from engine import QueueUnavailable
 from engine.access import AUDIT_COLUMNS, Role, audit_csv, read_audit, write_audit
 
 from .auth import LoginThrottle
+from .text import md
+from .url_state import UrlParam, UrlState
 
 KEY = "audit"
 PAGE_SIZE = 200
 EXPORT_LIMIT = 10_000     # entries in one CSV export
+ENTRY_ID = re.compile(r"\d{1,20}-\d{1,20}")     # a Redis stream entry id
+URL = UrlState(KEY, (UrlParam("before", f"{KEY}_before"),), markers=(f"{KEY}_newest",))
 
 
 def render(ctx) -> None:
     """Draw the Audit page: current sign-in lockouts, then the audit trail."""
+    URL.restore()
     _lockouts(ctx)
     st.caption("Who changed what, and when: every submit, cancel, retry, requeue, delete, "
                "purge and schedule change made through this console, including the ones "
                "the engine refused. Kept in Redis (the newest 100,000 entries).")
-    before = st.session_state.get(f"{KEY}_before")
+    before = st.session_state.get(f"{KEY}_before") or None
+    if before and not ENTRY_ID.fullmatch(before):      # from a hand-edited link
+        st.warning(f"{md(before, 60)} is not an audit entry id: showing the newest entries.")
+        before = st.session_state[f"{KEY}_before"] = None
     try:
         entries = read_audit(ctx.queue, PAGE_SIZE, before)
     except QueueUnavailable as exc:
@@ -43,6 +54,7 @@ def render(ctx) -> None:
     export.download_button("Export CSV", key=f"{KEY}_export", on_click="ignore",
                            data=lambda: audit_csv(read_audit(ctx.queue, EXPORT_LIMIT)),
                            file_name="audit.csv", mime="text/csv")
+    URL.publish()
 
 
 def _lockouts(ctx) -> None:

@@ -76,6 +76,19 @@ def select_rows(at: AppTest, key: str, rows: list[int]) -> AppTest:
     return at.run()
 
 
+def go_back(at: AppTest, **params: str) -> AppTest:
+    """The browser's Back: the URL is an older one of this page (only ``params``)."""
+    at.query_params.clear()
+    at.query_params.update(params)
+    return at.run()
+
+
+def leave_and_return(at: AppTest, name: str) -> AppTest:
+    """Open the Overview, then page ``name`` again by the sidebar (a link with no parameters)."""
+    at.switch_page(str(APP)).run()
+    return at.switch_page(PAGE_FILES[name]).run()
+
+
 # -- 1. actions answer where the operator is looking ----------------------------------------------
 def test_an_action_answers_with_a_toast_and_a_line_that_stays_in_the_detail(console_env, queue,
                                                                             drain):
@@ -244,17 +257,111 @@ def test_filters_page_and_open_task_live_in_the_url(console_env, queue, drain):
     assert at.query_params["type"] == "boom" and "page" not in at.query_params
     assert at.query_params["task"] == failed[0]
     # Back: the browser's URL is the old one again.
-    at.query_params["status"] = "failed"
-    at.query_params["page"] = "2"
-    at.run()
+    go_back(at, status="failed", type="boom", range="Last hour", size="25", page="2",
+            task=failed[0])
     assert at.selectbox(key="tasks_status").value == "failed"
     assert len(table(at, "tasks_table")) == 5
     # Leaving the page and coming back by the sidebar (no parameters) keeps the filters.
-    at.switch_page(str(APP)).run()
-    at.switch_page(PAGE_FILES["Tasks"]).run()
+    leave_and_return(at, "Tasks")
     assert at.selectbox(key="tasks_status").value == "failed"
     assert at.text_input(key="tasks_type").value == "boom"
     assert at.query_params["status"] == "failed"
+
+
+def test_event_filters_live_in_the_url(console_env, queue, drain):
+    done = queue.submit_task(AgentTask({"query": "fine"}))
+    failed = queue.submit_task(Task(task_type="boom", payload={}, max_retries=0))
+    drain()
+    at = page("Events", types="task.failed", keep="1000")
+    assert at.multiselect(key="events_types").value == ["task.failed"]
+    assert at.selectbox(key="events_keep").value == 1000
+    assert table(at, "events_table")["Task id"].tolist() == [failed]
+    # Changing a filter writes the URL (the default "keep" is left out).
+    at.multiselect(key="events_types").set_value(["task.failed", "task.completed"])
+    at.text_input(key="events_text").input(done).run()
+    assert at.query_params["types"] == ["task.failed", "task.completed"]   # repeated
+    assert at.query_params["q"] == done
+    assert set(table(at, "events_table")["Task id"]) == {done}
+    # Back: the old URL sets the filters again.
+    go_back(at, types="task.failed")
+    assert at.multiselect(key="events_types").value == ["task.failed"]
+    assert at.text_input(key="events_text").value == ""
+    # Leaving and returning by the sidebar (no parameters) keeps them.
+    leave_and_return(at, "Events")
+    assert at.multiselect(key="events_types").value == ["task.failed"]
+    assert at.query_params["types"] == "task.failed"
+
+
+def test_failed_task_filters_and_open_group_live_in_the_url(console_env, queue, drain):
+    queue.submit_tasks([Task(task_type="boom", payload={"n": i}, max_retries=0) for i in range(3)]
+                       + [AgentTask({"query": "please fail"}, max_retries=0)])
+    drain()
+    boom_error = "PermanentError: model refused: content policy"
+    at = page("Failed tasks", group=boom_error)
+    assert f"Tasks in the error group “{boom_error}”" in words(at)
+    assert set(table(at, "failed_tasks_table")["Type"]) == {"boom"}
+    # Selecting the other group opens it, in the URL too.
+    groups = table(at, "failed_groups_table")
+    select_rows(at, "failed_groups", [int(groups.index[groups["Count"] == 1][0])])
+    assert at.query_params["group"] == "PermanentError: the query asked to fail"
+    assert set(table(at, "failed_tasks_table")["Type"]) == {"agent_query"}
+    button(at, "Close the group").click().run()
+    assert "group" not in at.query_params
+    # A filter narrows both tables and goes in the URL.
+    at.text_input(key="failed_type").input("boom").run()
+    assert at.query_params["type"] == "boom"
+    assert table(at, "failed_groups_table")["Count"].tolist() == [3]
+    assert len(table(at, "failed_tasks_table")) == 3
+    at.text_input(key="failed_error").input("nothing like this").run()
+    assert table(at, "failed_groups_table").empty and table(at, "failed_tasks_table").empty
+    # Back, and a return by the sidebar.
+    go_back(at, type="boom")
+    assert at.text_input(key="failed_error").value == ""
+    assert len(table(at, "failed_tasks_table")) == 3
+    leave_and_return(at, "Failed tasks")
+    assert at.text_input(key="failed_type").value == "boom"
+    assert at.query_params["type"] == "boom"
+
+
+def test_an_open_batch_and_its_query_page_live_in_the_url(console_env, queue, drain):
+    batch_id = queue.submit_task(Task(task_type="batch_query", payload={
+        "queries": [f"question {i}" for i in range(60)] + ["this one should fail"]}))
+    drain()
+    at = page("Batches", batch=batch_id, page="2")
+    assert len(table(at, "batches_children")) == 11                 # 61 queries, 50 a page
+    at.selectbox(key="batches_child_status").set_value("failed").run()
+    assert at.query_params["status"] == "failed" and "page" not in at.query_params
+    assert table(at, "batches_children")["Query"].tolist() == ["this one should fail"]
+    leave_and_return(at, "Batches")
+    assert at.query_params["batch"] == batch_id and at.query_params["status"] == "failed"
+
+
+def test_the_page_of_waiting_tasks_lives_in_the_url(console_env, queue):
+    queue.submit_tasks([AgentTask({"query": f"later {i}"}, delay=3600 + i) for i in range(105)])
+    at = page("Schedules", page="2")
+    assert len(table(at, "schedules_table")) == 5                   # 100 a page
+    button(at, "Previous page").click().run()
+    assert "page" not in at.query_params and len(table(at, "schedules_table")) == 100
+    go_back(at, page="2")
+    assert len(table(at, "schedules_table")) == 5
+
+
+def test_how_far_back_the_audit_reads_lives_in_the_url(console_env, queue):
+    from engine.access import Identity, Role, read_audit, write_audit
+    for action in ("first", "second", "third"):
+        write_audit(queue, Identity("ops@example.com", Role.ADMIN, "local"), action, [], "ok")
+    newest, middle, oldest = read_audit(queue)
+
+    def actions(at: AppTest) -> list[str]:
+        return at.dataframe[0].value["action"].tolist()
+    at = page("Audit", before=middle["id"])
+    assert actions(at) == ["first"]
+    button(at, "Newest").click().run()
+    assert "before" not in at.query_params and actions(at) == ["third", "second", "first"]
+    go_back(at, before=newest["id"])
+    assert actions(at) == ["second", "first"]
+    bad = page("Audit", before="not-an-id")
+    assert "is not an audit entry id" in words(bad) and len(actions(bad)) == 3
 
 
 # -- 6. nothing cut off: text in text elements ------------------------------------------------------

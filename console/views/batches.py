@@ -18,10 +18,10 @@ from ..runtime import ConsoleContext
 from ..shared import shared_read
 from ..text import md
 from ..timefmt import local_text
+from ..url_state import UrlParam, UrlState
 
 KEY = "batches"
 OPEN = f"{KEY}_open"
-SAVED = f"{KEY}__url"
 CHILD_STATUS = f"{KEY}_child_status"
 CHILD_PAGE = f"{KEY}_child_page"
 CHILDREN_SHOWN = 50
@@ -34,7 +34,7 @@ TIME = "YYYY-MM-DD HH:mm:ss"
 
 def render(ctx: ConsoleContext) -> None:
     """Draw the Batches page."""
-    _state_from_url()
+    URL.restore()
     left, middle, right = st.columns([3, 1, 1], vertical_alignment="bottom")
     left.text_input("Batch id", key=f"{KEY}_open_input", placeholder="paste a batch id to open it")
     middle.button("Open batch", key=f"{KEY}_open_button", on_click=_open_typed, width="stretch")
@@ -44,30 +44,11 @@ def render(ctx: ConsoleContext) -> None:
 
 
 # -- the URL -------------------------------------------------------------------------------------
-def _state_from_url() -> None:
-    """``?batch=<id>`` opens that batch; returning with no link reopens the last one."""
-    linked = st.query_params.get("batch")
-    saved = st.session_state.get(SAVED)
-    returning = f"{KEY}_open_input" not in st.session_state    # another page ran since
-    if linked == saved:
-        return
-    if not linked and saved and returning:
-        st.session_state[OPEN] = saved
-    elif linked:
-        st.session_state[OPEN] = linked[:500]
-        st.session_state[CHILD_PAGE] = 0
-    else:                                   # Back to the page with no batch open
-        st.session_state.pop(OPEN, None)
-
-
-def _publish_url() -> None:
-    batch_id = st.session_state.get(OPEN)
-    st.session_state[SAVED] = batch_id
-    if st.query_params.get("batch") != batch_id:
-        if batch_id:
-            st.query_params["batch"] = batch_id
-        else:
-            st.query_params.pop("batch", None)
+# ``?batch=<id>&status=failed&page=2``: the open batch, and its queries' filter and page.
+URL = UrlState(KEY, (UrlParam("batch", OPEN), UrlParam("status", CHILD_STATUS, ANY,
+                                                       choices=CHILD_STATUSES),
+                     UrlParam("page", CHILD_PAGE, 0, "page")),
+               markers=(f"{KEY}_open_input",), on_apply=lambda: clear_selection(KEY))
 
 
 def _open_typed() -> None:
@@ -112,7 +93,7 @@ def _live_body(ctx: ConsoleContext) -> None:
             clear_selection(KEY)
             st.rerun(scope="fragment")
         updated_caption()
-    _publish_url()
+    URL.publish()
 
 
 def _batch(ctx: ConsoleContext, batch_id: str) -> None:

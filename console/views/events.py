@@ -1,4 +1,9 @@
-"""Events: the live event stream, filterable, caught up from the stored log after a reload."""
+"""Events: the live event stream, filterable, caught up from the stored log after a reload.
+
+The filters live in the URL (``/Events?types=task.failed&q=<worker id>&keep=1000``): a link
+can be shared, Back and Forward step through them, and they come back when the operator
+returns to the page.
+"""
 from __future__ import annotations
 
 import streamlit as st
@@ -6,10 +11,16 @@ import streamlit as st
 from ..components import live, page_link, plain_table, redis_guard, updated_caption
 from ..data import EVENT_TYPES, events_frame, filter_events
 from ..runtime import ConsoleContext
+from ..url_state import UrlParam, UrlState
 
 KEY = "events"
 KEEP_CHOICES = (200, 500, 1000, 2000)
 READ_BATCH = 1000     # most events read per refresh: a flood cannot stall the page
+DEFAULT_KEEP = 500
+URL = UrlState(KEY, (UrlParam("types", f"{KEY}_types", (), "list"),
+                     UrlParam("q", f"{KEY}_text"),
+                     UrlParam("keep", f"{KEY}_keep", DEFAULT_KEEP, "int", KEEP_CHOICES)),
+               markers=(f"{KEY}_text",))
 
 
 def render(ctx: ConsoleContext) -> None:
@@ -17,14 +28,16 @@ def render(ctx: ConsoleContext) -> None:
     st.caption("Every state change, as the engine writes it. The stored log keeps the newest "
                f"{ctx.settings.events_max_len:,} events, so a reload (or a new browser) catches "
                "up from there.")
+    URL.restore()
     types_col, text_col, keep_col, pause_col = st.columns([2.6, 2, 1.2, 1.2],
                                                           vertical_alignment="bottom")
     types = types_col.multiselect("Event types", EVENT_TYPES, key=f"{KEY}_types",
                                   placeholder="All event types", accept_new_options=True)
     text = text_col.text_input("Filter by task or worker id", key=f"{KEY}_text",
                                placeholder="any id or word in the event")
-    keep = keep_col.selectbox("Keep last", KEEP_CHOICES, index=1, key=f"{KEY}_keep")
+    keep = keep_col.selectbox("Keep last", KEEP_CHOICES, key=f"{KEY}_keep")
     paused = pause_col.toggle("Pause", key=f"{KEY}_paused")
+    URL.publish()
     live(_live_body, ctx, types, text or "", int(keep), paused, seconds=ctx.refresh_seconds)
 
 

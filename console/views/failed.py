@@ -1,4 +1,10 @@
-"""Failed tasks (dead letters): grouped by error; retry all, retry selected, purge."""
+"""Failed tasks (dead letters): grouped by error; retry all, retry selected, purge.
+
+The filters and the open error groups live in the URL
+(``/Failed_tasks?type=agent_query&error=quota&group=<first line of the error>``): a link can
+be shared, Back and Forward step through them, and they come back when the operator
+returns to the page.
+"""
 from __future__ import annotations
 
 from typing import Sequence
@@ -11,6 +17,8 @@ from ..components import (REDIS_DOWN, clear_selection, flash, live, page_link, r
 from ..data import count_text, failed_groups_frame, failed_tasks_frame, load_counts
 from ..shared import queue_changed, shared_read
 from ..runtime import ConsoleContext
+from ..text import md
+from ..url_state import UrlParam, UrlState
 
 KEY = "failed"
 GROUPS = f"{KEY}_groups"
@@ -18,6 +26,19 @@ TASKS = f"{KEY}_tasks"
 GROUP_SCAN = 2000
 TASKS_SHOWN = 200
 TIME = "YYYY-MM-DD HH:mm:ss"
+OPEN = f"{KEY}_open_groups"         # first lines of the errors whose tasks are listed
+PICKED = f"{KEY}__picked"           # whether OPEN came from the table's selection
+
+
+def _url_changed() -> None:
+    st.session_state.pop(PICKED, None)
+    clear_selection(GROUPS)
+    clear_selection(TASKS)
+
+
+URL = UrlState(KEY, (UrlParam("type", f"{KEY}_type"), UrlParam("error", f"{KEY}_error"),
+                     UrlParam("group", OPEN, (), "list")),
+               markers=(f"{KEY}_type",), on_apply=_url_changed)
 
 
 def render(ctx: ConsoleContext) -> None:
@@ -25,7 +46,23 @@ def render(ctx: ConsoleContext) -> None:
     st.caption("Tasks that used up their attempts. Retrying gives a task a fresh set of attempts; "
                "purging deletes every failed task for good.")
     _whole_queue_actions(ctx)
-    live(_live_body, ctx, seconds=ctx.refresh_seconds)
+    URL.restore()
+    left, right = st.columns(2, vertical_alignment="bottom")
+    task_type = left.text_input("Task type", key=f"{KEY}_type", placeholder="any",
+                                on_change=_filters_changed)
+    error = right.text_input("Error contains", key=f"{KEY}_error", on_change=_filters_changed,
+                             placeholder="words from the error")
+    live(_live_body, ctx, task_type.strip(), error.strip(), seconds=ctx.refresh_seconds)
+
+
+def _filters_changed() -> None:
+    st.session_state[OPEN] = []
+    _url_changed()
+
+
+def _matches(task_type: str, error: str, types: Sequence[str], text: str | None) -> bool:
+    return ((not task_type or task_type in types)
+            and (not error or error.lower() in (text or "").lower()))
 
 
 def _whole_queue_actions(ctx: ConsoleContext) -> None:
@@ -67,13 +104,15 @@ def _reset() -> None:
     clear_selection(TASKS)
 
 
-def _live_body(ctx: ConsoleContext) -> None:
+def _live_body(ctx: ConsoleContext, task_type: str, error: str) -> None:
     show_flash(KEY)
     with redis_guard("the failed tasks"):
         counts = shared_read(ctx.queue, "counts", lambda: load_counts(ctx.queue))
         groups, picked, paused = selectable_table(
-            GROUPS, lambda: shared_read(ctx.queue, "failed_groups",
-                                        lambda: ctx.queue.failed_task_groups(scan_limit=GROUP_SCAN)),
+            GROUPS, lambda: [g for g in shared_read(
+                ctx.queue, "failed_groups",
+                lambda: ctx.queue.failed_task_groups(scan_limit=GROUP_SCAN))
+                if _matches(task_type, error, g["task_types"], g["error"])],
             failed_groups_frame,
             column_config={"Error": st.column_config.TextColumn(width="large"),
                            "Last failed (UTC)": st.column_config.DatetimeColumn(format=TIME),
@@ -84,10 +123,11 @@ def _live_body(ctx: ConsoleContext) -> None:
                    + (f" and {count_text(batches, counts.batches_exact('failed'))} failed batches"
                       if batches else "")
                    + f" stored, in {len(groups)} error groups"
+                   + (" matching the filters" if task_type or error else "")
                    + (f" (grouping looks at the newest {GROUP_SCAN:,})" if total > GROUP_SCAN else "")
                    + (" · paused while a group is selected" if paused else "")
                    + ". Select groups to see and retry their tasks.")
-        chosen = [groups[i] for i in picked]
+        chosen = _open_groups(groups, picked)
         if chosen:
             ids = [task_id for g in chosen for task_id in g["task_ids"]]
             left, middle, right = st.columns(3)
@@ -95,21 +135,46 @@ def _live_body(ctx: ConsoleContext) -> None:
                         on_click=_act, args=(ctx, "retry", ids))
             middle.button("Delete group", key=f"{KEY}_delete_group", width="stretch",
                           on_click=_act, args=(ctx, "delete", ids))
-            right.button("Clear group selection", key=f"{KEY}_clear_groups", width="stretch",
-                         on_click=clear_selection, args=(GROUPS,))
-        _tasks_table(ctx, chosen)
+            right.button("Close the group" + ("s" if len(chosen) > 1 else ""),
+                         key=f"{KEY}_clear_groups", width="stretch", on_click=_close_groups)
+        _tasks_table(ctx, chosen, task_type, error)
         updated_caption()
+    URL.publish()
 
 
-def _tasks_table(ctx: ConsoleContext, chosen: list[dict]) -> None:
+def _open_groups(groups: list[dict], picked: list[int]) -> list[dict]:
+    """The groups whose tasks are listed: the selected rows, or else the groups a link
+    named (``?group=...``); clearing the selection closes them."""
+    state = st.session_state
+    if picked:
+        state[OPEN] = [groups[i]["error"] for i in picked]
+        state[PICKED] = True
+    elif state.pop(PICKED, False):
+        state[OPEN] = []
+    wanted = state.get(OPEN) or []
+    return [g for g in groups if g["error"] in wanted]
+
+
+def _close_groups() -> None:
+    st.session_state[OPEN] = []
+    st.session_state.pop(PICKED, None)
+    clear_selection(GROUPS)
+
+
+def _tasks_table(ctx: ConsoleContext, chosen: list[dict], task_type: str, error: str) -> None:
     if chosen:
         ids = [task_id for g in chosen for task_id in g["task_ids"]][:TASKS_SHOWN]
-        st.markdown(f"**Tasks in the selected group{'s' if len(chosen) > 1 else ''}**")
-        fetch = lambda: [r for r in ctx.queue.get_task_statuses(ids) if r]  # noqa: E731
+        st.markdown(f"**Tasks in the error group{'s' if len(chosen) > 1 else ''} "
+                    + ", ".join(f"“{md(g['error'], 120)}”" for g in chosen[:3]) + "**")
+        fetch = lambda: [r for r in ctx.queue.get_task_statuses(ids)  # noqa: E731
+                         if r and _matches(task_type, "", [r.get("task_type")], None)]
     else:
-        st.markdown("**Newest failed tasks**")
-        fetch = lambda: shared_read(ctx.queue, "failed_newest", lambda: ctx.queue.search_tasks(  # noqa: E731
-            status="failed", limit=TASKS_SHOWN)["tasks"])
+        st.markdown("**Newest failed tasks**" + (" matching the filters" if task_type or error
+                                                  else ""))
+        fetch = lambda: [r for r in shared_read(  # noqa: E731
+            ctx.queue, "failed_newest", lambda: ctx.queue.search_tasks(
+                status="failed", task_type=task_type or None, limit=TASKS_SHOWN)["tasks"],
+            task_type) if _matches("", error, (), r.get("error"))]
     records, rows, _ = selectable_table(
         TASKS, fetch, failed_tasks_frame,
         column_config={"Error": st.column_config.TextColumn(width="large"),

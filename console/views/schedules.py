@@ -1,4 +1,8 @@
-"""Schedules: tasks waiting for a due time (run now, cancel, delete) and recurring schedules."""
+"""Schedules: tasks waiting for a due time (run now, cancel, delete) and recurring schedules.
+
+The page of waiting tasks lives in the URL (``/Schedules?page=3``), like the other pages'
+filters (console/url_state.py).
+"""
 from __future__ import annotations
 
 from typing import Any, Callable, Sequence
@@ -18,15 +22,19 @@ from ..runtime import ConsoleContext
 from ..text import md
 from ..timefmt import local_text, operator_zone, zone_label
 from ..theme import status_label
+from ..url_state import UrlParam, UrlState
 
 KEY = "schedules"
 RECURRING = "recurring"
 PAGE_SIZE = 100
+URL = UrlState(KEY, (UrlParam("page", f"{KEY}_page", 0, "page"),), markers=(f"{KEY}_prev",),
+               on_apply=lambda: clear_selection(KEY))
 TIME = "YYYY-MM-DD HH:mm:ss"
 
 
 def render(ctx: ConsoleContext) -> None:
     """Draw the Schedules page."""
+    URL.restore()
     st.subheader("Waiting for a due time")
     st.caption("Tasks submitted to run later, and retries waiting out their delay, soonest first. "
                "Workers move each one into its queue when it is due.")
@@ -62,6 +70,7 @@ def _live_body(ctx: ConsoleContext) -> None:
         if selected:
             _selection_bar(ctx, selected, paused)
         updated_caption()
+    URL.publish()
 
 
 

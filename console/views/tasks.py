@@ -27,6 +27,7 @@ from ..runtime import ConsoleContext
 from ..shared import shared_read
 from ..text import md
 from ..timefmt import local_text, utc_text
+from ..url_state import UrlParam, UrlState
 
 KEY = "tasks"
 ANY = "All"
@@ -56,17 +57,8 @@ COLUMNS = {
 COLUMN_ORDER = ["Status", "Task id", "Query", "Error", "Updated (UTC)", "Type", "Priority",
                 "Attempts", "Created (UTC)"]
 
-# URL parameter -> (session key of its widget, default value).
-URL_FILTERS = {
-    "status": (f"{KEY}_status", ANY), "priority": (f"{KEY}_priority", ANY),
-    "type": (f"{KEY}_type", ""), "session": (f"{KEY}_session", ""),
-    "range": (f"{KEY}_range", "Any time"), "q": (f"{KEY}_search", ""),
-    "batch": (f"{KEY}_batch", ""), "size": (f"{KEY}_page_size", DEFAULT_PAGE_SIZE),
-}
-URL_KEYS = (*URL_FILTERS, "page", "task")
 CHOICES = {"status": (ANY, *STATUS_NAMES), "priority": (ANY, *PRIORITY_NAMES),
            "range": tuple(TIME_RANGES), "size": PAGE_SIZES}
-SAVED = f"{KEY}__url"       # the parameters last put in the URL (and to restore on return)
 OPEN = f"{KEY}_open"
 PAGE = f"{KEY}_page"
 OUTCOMES = f"{KEY}__outcomes"   # task id -> (level, text, when) of the last action on it
@@ -74,7 +66,7 @@ OUTCOMES = f"{KEY}__outcomes"   # task id -> (level, text, when) of the last act
 
 def render(ctx: ConsoleContext) -> None:
     """Draw the Tasks page."""
-    state_from_url()
+    URL.restore()
     filters, page_size = _filter_bar()
     if filters.batch:
         _batch_filter_note(filters.batch)
@@ -82,66 +74,19 @@ def render(ctx: ConsoleContext) -> None:
 
 
 # -- the URL -----------------------------------------------------------------------------------
-def _url_params() -> dict[str, str]:
-    return {name: st.query_params[name] for name in URL_KEYS if name in st.query_params}
+def _url_changed() -> None:
+    clear_selection(KEY)     # the selected rows were rows of another view
 
 
-def _apply(params: dict[str, str]) -> None:
-    """Set the filters, page and open task from URL parameters (unknown values ignored)."""
-    state = st.session_state
-    for name, (key, default) in URL_FILTERS.items():
-        value: Any = params.get(name, default)
-        if name == "size":
-            try:
-                value = int(value)
-            except (TypeError, ValueError):
-                value = default
-        if name in CHOICES and value not in CHOICES[name]:
-            value = default
-        state[key] = value if isinstance(value, int) else str(value)[:500]
-    try:
-        state[PAGE] = max(0, int(params.get("page", "1")) - 1)
-    except ValueError:
-        state[PAGE] = 0
-    task = (params.get("task") or "").strip()[:500]
-    if task:
-        state[OPEN] = task
-    else:
-        state.pop(OPEN, None)
-    clear_selection(KEY)
-
-
-def state_from_url() -> None:
-    """At the start of a page run: a link, Back or Forward (the URL differs from what
-    this page last wrote) sets the filters; coming back to the page from another one with
-    no parameters restores the last ones. (Streamlit forgets a page's widgets when another
-    page runs: their absence tells a return from a Back on this page.)"""
-    params, saved = _url_params(), st.session_state.get(SAVED)
-    widgets_there = all(key in st.session_state for key, _ in URL_FILTERS.values())
-    if params == saved:
-        if not widgets_there:
-            _apply(params)
-    elif not params and saved and not widgets_there:
-        _apply(saved)
-    else:
-        _apply(params)
-
-
-def publish_url() -> None:
-    """Put the current filters, page and open task in the URL (defaults left out)."""
-    state = st.session_state
-    params: dict[str, str] = {}
-    for name, (key, default) in URL_FILTERS.items():
-        value = state.get(key, default)
-        if value not in (default, None, "") and str(value).strip():
-            params[name] = str(value).strip()
-    if state.get(PAGE, 0):
-        params["page"] = str(state[PAGE] + 1)
-    if state.get(OPEN):
-        params["task"] = state[OPEN]
-    state[SAVED] = params
-    if _url_params() != params:
-        st.query_params.from_dict(params)
+URL = UrlState(KEY, (
+    UrlParam("status", f"{KEY}_status", ANY, choices=CHOICES["status"]),
+    UrlParam("priority", f"{KEY}_priority", ANY, choices=CHOICES["priority"]),
+    UrlParam("type", f"{KEY}_type"), UrlParam("session", f"{KEY}_session"),
+    UrlParam("range", f"{KEY}_range", "Any time", choices=CHOICES["range"]),
+    UrlParam("q", f"{KEY}_search"), UrlParam("batch", f"{KEY}_batch"),
+    UrlParam("size", f"{KEY}_page_size", DEFAULT_PAGE_SIZE, "int", CHOICES["size"]),
+    UrlParam("page", PAGE, 0, "page"), UrlParam("task", OPEN)),
+    markers=(f"{KEY}_status", f"{KEY}_search"), on_apply=_url_changed)
 
 
 # -- filters -----------------------------------------------------------------------------------
@@ -216,7 +161,7 @@ def _live_body(ctx: ConsoleContext, filters: TaskFilters, page_size: int) -> Non
     if task_id:
         with redis_guard("the task"):
             _detail(ctx, task_id)
-    publish_url()
+    URL.publish()
 
 
 def _summary(page: TaskPage, filters: TaskFilters, counts: QueueCounts) -> str:
