@@ -31,6 +31,7 @@ PAGES: tuple[Page, ...] = (
     Page("events", "pages/6_Events.py", "Events", ":material/bolt:"),
     Page("batches", "pages/7_Batches.py", "Batches", ":material/stacks:"),
     Page("audit", "pages/8_Audit.py", "Audit", ":material/policy:"),
+    Page("limits", "pages/9_Limits.py", "Limits", ":material/speed:"),
 )
 _BY_KEY = {page.key: page for page in PAGES}
 

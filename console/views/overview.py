@@ -7,7 +7,8 @@ from ..charts import latency_figure, throughput_figure, totals
 from ..components import live, page_link, plain_table, redis_guard, updated_caption
 from ..data import OverviewSnapshot, count_text, failures_frame, format_rate, load_overview
 from ..runtime import ConsoleContext
-from ..shared import shared_object
+from ..shared import shared_object, shared_read
+from ..spend import spend_frame, spend_summary
 
 KEY = "overview"
 
@@ -25,6 +26,7 @@ def _live_body(ctx: ConsoleContext) -> None:
         snapshot, figures = shared_object(ctx.queue, "overview", lambda: _build(ctx))
         _numbers(snapshot)
         _charts(snapshot, figures)
+        _spend(ctx)
         _failures(snapshot)
         updated_caption()
 
@@ -80,6 +82,29 @@ def _charts(snapshot: OverviewSnapshot, figures: tuple) -> None:
     left, right = st.columns(2)
     left.plotly_chart(figures[0], width="stretch", key=f"{KEY}_throughput_chart")
     right.plotly_chart(figures[1], width="stretch", key=f"{KEY}_latency_chart")
+
+
+def _spend(ctx: ConsoleContext) -> None:
+    """Tokens and cost of the agents' model calls: in all, per model, per batch."""
+    totals = shared_read(ctx.queue, "usage_totals", ctx.queue.usage_totals)
+    st.markdown("**Spend** · tokens and cost of the agents' model calls, counted as they end")
+    if not totals["total"]["calls"]:
+        st.caption("No model call has been counted yet.")
+        return
+    cells = spend_summary(totals)
+    for column, (label, value, help_text) in zip(st.columns(len(cells)), cells):
+        column.metric(label, value, help=help_text)
+    left, right = st.columns(2)
+    with left:
+        st.caption("Per model")
+        plain_table(f"{KEY}_spend_models", spend_frame(totals["models"], "Model"))
+    with right:
+        st.caption("Per batch, most recent first")
+        if totals["batches"]:
+            plain_table(f"{KEY}_spend_batches", spend_frame(totals["batches"], "Batch"),
+                        short_ids=["Batch"])
+        else:
+            st.caption("No batch has spent anything yet.")
 
 
 def _failures(snapshot: OverviewSnapshot) -> None:

@@ -25,6 +25,7 @@ from ..data import (PAGE_SIZES, SEARCH_SCAN, TIME_RANGES, QueueCounts, TaskFilte
 from ..progress_view import task_progress
 from ..runtime import ConsoleContext
 from ..shared import shared_read
+from ..spend import usage_cells
 from ..text import md
 from ..timefmt import local_text, utc_text
 from ..url_state import UrlParam, UrlState
@@ -352,7 +353,7 @@ def _facts(record: dict[str, Any]) -> None:
     cells = [("Type", record.get("task_type")), ("Priority", record.get("priority")),
              ("Attempts", attempts_text(record, " of ")), ("Worker", record.get("worker_id")),
              ("Run time", _run_time(record.get("duration"))), ("Session", record.get("session_id"))]
-    facts(cells, per_row=3)
+    facts(cells + usage_cells(record), per_row=3)
     times = [("Created", "created_at"), ("Started", "started_at"), ("Finished", "finished_at"),
              ("Due", "due_at")]
     shown = [(label, record[name]) for label, name in times if record.get(name)]

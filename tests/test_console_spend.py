@@ -1,0 +1,100 @@
+"""The console's tokens, cost and limits: the Overview's spend, the task detail's tokens and
+cost, the Limits page (AppTest against the session's real Redis), and the formatting."""
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from console.spend import cost_text, limits_frame, rate_text, recent_429s, tokens_text, usage_cells
+from console.testing import facts_of, texts
+from engine import AgentTask, TaskQueue
+from tests.test_console_pages import open_app, open_page, open_task, table
+
+T = 1_800_000_000_000
+
+
+def metered(queue, model="gpt-4o-mini", cost=450_000, **options) -> str:
+    task_id = queue.submit_task(AgentTask({"query": "q"}, **options))
+    assert queue.store.usage([(task_id, model, 1000, 500, 1500, cost)]) == [1]
+    return task_id
+
+
+# -- formatting ----------------------------------------------------------------------------
+@pytest.mark.parametrize("dollars, text", [(None, "—"), (0, "$0.00"), (0.00045, "$0.00045"),
+                                           (0.5, "$0.50"), (0.123456789, "$0.123456789"),
+                                           (1234.5, "$1,234.50"), (float("nan"), "—")])
+def test_costs_read_as_dollars_and_nothing_as_a_dash(dollars, text):
+    assert cost_text(dollars) == text
+
+
+def test_numbers_are_formatted_and_empty_ones_read_a_dash():
+    assert tokens_text(1234567) == "1,234,567" and tokens_text(None) == "—"
+    assert rate_text(None) == "—" and rate_text(1200.0) == "1,200" and rate_text(0.5) == "0.5"
+    assert usage_cells({"status": "pending"}) == []
+    assert usage_cells({"usage": {"prompt_tokens": 1000, "completion_tokens": 500, "total_tokens": 1500},
+                        "cost": None}) == [("Tokens", "1,500 (1,000 prompt · 500 completion)"), ("Cost", "—")]
+
+
+def test_a_limit_key_with_nothing_known_reads_dashes():
+    frame = limits_frame([{"key": "openai|https://api|gpt-4o", "configured": {"rpm": None, "tpm": None,
+                           "concurrency": None}, "learned": {"rpm": None, "tpm": None},
+                           "pacing": {"rpm": None}, "in_flight": 0, "deferred": 0,
+                           "deferred_until": None, "paused_until": None, "last_429s": []}])
+    row = frame.iloc[0]
+    assert row["Requests/min"] == "— set · — learned · — in use"
+    assert row["Concurrency"] == "—" and row["In flight"] == "0" and row["429s (last)"] == "0"
+    assert row["Deferred until (UTC)"] is None and row["Last 429 (UTC)"] is None
+    assert recent_429s([]).empty
+
+
+# -- pages -----------------------------------------------------------------------------------
+def test_the_overview_shows_spend_per_model_and_per_batch(console_env, queue):
+    at = open_app()
+    assert "No model call has been counted yet." in texts(at)
+    metered(queue)
+    metered(queue, model="llama3", cost=None)
+    at.run()
+    metrics = {m.label: m.value for m in at.main.metric}
+    assert metrics["Tokens"] == "3,000" and metrics["Cost"] == "$0.00045"
+    assert metrics["Model calls"] == "2" and metrics["Tokens, last hour"] == "3,000"
+    models = table(at, "overview_spend_models")
+    assert dict(zip(models["Model"], models["Cost"])) == {"gpt-4o-mini": "$0.00045", "llama3": "—"}
+    assert "No batch has spent anything yet." in texts(at)
+
+
+def test_the_task_detail_shows_tokens_and_cost(console_env, queue):
+    task_id = metered(queue)
+    at = open_page("Tasks")
+    open_task(at, task_id)
+    facts = facts_of(at)
+    assert facts["Tokens"] == "1,500 (1,000 prompt · 500 completion)"
+    assert facts["Cost"] == "$0.00045"
+
+
+def test_the_limits_page_shows_each_key_and_the_budgets(console_env, queue, monkeypatch):
+    at = open_page("Limits")
+    assert "No limit key yet" in texts(at) and "No budget is set." in texts(at)
+    state = {"key": "openai|http://127.0.0.1:9|gpt-4o-mini",
+             "configured": {"rpm": 600.0, "tpm": None, "concurrency": 8},
+             "learned": {"rpm": 500.0, "tpm": 200000.0}, "pacing": {"rpm": 480.0},
+             "in_flight": 3, "deferred": 12, "deferred_until": T + 30_000, "paused_until": None,
+             "last_429s": [{"at": T, "retry_after": 1.0}, {"at": T + 5_000, "retry_after": None}]}
+    monkeypatch.setattr(TaskQueue, "limit_states", lambda self: [state], raising=False)
+    task_id = metered(queue, session_id="chat-7")
+    queue.set_budget(session_id="chat-7", tokens=1000)
+    at.run()
+    assert not at.exception
+    row = table(at, "limits_table").iloc[0]
+    assert row["Limit key"] == state["key"]
+    assert row["Requests/min"] == "600 set · 500 learned · 480 in use"
+    assert row["Tokens/min"] == "— set · 200,000 learned"
+    assert (row["Concurrency"], row["In flight"], row["Deferred"]) == ("8", "3", "12")
+    assert row["429s (last)"] == "2"
+    answers = table(at, "limits_429s")
+    assert answers["Retry-After"].tolist() == ["—", "1 s"]          # newest first
+    budgets = table(at, "limits_budgets")
+    assert budgets.iloc[0].to_dict() == {"Kind": "session", "Id": "chat-7", "Token limit": "1,000",
+                                         "Tokens spent": "1,500", "Cost limit": "—",
+                                         "Cost spent": "$0.00045", "Exhausted": "yes"}
+    assert queue.get_task_status(task_id)["usage"]["total_tokens"] == 1500
+    assert isinstance(answers, pd.DataFrame)
