@@ -96,6 +96,45 @@ def test_a_task_that_never_reports_reads_as_no_progress(queue, make_worker):
     assert progress_events(queue, task_id) == []
 
 
+@pytest.mark.parametrize("kind", ["thread", "async"])
+def test_readers_see_the_answer_grow_while_the_handler_runs(queue, make_worker, kind):
+    import threading
+
+    from tests.support.steps import wait_until
+    go_on = threading.Event()
+
+    def plain(task):
+        task.report_progress(0.3, "first part")
+        task.stream("first part")
+        go_on.wait(10)
+        task.stream(", second part")
+        return "done"
+
+    async def coroutine(task):
+        task.report_progress(0.3, "first part")
+        task.stream("first part")
+        await asyncio.to_thread(go_on.wait, 10)
+        task.stream(", second part")
+        return "done"
+    worker = make_worker(concurrency=2)
+    worker.register_handler("talk", plain if kind == "thread" else coroutine)
+    task_id = queue.submit_task(Task(task_type="talk"))
+    thread = threading.Thread(target=worker.start, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: queue.get_task_status(task_id)["partial"] == "first part",
+                   what="the first part to be readable while the task runs")
+        status = queue.get_task_status(task_id)
+        assert status["status"] == "running" and status["progress"] == 0.3
+        go_on.set()
+        assert queue.wait_for_result(task_id, timeout=10)["status"] == "completed"
+        assert queue.get_task_status(task_id)["partial"] == "first part, second part"
+    finally:
+        go_on.set()
+        worker.stop()
+        thread.join(10)
+
+
 # -- published as events ---------------------------------------------------------------------
 def test_each_write_is_a_task_progress_event_on_the_channel_and_in_the_log(queue, make_worker,
                                                                           redis_client):
