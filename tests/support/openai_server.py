@@ -2,7 +2,11 @@
 
 It speaks just enough of the protocol for the real ``openai`` client: ``POST
 /v1/chat/completions`` answers with the next scripted :class:`Reply`, or by default a
-success that echoes the user's message with token usage. Every request is recorded
+success that echoes the user's message with token usage. A request with ``"stream": true``
+gets a success as server-sent events, as OpenAI sends them: one ``chat.completion.chunk``
+per part of the answer (``Reply.streamed`` sets the parts and a pause between them), a
+last chunk with the usage when ``stream_options.include_usage`` is set, then ``[DONE]``,
+over a chunked HTTP body. Every request is recorded
 (path, headers with lower-case names, parsed body) so tests can check what the client sent.
 
     with FakeOpenAIServer() as server:
@@ -38,6 +42,15 @@ class Reply:
         """A chat completion; ``answer`` None echoes the user's message."""
         return cls(200, {"answer": answer, "prompt_tokens": prompt_tokens,
                          "completion_tokens": completion_tokens, "model": model})
+
+    @classmethod
+    def streamed(cls, parts: list[str], gap: float = 0.0, prompt_tokens: int = 11,
+                 completion_tokens: int = 7) -> "Reply":
+        """A success whose answer comes as ``parts``, ``gap`` seconds apart, when the
+        request streams (a request that does not gets the parts joined, as JSON)."""
+        return cls(200, {"answer": "".join(parts), "parts": list(parts), "gap": gap,
+                         "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                         "model": None})
 
     @classmethod
     def rate_limited(cls, retry_after: str | None = "3", header: str = "Retry-After") -> "Reply":
@@ -137,6 +150,8 @@ def _handler_for(server: FakeOpenAIServer) -> type[BaseHTTPRequestHandler]:
         def _send(self, reply: Reply, request: Any) -> None:
             if reply.delay and server._closing.wait(reply.delay):
                 return
+            if reply.status == 200 and reply.raw is None and (request or {}).get("stream"):
+                return self._send_events(reply, request)
             data = reply.raw if reply.raw is not None else json.dumps(
                 _completion(reply.body, request) if reply.status == 200 else reply.body).encode()
             try:
@@ -150,7 +165,46 @@ def _handler_for(server: FakeOpenAIServer) -> type[BaseHTTPRequestHandler]:
             except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout test)
                 pass
 
+        def _send_events(self, reply: Reply, request: dict[str, Any]) -> None:
+            """The reply as server-sent events in a chunked body, a pause between parts."""
+            spec = reply.body
+            try:
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Transfer-Encoding", "chunked")
+                for name, value in reply.headers.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                for n, event in enumerate(_events(spec, request)):
+                    if n and spec.get("gap") and server._closing.wait(spec["gap"]):
+                        return
+                    data = b"data: " + event.encode() + b"\n\n"
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+                    self.wfile.flush()
+                self.wfile.write(b"0\r\n\r\n")
+            except (BrokenPipeError, ConnectionResetError):  # the client closed the stream
+                pass
+
     return Handler
+
+
+def _events(spec: dict[str, Any], request: dict[str, Any]) -> Iterator[str]:
+    """The data lines of a streamed chat completion: a chunk per part (the first one
+    names the role), one with the finish reason, the usage when asked for, ``[DONE]``."""
+    whole = _completion(spec, request)
+    answer = whole["choices"][0]["message"]["content"]
+    parts = spec.get("parts") or [word + " " for word in answer.split(" ")[:-1]] + \
+        [answer.split(" ")[-1]]
+    frame = {"id": "chatcmpl-test", "object": "chat.completion.chunk",
+             "created": whole["created"], "model": whole["model"]}
+    for n, part in enumerate(parts):
+        delta = {"role": "assistant", "content": part} if n == 0 else {"content": part}
+        yield json.dumps({**frame, "choices": [{"index": 0, "delta": delta,
+                                                "finish_reason": None}]})
+    yield json.dumps({**frame, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+    if ((request.get("stream_options") or {}).get("include_usage")):
+        yield json.dumps({**frame, "choices": [], "usage": whole["usage"]})
+    yield "[DONE]"
 
 
 def _completion(spec: dict[str, Any], request: Any) -> dict[str, Any]:
