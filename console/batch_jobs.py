@@ -155,6 +155,6 @@ def batch_progress(queue: TaskQueue, job: BatchJob | str) -> dict[str, Any]:
 def results_csv(queue: TaskQueue, job: BatchJob | str) -> bytes:
     """The results file (``engine.batch.export_results_csv``) as UTF-8 CSV bytes, with a
     BOM so spreadsheet programs read accents correctly: the uploaded columns (or
-    ``query``) with each row's answer, status, error and duration."""
+    ``query``) with each row's answer, status, error, duration, tokens and cost."""
     batch_id = job.batch_id if isinstance(job, BatchJob) else job
     return engine_batch.export_results_csv(batch_id, queue=queue).encode("utf-8-sig")
