@@ -160,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     stats = worker.start(burst=args.burst)
     uptime = time.monotonic() - started
     print(f"Worker {worker.worker_id} stopped after {uptime:.1f} s: processed {stats['processed']}, "
-          f"failed {stats['failed']}, retried {stats['retried']}, lost {stats['lost']}", flush=True)
+          f"failed {stats['failed']}, retried {stats['retried']}, lost {stats['lost']}, "
+          f"deferred by rate limits {stats['deferred']}", flush=True)
     return 0
 
 

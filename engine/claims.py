@@ -3,7 +3,8 @@
 A claim takes as many tasks as the runner has free slots (with one slot, as many quick
 tasks as fit in a short window of measured run time); while nothing is pending the loop
 waits on the wake-up marker with the next claim pipelined behind the wait, and promotes
-due scheduled tasks and recurring schedules on the way.
+due scheduled tasks and recurring schedules on the way. While tasks of its types wait for
+a provider limit key (engine/limits.py), it sleeps until the first key frees.
 """
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ class ClaimLoop:
         self.concurrency, self.max_batch = worker.concurrency, worker.max_batch
         self.stopping = worker.stopping_event
         self._next_promote = 0.0
+        self._next_limit = 0.0          # when a limit key this worker waits on frees (0: none)
         self._claimed = 0               # tasks the last claim returned
 
     @property
@@ -64,9 +66,11 @@ class ClaimLoop:
                 if self.promote_if_due(force=burst):
                     drained = False
                 elif burst:
-                    if self.writer.idle():
+                    if self.writer.idle() and not self._next_limit:
                         return
                     self.runner.wait(0.05)
+                    if self._next_limit and clock.monotonic() >= self._next_limit:
+                        drained = False         # a limit key has freed: claim again
                 else:
                     want = self.batch_size(free)
                     batch = self.wait_for_work(want)
@@ -89,7 +93,7 @@ class ClaimLoop:
 
     def claim(self, count: int) -> list[RunningTask]:
         """Claim up to ``count`` tasks now; they are held until their outcome is written."""
-        flat = self.store.claim(self.worker_id, count, self.handlers.types)
+        flat = self.store.claim(self.worker_id, count, self.handlers.types, self.handlers.limits)
         self.outage.over()
         return self.hold(flat, self.runner.report)
 
@@ -97,9 +101,11 @@ class ClaimLoop:
         # Any submit (or a claim that left work behind) sets the marker. The claim rides in
         # the same round trip as the wait: Redis runs it the moment the marker wakes us.
         timeout = BLOCK_SLICE_SECONDS
-        if self._next_promote:
-            timeout = min(timeout, max(0.001, self._next_promote - clock.monotonic()))
-        woke, flat = self.store.wait_and_claim(self.worker_id, want, timeout, self.handlers.types)
+        for at in (self._next_promote, self._next_limit):
+            if at:
+                timeout = min(timeout, max(0.001, at - clock.monotonic()))
+        woke, flat = self.store.wait_and_claim(self.worker_id, want, timeout, self.handlers.types,
+                                               self.handlers.limits)
         self.outage.over()
         if woke:
             # A submit of a task due later also wakes us: learn its due time soon, but
@@ -112,14 +118,21 @@ class ClaimLoop:
         worker cannot use (engine/execution.py: running_task) is dead-lettered through
         ``report``, never handed to a handler, and never allowed to stop the worker."""
         tasks, corrupt = [], []
+        self._next_limit = 0.0
+        if len(flat) % CLAIM_FIELDS:      # ms until a limit key this worker waits on frees
+            self._next_limit = clock.monotonic() + int(flat.pop()) / 1000
         self._claimed = len(flat) // CLAIM_FIELDS     # a short claim means the lists are empty
         sealer = self.queue.sealer                    # None unless payloads are encrypted
+        limit_keys = self.handlers.limit_keys
         for i in range(0, len(flat), CLAIM_FIELDS):
             values = flat[i:i + CLAIM_FIELDS]
             try:
                 if sealer is not None:
                     values[4] = open_claimed_payload(sealer, values[4])
-                tasks.append(running_task(values, self.worker))
+                task = running_task(values, self.worker)
+                if limit_keys:
+                    task.limit_key = limit_keys.get(task.task_type)
+                tasks.append(task)
             except CorruptRecord as exc:
                 corrupt.append(self.handlers.corrupt(values, str(exc)))
         self.writer.hold(tasks + [outcome.task for outcome in corrupt])

@@ -121,6 +121,14 @@ class Settings:
     agent_demo_failure_rate: float = field(default=0.0, metadata={"env": "AGENT_DEMO_FAILURE_RATE"})
     openai_base_url: str | None = field(default=None, metadata={"env": "AGENT_OPENAI_BASE_URL"})
     openai_api_key: str | None = field(default=None, metadata={"env": "AGENT_OPENAI_API_KEY"}, repr=False)
+    # Provider limits (engine/limits.py): caps on the agent backend's limit key that what
+    # the provider says is never allowed above (unset: learnt from the provider alone), and
+    # how long a task may wait for a limit before it fails ("rate limited out").
+    agent_limit_rpm: float | None = field(default=None, metadata={"env": "AGENT_LIMIT_RPM"})
+    agent_limit_tpm: float | None = field(default=None, metadata={"env": "AGENT_LIMIT_TPM"})
+    agent_limit_concurrency: int | None = field(default=None,
+                                                metadata={"env": "AGENT_LIMIT_CONCURRENCY"})
+    limit_horizon: float = field(default=3600.0, metadata={"env": "QUEUE_LIMIT_HORIZON"})
     # Console.
     console_password: str | None = field(default=None, metadata={"env": "CONSOLE_PASSWORD"}, repr=False)
     console_refresh_seconds: float = field(default=3.0, metadata={"env": "CONSOLE_REFRESH_SECONDS"})
@@ -140,7 +148,7 @@ class Settings:
     def _validate(self) -> None:
         positive = ("heartbeat_interval", "lease_timeout", "result_ttl", "failed_ttl",
                     "max_payload_bytes", "max_result_bytes", "events_max_len", "console_refresh_seconds",
-                    "csv_max_bytes", "csv_max_rows", "agent_timeout")
+                    "csv_max_bytes", "csv_max_rows", "agent_timeout", "limit_horizon")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigurationError(f"{_env_name(name)} must be greater than 0")
@@ -152,6 +160,10 @@ class Settings:
                      "schedule_misfire_grace", "reply_spin_us", "handler_grace"):
             if getattr(self, name) < 0:
                 raise ConfigurationError(f"{_env_name(name)} must not be negative")
+        for name in ("agent_limit_rpm", "agent_limit_tpm", "agent_limit_concurrency"):
+            value = getattr(self, name)
+            if value is not None and not 0 < value < float("inf"):
+                raise ConfigurationError(f"{_env_name(name)} must be a number greater than 0")
         if not 0.0 <= self.agent_demo_failure_rate <= 1.0:
             raise ConfigurationError("AGENT_DEMO_FAILURE_RATE must be between 0 and 1")
         if not _is_timezone(self.schedule_timezone):
@@ -291,8 +303,11 @@ def _parse(f: dataclasses.Field, raw: str) -> Any:
             return int(text)
         if kind == "float":
             return float(text)
+        if kind in ("int | None", "float | None") and text:
+            return int(text) if kind.startswith("int") else float(text)
     except ValueError:
         shown = "***" if f.name in SECRET_FIELDS else repr(raw)
+        kind = kind.replace(" | None", "")
         article = "an" if kind == "int" else "a"
         raise ConfigurationError(f"{name} must be {article} {kind}, got {shown}") from None
     return text or None if "None" in kind else text

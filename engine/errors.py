@@ -151,6 +151,20 @@ class RetryableError(QueueError):
         self.retry_after = retry_after
 
 
+class RateLimited(RetryableError):
+    """Raised by a handler when a provider said "slow down" (HTTP 429). Not a failed
+    attempt: the task waits, its attempt count unchanged, until ``retry_after`` seconds
+    (or the key's pause) have passed, and the limit key is paused for every worker
+    (engine/limits.py). ``limit_key`` names the key when the handler's type has none;
+    ``signal`` is what the provider's headers said (engine.limits.ProviderSignal)."""
+
+    def __init__(self, message: str, retry_after: float | None = None,
+                 limit_key: str | None = None, signal: object = None):
+        super().__init__(message, retry_after)
+        self.limit_key = limit_key
+        self.signal = signal
+
+
 # Negative codes the Lua scripts return, in one place (each script's header names the
 # ones it can return).
 SCRIPT_ERRORS: dict[int, type[QueueError]] = {

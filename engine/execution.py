@@ -1,7 +1,8 @@
 """Running a handler: the handler table, claimed tasks as RunningTasks, and outcomes.
 
-An outcome is a small typed record (``Completed`` or ``Failed``) that the worker's writer
-(engine/outcomes.py) hands to complete.lua or fail.lua. Nothing here touches Redis.
+An outcome is a small typed record (``Completed``, ``Failed`` or ``Deferred``) that the
+worker's writer (engine/outcomes.py) hands to complete.lua, fail.lua or defer.lua.
+Nothing here touches Redis.
 A handler is a plain function (run in a thread) or an ``async def`` coroutine function
 (run on the worker's event loop, engine/runners.py); both end in the same records.
 A ``Failed`` outcome says why the task ended: ``error`` (the handler raised) or
@@ -18,7 +19,8 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from .crypto import Sealer
-from .errors import CorruptRecord, NoHandler, PermanentError, ValidationError
+from .errors import CorruptRecord, NoHandler, PermanentError, RateLimited, ValidationError
+from .limits import check_limit_key, defer_ms
 from .models import RunningTask, TaskPriority, TaskType, retry_policy, type_name
 from .policies import retry_delay_ms
 from .serialization import dumps
@@ -44,6 +46,7 @@ class Completed:
     task: RunningTask
     doc: str
     duration_ms: int
+    usage: dict | None = None    # the result's token counts, when it reports them
     ok = True
 
 
@@ -61,7 +64,20 @@ class Failed:
     ok = False
 
 
-Outcome = Completed | Failed
+@dataclass(slots=True)
+class Deferred:
+    """A provider said "slow down" (the handler raised RateLimited): defer.lua puts the
+    task back without spending an attempt, due in ``delay_ms``, and pauses ``limit_key``
+    for every worker (parked on it when the task's type runs under it)."""
+
+    task: RunningTask
+    limit_key: str
+    delay_ms: int
+    error: str
+    ok = False
+
+
+Outcome = Completed | Failed | Deferred
 
 
 class Handlers:
@@ -74,21 +90,28 @@ class Handlers:
         self.table: dict[str, Handler] = {}
         self.coroutine_types: set[str] = set()     # types whose handler is ``async def``
         self.timeouts: dict[str, float] = {}       # per-type default timeout, seconds
+        self.limit_keys: dict[str, str] = {}       # per-type provider limit key (engine/limits.py)
         self.average_run = 0.0          # EWMA of handler seconds
         self.running_inline = False     # a handler runs in the thread that may be aborted
 
     def register(self, task_type: TaskType | str, fn: Handler,
-                 timeout: float | None = None) -> None:
+                 timeout: float | None = None, limit: str | None = None) -> None:
         """Run ``fn(task)`` for tasks of ``task_type``: a plain function or an ``async def``
-        one. ``timeout`` (seconds) bounds tasks of the type that name no timeout."""
+        one. ``timeout`` (seconds) bounds tasks of the type that name no timeout;
+        ``limit`` names the provider limit key its calls run under."""
         if not callable(fn):
             raise ValidationError(f"handler for {task_type!r} is not callable")
         if timeout is not None:
             timeout = check_seconds(timeout, "timeout", MAX_TIMEOUT_SECONDS, zero=False)
+        if limit is not None:
+            limit = check_limit_key(limit)
         name = type_name(task_type)
         self.table[name] = fn
         self.coroutine_types.discard(name)
         self.timeouts.pop(name, None)
+        self.limit_keys.pop(name, None)
+        if limit is not None:
+            self.limit_keys[name] = limit
         if is_coroutine_handler(fn):
             self.coroutine_types.add(name)
         if timeout is not None:
@@ -107,6 +130,11 @@ class Handlers:
     def types(self) -> list[str]:
         """Task types there is a handler for."""
         return sorted(self.table)
+
+    @property
+    def limits(self) -> list[tuple[str, str]]:
+        """(task type, limit key) of the types that run under a provider limit."""
+        return sorted(self.limit_keys.items())
 
     def run(self, task: RunningTask, inline: bool = False) -> Outcome:
         """Run the task's handler; a handler's failure is the task's, never the worker's."""
@@ -127,7 +155,7 @@ class Handlers:
         except Exception as exc:
             return self.failure(task, exc, time.perf_counter() - started)
         self.average_run = elapsed if self.average_run <= 0 else 0.9 * self.average_run + 0.1 * elapsed
-        return Completed(task, doc, int(elapsed * 1000))
+        return Completed(task, doc, int(elapsed * 1000), _usage(result))
 
     async def run_coroutine(self, task: RunningTask) -> Outcome:
         """Await the task's ``async def`` handler (the event loop's :meth:`run`). A timeout
@@ -141,7 +169,7 @@ class Handlers:
         except Exception as exc:
             return self.failure(task, exc, time.perf_counter() - started)
         self.average_run = elapsed if self.average_run <= 0 else 0.9 * self.average_run + 0.1 * elapsed
-        return Completed(task, doc, int(elapsed * 1000))
+        return Completed(task, doc, int(elapsed * 1000), _usage(result))
 
     def timed_out(self, task: RunningTask, seconds: float) -> Failed:
         """The outcome of a task whose handler ran past ``seconds``: retried after the
@@ -165,9 +193,15 @@ class Handlers:
             raise PermanentError(f"handler returned an unusable result: {exc}") from None
 
     def failure(self, task: RunningTask, exc: Exception, elapsed: float,
-                reason: str = "error") -> Failed:
-        """The outcome of a handler that raised ``exc`` after ``elapsed`` seconds."""
+                reason: str = "error") -> Failed | Deferred:
+        """The outcome of a handler that raised ``exc`` after ``elapsed`` seconds (a
+        provider's "slow down" defers the task instead: not a failed attempt)."""
         error = error_text(exc)
+        if isinstance(exc, RateLimited):
+            signal = exc.signal if exc.signal is not None else task.provider_signal
+            task.provider_signal = signal
+            key = task.limit_key or exc.limit_key or f"type {task.task_type}"
+            return Deferred(task, key, defer_ms(signal, exc.retry_after), error)
         tb = writable("".join(traceback.format_exception(type(exc), exc, exc.__traceback__))[-20000:])
         policy = task.extra      # retry_policy(): defaults already filled in
         try:
@@ -191,6 +225,13 @@ class Handlers:
         doc = dumps({"task_id": task.task_id, "status": "failed", "result": None, "error": error,
                      "duration": 0, "attempts": 0, "worker_id": self.worker_id})
         return Failed(task, error, "", -1, doc, "corrupt")
+
+
+def _usage(result: Any) -> dict | None:
+    """The token counts a handler's result reports (``{"usage": {...}}``, as the agent's
+    backends return), else None."""
+    usage = result.get("usage") if isinstance(result, dict) else None
+    return usage if isinstance(usage, dict) and usage else None
 
 
 def is_coroutine_handler(fn: Any) -> bool:

@@ -41,6 +41,8 @@ class Keys:
         self.audit = p + "audit"              # stream: who did what to which tasks, when
         self.probe = p + "probe"              # short-lived: a readiness probe's test write
         self.login_locked = p + "login:locked"  # locked-out sign-in scopes, scored by unlock time
+        self.limits = p + "limits"            # provider limit keys, scored by last activity
+        self.limits_due = p + "limits:due"    # limit keys with parked tasks, scored by when free
         # Tokens and cost (engine/usage.py, usage.lua): totals in hashes under usage_prefix
         # (usage:total, usage:model:<m>, usage:batch:<id>, usage:session:<id>, usage:m:<minute>),
         # their names indexed by last update; budgets holds the limits budget_spent reads.
@@ -98,6 +100,17 @@ class Keys:
     def login_attempts(self, scope: str) -> str:
         """Console sign-in attempts of one client address (or ``*`` for all), with a TTL."""
         return self.prefix + "login:attempts:" + scope
+
+    @property
+    def limit_prefix(self) -> str:
+        """Prefix of a provider limit key's records (engine/limits.py): ``limit:<key>`` is
+        its state hash, with ``:parked`` (tasks waiting for it), ``:inflight`` (calls
+        under way) and ``:429s`` (the provider's last refusals) after it."""
+        return self.prefix + "limit:"
+
+    def limit(self, key: str) -> str:
+        """The state hash of one provider limit key."""
+        return self.prefix + "limit:" + key
 
     def worker(self, worker_id: str) -> str:
         """The hash holding one worker's details."""

@@ -289,6 +289,10 @@ class RunningTask:
     token: str = field(default="", repr=False)
     cancelled: bool = False
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
+    # The provider limit key the task runs under (engine/limits.py), and what the
+    # provider's last answer said of its limits (a handler's backend tells it, below).
+    limit_key: str | None = field(default=None, repr=False)
+    provider_signal: Any = field(default=None, repr=False, compare=False)
     # The worker holding the task (engine/execution.py: HandlerContext talks to it).
     worker: Any = field(default=None, repr=False, compare=False)
 
@@ -306,6 +310,11 @@ class RunningTask:
     def stream(self, text: str) -> None:
         """Append to the task's answer so far (:meth:`HandlerContext.stream`)."""
         self.context.stream(text)
+
+    def note_provider(self, signal: Any) -> None:
+        """Record what a provider's answer said of its limits (engine.limits.ProviderSignal);
+        the worker teaches it to every worker when the task's outcome is written."""
+        self.provider_signal = signal
 
     @property
     def created_at(self) -> str | None:

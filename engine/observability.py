@@ -113,7 +113,7 @@ class WorkerMetrics:
         worker = self.worker
         outcomes = CounterMetricFamily(f"{PREFIX}_worker_tasks", "Tasks this worker reported, by "
                                        "outcome as Redis recorded it", labels=["outcome"])
-        for name in ("processed", "failed", "retried", "lost"):
+        for name in ("processed", "failed", "retried", "lost", "deferred"):
             outcomes.add_metric([name], worker.stats.get(name, 0))
         yield outcomes
         runs = CounterMetricFamily(f"{PREFIX}_worker_handler_runs", "Handler runs by task type "

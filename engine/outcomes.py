@@ -1,7 +1,9 @@
 """What a worker holds and what it owes Redis: its claimed tasks, and their outcomes.
 
 ``OutcomeWriter`` keeps the tasks a worker claimed until their outcome is written, and
-writes outcomes in one script call per kind (complete.lua, fail.lua) for a whole batch.
+writes outcomes in one script call per kind (complete.lua, fail.lua, defer.lua) for a
+whole batch. Calls made under a provider limit key are settled first (settle.lua): their
+place in the key is freed and what the provider said of its limits is learnt.
 On an outage outcomes stay buffered and are written late, never dropped; a task given
 back (a stopping worker) goes through release.lua.
 """
@@ -13,7 +15,8 @@ import time
 from typing import Any, Callable, Iterable
 
 from . import clock
-from .execution import Completed, Failed, Outcome
+from .execution import Completed, Deferred, Failed, Outcome
+from .limits import settle_item
 from .models import RunningTask
 from .outages import MAX_BACKOFF_SECONDS, REDIS_DOWN, Outage
 from .store import Store
@@ -33,7 +36,7 @@ class OutcomeWriter:
         self.worker_id = worker_id
         self.store = store
         self.outage = outage
-        self.stats = {"processed": 0, "failed": 0, "retried": 0, "lost": 0}
+        self.stats = {"processed": 0, "failed": 0, "retried": 0, "lost": 0, "deferred": 0}
         self.held: dict[str, RunningTask] = {}        # claimed and not yet reported
         self.unwritten: list[Outcome] = []            # outcomes Redis has not taken yet
         self.refused = False                          # the last write did not go through
@@ -103,9 +106,17 @@ class OutcomeWriter:
             return True
         done = [o for o in outcomes if isinstance(o, Completed)]
         failed = [o for o in outcomes if isinstance(o, Failed)]
+        deferred = [o for o in outcomes if isinstance(o, Deferred)]
+        settle = [o for o in outcomes if o.task.limit_key and not isinstance(o, Deferred)]
         try:
             if self.before_write is not None:
                 self.before_write(outcomes)
+            if settle:
+                self._settle(settle)       # before the ends: a freed key wakes a worker
+                settle = []
+            if deferred:
+                self._defer(deferred)
+                deferred = []
             if done:
                 codes = self.store.complete([(o.task.task_id, o.task.token, o.doc, o.duration_ms)
                                              for o in done])
@@ -117,13 +128,27 @@ class OutcomeWriter:
                 self._count(failed, codes, {1: "failed", 2: "retried"})
         except REDIS_DOWN as exc:
             with self.lock:
-                self.unwritten[:0] = done + failed
+                self.unwritten[:0] = deferred + done + failed
             self.refused = True
             self.outage.noticed(exc)
             return False
         self.refused = False
         self.outage.over()
         return True
+
+    def _settle(self, outcomes: list[Outcome]) -> None:
+        self.store.settle([settle_item(o.task.task_id, o.task.limit_key, o.task.provider_signal,
+                                       getattr(o, "usage", None)) for o in outcomes])
+        for o in outcomes:      # settled once: a flush retried after an outage skips it
+            o.task.limit_key = None
+
+    def _defer(self, outcomes: list[Deferred]) -> None:
+        items = []
+        for o in outcomes:
+            signal = o.task.provider_signal
+            items.append((o.task.task_id, o.task.token, o.limit_key, o.delay_ms,
+                          o.limit_key == o.task.limit_key, bool(signal and signal.headers)))
+        self._count(outcomes, self.store.defer(items), {1: "deferred", 2: "failed"})
 
     def flush_retrying(self, seconds: float | None = None,
                        give_up: Callable[[], bool] = lambda: False) -> None:

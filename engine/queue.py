@@ -22,6 +22,7 @@ from .errors import (ConfigurationError, InvalidTransition, TaskNotFound, TaskTi
                      ValidationError, raise_for_code, translate_redis_errors)
 from .events import EventSubscription
 from .keys import Keys
+from .limits import LimitVerbs
 from .models import Task, TaskPriority, TaskStatus, TERMINAL_STATUSES
 from .reads import status_name
 from .usage import QueueUsage
@@ -48,7 +49,7 @@ def register_fan_out(task_type: str, submit: FanOut) -> None:
     _FAN_OUTS[task_type] = submit
 
 
-class TaskQueue(QueueViews, QueueUsage):
+class TaskQueue(QueueViews, QueueUsage, LimitVerbs):
     """A task queue in one Redis namespace: its write verbs here, its reads inherited from
     :class:`engine.reads.QueueReader`, :class:`engine.views.QueueViews` (the console's) and
     :class:`engine.usage.QueueUsage` (tokens, cost and budgets).

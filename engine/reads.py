@@ -24,9 +24,13 @@ from .pricing import TOKEN_FIELDS, task_usage
 from .serialization import loads
 from .validation import check_id, check_ids
 
+# Why a task ended, or why it waits (see task_reason).
+REASON_FIELDS = ("reason", "limited_by", "limited_until", "cancelled_by", "cancel_reason")
+
 MERGED_PAGE_DEPTH = 10_000   # deepest row search_tasks pages to across several statuses
 STATUS_FIELDS = ("status", "created_at", "started_at", "worker", "finished_at", "attempt",
-                  "priority", "type", "error", "due_at", "max_retries", *TOKEN_FIELDS, "cost_nanos")
+                  "priority", "type", "error", "due_at", "max_retries", *TOKEN_FIELDS, "cost_nanos",
+                  *REASON_FIELDS)
 
 # What a running task reported (progress.lua): its progress belongs to the attempt whose
 # token is `progress_fence`; an earlier attempt's is not shown.
@@ -250,7 +254,11 @@ def task_record(fields: dict[str, str], task_id: str) -> dict[str, Any]:
         "worker_id": fields.get("worker") or None,
         "attempts": read("attempt", int, 0),
         "error": fields.get("error") or None,
+        "reason": task_reason(fields),
     }
+    if fields.get("cancelled_by") or fields.get("cancel_reason"):
+        record["cancelled_by"] = fields.get("cancelled_by") or None
+        record["cancel_reason"] = fields.get("cancel_reason") or None
     if "payload" in fields:
         record.update({
             "payload": read("payload", load_payload, {}),
@@ -269,6 +277,25 @@ def task_record(fields: dict[str, str], task_id: str) -> dict[str, Any]:
     if corrupt:
         record["corrupt"] = corrupt
     return record
+
+
+def task_reason(fields: dict[str, Any]) -> str | None:
+    """Why a task ended (completed, error, timeout, cancelled, stalled, corrupt, rate
+    limited out, budget exhausted), or why a waiting task waits ("rate limited by <key>
+    until <time>"); None for a task that is simply in line or running."""
+    status = fields.get("status")
+    if status in ("pending", "retry") and fields.get("limited_by"):
+        until = fields.get("limited_until")
+        try:
+            when = clock.to_iso(int(until)) if until else None
+        except (TypeError, ValueError, OverflowError, OSError):
+            when = None
+        return f"rate limited by {fields['limited_by']}" + (f" until {when}" if when else "")
+    if status == "completed":
+        return "completed"
+    if status in ("failed", "cancelled"):
+        return fields.get("reason") or ("cancelled" if status == "cancelled" else "error")
+    return None
 
 
 def add_progress(record: dict[str, Any], fields: dict[str, Any], partial: Any) -> None:

@@ -35,7 +35,8 @@ SCRIPT_KEYS: dict[str, Callable[[Keys, str], list[str]]] = {
     "claim": lambda k, _: [
         k.task_prefix, *k.queues, k.status["pending"], k.status["running"], k.leases, k.marker,
         k.events_log, k.events, k.minute_stats_prefix, k.routed, k.workers, k.worker(""),
-        k.status["failed"], k.stats, k.handled, *k.batch_keys],
+        k.status["failed"], k.stats, k.handled, k.limit_prefix, k.limits_due, k.limits,
+        k.budgets, k.usage_prefix, *k.batch_keys],
     "complete": lambda k, _: [
         k.task_prefix, k.result_prefix, k.done_prefix, k.status["running"], k.status["completed"],
         k.leases, k.events_log, k.events, k.stats, k.minute_stats_prefix, *k.batch_keys],
@@ -43,6 +44,11 @@ SCRIPT_KEYS: dict[str, Callable[[Keys, str], list[str]]] = {
         k.task_prefix, k.result_prefix, k.done_prefix, k.status["running"], k.status["retry"],
         k.status["failed"], k.leases, k.scheduled, k.events_log, k.events, k.stats,
         k.minute_stats_prefix, *k.batch_keys],
+    "settle": lambda k, _: [k.task_prefix, k.limit_prefix, k.limits_due, k.limits, k.marker],
+    "defer": lambda k, _: [
+        k.task_prefix, k.limit_prefix, k.limits_due, k.limits, k.status["running"],
+        k.status["pending"], k.status["retry"], k.status["failed"], k.leases, k.scheduled,
+        k.events_log, k.events, k.stats, *k.batch_keys],
     "release": lambda k, _: [
         k.task_prefix, *k.queues, k.leases, k.status["running"], k.status["pending"], k.marker,
         k.events_log, k.events],
@@ -72,9 +78,9 @@ SCRIPT_KEYS: dict[str, Callable[[Keys, str], list[str]]] = {
     "wait": lambda k, task_id: [k.task(task_id), k.result(task_id), k.done(task_id)],
     "heartbeat": lambda k, worker_id: [
         k.task_prefix, k.leases, k.workers, k.worker(worker_id), k.events_log, k.events, k.handled],
+    "progress": lambda k, _: [k.task_prefix, k.partial_prefix, k.events_log, k.events],
     "usage": lambda k, _: [k.task_prefix, k.usage_total, k.usage_prefix, *k.usage_index.values()],
     "usage_totals": lambda k, _: [k.usage_total, k.usage_prefix, *k.usage_index.values()],
-    "progress": lambda k, _: [k.task_prefix, k.partial_prefix, k.events_log, k.events],
     "worker_stop": lambda k, worker_id: [k.workers, k.worker(worker_id), k.events_log, k.events],
     "due_schedules": lambda k, _: [k.schedules],
     **{name: (lambda k, schedule: [k.schedule(schedule), k.schedules, k.events_log, k.events])
@@ -242,28 +248,34 @@ class Store(_Bookkeeping):
         return self._run("open_batch", [parent_id, idempotency_key or "", fingerprint,
                                         IDEMPOTENCY_TTL_MS, int(self.settings.result_ttl * 1000)])
 
-    def claim(self, worker_id: str, count: int, types: Sequence[str] = ()) -> list[str]:
-        """Claim up to ``count`` pending tasks for a worker with handlers for ``types``;
+    def claim(self, worker_id: str, count: int, types: Sequence[str] = (),
+              limits: Sequence[tuple[str, str]] = ()) -> list[str]:
+        """Claim up to ``count`` pending tasks for a worker with handlers for ``types``,
+        of which those in ``limits`` ((type, limit key) pairs) run under a provider limit;
         returns claim.lua's flat array."""
-        return self._run("claim", self._claim_args(worker_id, count, types))
+        return self._run("claim", self._claim_args(worker_id, count, types, limits))
 
-    def _claim_args(self, worker_id: str, count: int, types: Sequence[str]) -> list[Any]:
+    def _claim_args(self, worker_id: str, count: int, types: Sequence[str],
+                    limits: Sequence[tuple[str, str]]) -> list[Any]:
         # A worker counts as live for routing while its heartbeat is younger than a lease:
         # the same silence after which the reaper calls it lost.
         return [worker_id, count, self.lease_ms, self.lease_ms, self._failed_ttl_ms,
-                int(self.settings.handler_grace * 1000), *types]
+                int(self.settings.handler_grace * 1000), int(self.settings.limit_horizon * 1000),
+                len(limits), *(v for pair in limits for v in pair), *types]
 
     def wait_and_claim(self, worker_id: str, count: int, timeout: float,
-                       types: Sequence[str] = ()) -> tuple[bool, list]:
+                       types: Sequence[str] = (),
+                       limits: Sequence[tuple[str, str]] = ()) -> tuple[bool, list]:
         """Wait up to ``timeout`` s for the wake-up marker, then claim up to ``count``:
         (whether the marker woke us, claim.lua's reply). One round trip: the claim is
         pipelined behind the blocking pop, so Redis runs it the moment the pop returns.
         (The cluster client refuses scripts in pipelines: two calls there.)"""
+        args = self._claim_args(worker_id, count, types, limits)
         conn = self.wire.pipelined(("BZPOPMIN", self.keys.marker, timeout),
-                                   self._command("claim", self._claim_args(worker_id, count, types)))
+                                   self._command("claim", args))
         if conn is None:
             woke = self.client.bzpopmin(self.keys.marker, timeout=timeout)
-            return bool(woke), self.claim(worker_id, count, types)
+            return bool(woke), self._run("claim", args)
         try:
             woke = read(conn)
         except redis.ResponseError:
@@ -272,7 +284,7 @@ class Store(_Bookkeeping):
         try:
             flat = read(conn)
         except redis.exceptions.NoScriptError:
-            flat = self.claim(worker_id, count, types)      # reloads the script and claims
+            flat = self._run("claim", args)      # reloads the script and claims
         return bool(woke), flat
 
     def complete(self, items: Sequence[tuple[str, str, str, int]]) -> list[int]:
@@ -300,6 +312,21 @@ class Store(_Bookkeeping):
         for item in items:
             flat.extend(item)
         return self._run("progress", flat)
+
+    def settle(self, items: Sequence[Sequence[Any]]) -> int:
+        """Free and learn from calls made under provider limit keys: the 11 values each
+        that settle.lua documents. Returns how many were settled."""
+        return int(self._run("settle", [v for item in items for v in item]))
+
+    def defer(self, items: Sequence[tuple[str, str, str, int, bool, bool]]) -> list[int]:
+        """Put rate-limited tasks back without spending an attempt: (id, token, limit key,
+        ms until it frees, park on the key?, rate headers seen?) each; codes as
+        defer.lua's header says (1 deferred, 2 failed past the horizon, -3 lease lost)."""
+        flat: list[Any] = [int(self.settings.limit_horizon * 1000), self._failed_ttl_ms]
+        for task_id, token, key, delay_ms, park, headers in items:
+            flat.extend((task_id, token, key, int(delay_ms), "1" if park else "0",
+                         "1" if headers else "0"))
+        return self._run("defer", flat)
 
     def release(self, items: Iterable[tuple[str, str]]) -> int:
         """Hand tasks back to the front of their queues: (id, token) each."""

@@ -107,19 +107,21 @@ class TaskWorker:
 
     # -- handlers -----------------------------------------------------------------------
     def register_handler(self, task_type: TaskType | str, fn: Handler,
-                         timeout: float | None = None) -> None:
+                         timeout: float | None = None, limit: str | None = None) -> None:
         """Run ``fn(task)`` for tasks of ``task_type``: a plain function or an ``async def``
         one; its return value (JSON-serialisable) becomes the task's result.
         ``task.context`` lets it talk to this worker. ``timeout`` (seconds) is the
         default for tasks of the type that name none: past it the task ends with reason
-        ``timeout`` and is retried or failed per its retry policy."""
-        self.handlers.register(task_type, fn, timeout)
+        ``timeout`` and is retried or failed per its retry policy. ``limit`` names the
+        provider limit key the handler's calls run under (engine/limits.py): tasks of the
+        type then start only as fast as the key allows, fleet-wide."""
+        self.handlers.register(task_type, fn, timeout, limit)
 
-    def handler(self, task_type: TaskType | str,
-                timeout: float | None = None) -> Callable[[Handler], Handler]:
+    def handler(self, task_type: TaskType | str, timeout: float | None = None,
+                limit: str | None = None) -> Callable[[Handler], Handler]:
         """Decorator form of :meth:`register_handler`."""
         def decorate(fn: Handler) -> Handler:
-            self.register_handler(task_type, fn, timeout)
+            self.register_handler(task_type, fn, timeout, limit)
             return fn
         return decorate
 
@@ -216,8 +218,8 @@ class TaskWorker:
         """Claim and run at most one task, and report it (for tests and step-by-step use).
         Returns whether a task was run."""
         self.claims.promote_if_due(force=True)
-        batch = self.claims.hold(self.store.claim(self.worker_id, 1, self.handler_types),
-                                 self.writer.record)
+        batch = self.claims.hold(self.store.claim(self.worker_id, 1, self.handler_types,
+                                                  self.handlers.limits), self.writer.record)
         for task in batch:
             if task.task_type in self.handlers.coroutine_types:
                 self.writer.record(asyncio.run(self.handlers.run_coroutine(task)))

@@ -168,38 +168,51 @@ def test_a_worker_runs_a_query_through_the_server(queue, openai_server, make_wor
                                           "total_tokens": 20}}
 
 
-def test_a_429_goes_to_retry_after_the_providers_delay(clocked_queue, fixed_clock, openai_server,
-                                                       make_worker):
+def test_a_429_defers_until_the_providers_time_without_spending_an_attempt(
+        clocked_queue, fixed_clock, openai_server, make_worker):
     settings = openai_settings(openai_server)
     openai_server.push(Reply.rate_limited("7"))
     task_id = AgentExecutor(queue=clocked_queue, settings=settings).execute_async("What is Redis?")
     worker = make_worker(queue=clocked_queue)
     register_handlers(worker, settings)
     assert worker.process_one() is True
-    task = clocked_queue.get_task(task_id)
-    assert task["status"] == "retry" and "HTTP 429: Rate limit reached" in task["error"]
-    due_ms = int(clocked_queue.client.hget(clocked_queue.keys.task(task_id), "due_at"))
-    assert due_ms - fixed_clock.now_ms() == 7000
+    status = clocked_queue.get_task_status(task_id)
+    key = worker.handlers.limit_keys["agent_query"]
+    assert status["status"] == "pending" and status["attempts"] == 0
+    until = int(clocked_queue.client.hget(clocked_queue.keys.task(task_id), "limited_until"))
+    assert until - fixed_clock.now_ms() == 7000
+    assert status["reason"].startswith(f"rate limited by {key} until ")
     fixed_clock.advance(6.9)
-    assert worker.process_one() is False                     # not due yet
+    assert worker.process_one() is False                     # the key is paused
     fixed_clock.advance(0.1)
     assert worker.process_one() is True
     result = clocked_queue.get_task_result(task_id)
-    assert result["status"] == "completed" and result["attempts"] == 2
+    assert result["status"] == "completed" and result["attempts"] == 1
     assert result["result"]["answer"] == "echo: What is Redis?"
+    assert clocked_queue.get_task_status(task_id)["reason"] == "completed"
 
 
-def test_a_429_on_redis_time_is_due_about_retry_after_later(queue, openai_server, make_worker):
+def test_a_429_on_redis_time_waits_about_retry_after(queue, openai_server, make_worker):
     settings = openai_settings(openai_server)
     openai_server.push(Reply.rate_limited("30"))
     task_id = AgentExecutor(queue=queue, settings=settings).execute_async("q")
     worker = make_worker()
     register_handlers(worker, settings)
     worker.process_one()
-    due_ms = int(queue.client.hget(queue.keys.task(task_id), "due_at"))
+    until_ms = int(queue.client.hget(queue.keys.task(task_id), "limited_until"))
     seconds, micros = queue.client.time()
-    assert abs((due_ms - (seconds * 1000 + micros // 1000)) / 1000 - 30) < 1.0
+    assert abs((until_ms - (seconds * 1000 + micros // 1000)) / 1000 - 30) < 1.0
 
+
+def test_a_quota_429_is_a_permanent_failure_not_a_wait(queue, openai_server, make_worker):
+    settings = openai_settings(openai_server)
+    openai_server.push(Reply.error(429, "You exceeded your current quota", "insufficient_quota"))
+    task_id = AgentExecutor(queue=queue, settings=settings).execute_async("q")
+    worker = make_worker()
+    register_handlers(worker, settings)
+    worker.process_one()
+    status = queue.get_task_status(task_id)
+    assert status["status"] == "failed" and "exceeded your current quota" in status["error"]
 
 def test_a_permanent_error_fails_the_task_at_once_without_the_key(queue, openai_server, make_worker):
     settings = openai_settings(openai_server)

@@ -55,7 +55,7 @@ def key_name(k: Keys, key: str) -> str:
              k.idempotency_prefix: "idempotency key prefix",
              k.children_prefix: "batch children list prefix", k.worker(""): "worker hash prefix",
              k.worker(RECORD): "this worker's hash", k.schedule(RECORD): "the schedule's hash",
-             k.events: "events (channel)"}
+             k.events: "events (channel)", k.limit_prefix: "limit key prefix"}
     if key in names:
         return names[key]
     assert key.startswith(k.prefix), key

@@ -77,7 +77,7 @@ def test_failing_handler_is_retried_after_its_delay_then_dead_lettered(clocked_q
     stats = clocked_queue.get_queue_stats()
     assert (stats.failed_tasks, stats.retried_tasks, stats.completed_tasks) == (1, 2, 0)
     assert event_types(clocked_queue, task_id).count("task.retry") == 2
-    assert worker.stats == {"processed": 0, "failed": 1, "retried": 2, "lost": 0}
+    assert worker.stats == {"processed": 0, "failed": 1, "retried": 2, "lost": 0, "deferred": 0}
 
 
 def test_retry_that_succeeds_completes_the_task(queue, make_worker):

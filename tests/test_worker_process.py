@@ -182,7 +182,7 @@ def test_result_finished_during_an_outage_is_written_when_redis_returns(redis_se
         client.close()
         server.stop()
     assert not thread.is_alive()
-    assert worker.stats == {"processed": 1, "failed": 0, "retried": 0, "lost": 0}
+    assert worker.stats == {"processed": 1, "failed": 0, "retried": 0, "lost": 0, "deferred": 0}
 
 
 def test_workers_with_different_handlers_share_a_namespace(spawn, queue):

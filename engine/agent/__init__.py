@@ -17,6 +17,7 @@ from typing import Any, Mapping
 
 from ..config import Settings
 from ..errors import ConfigurationError, PermanentError, ValidationError
+from ..limits import check_limit_key
 from ..models import MAX_QUERY_CHARS, AgentTask, RunningTask, TaskPriority, TaskType
 from ..queue import TaskQueue, get_task_queue
 from .custom import CallableBackend
@@ -109,18 +110,36 @@ class AgentExecutor:
 
     def handle(self, task: RunningTask) -> dict[str, Any]:
         """The AGENT_QUERY handler a worker registers (a task's ``timeout`` bounds the
-        call on backends that take one)."""
+        call on backends that take one; a backend with a ``limit_key`` tells the task
+        what the provider said of its limits)."""
         query, session_id = task_query(task)
+        options: dict[str, Any] = {}
         if task.timeout and getattr(self.backend, "accepts_timeout", False):
-            return self.backend.run(query, session_id, timeout=float(task.timeout))
-        return self.backend.run(query, session_id)
+            options["timeout"] = float(task.timeout)
+        if getattr(self.backend, "limit_key", None):
+            options["on_signal"] = task.note_provider
+        return self.backend.run(query, session_id, **options)
 
     async def handle_async(self, task: RunningTask) -> dict[str, Any]:
         """The AGENT_QUERY handler for a backend with ``run_async`` (the ``openai`` one):
         awaited on the worker's event loop, so one worker keeps many calls in flight."""
         query, session_id = task_query(task)
         timeout = float(task.timeout) if task.timeout else None
-        return await self.backend.run_async(query, session_id, timeout=timeout)
+        return await self.backend.run_async(query, session_id, timeout=timeout,
+                                            on_signal=task.note_provider)
+
+    @property
+    def limit_key(self) -> str | None:
+        """The provider limit key the agent's calls run under: the backend's own (the
+        ``openai`` one names backend, host and model), or, when AGENT_LIMIT_* caps are
+        set for a backend without one, ``<backend> <model>``; None: not limited."""
+        key = getattr(self.backend, "limit_key", None)
+        if key:
+            return key
+        s = self.settings
+        if s.agent_limit_rpm or s.agent_limit_tpm or s.agent_limit_concurrency:
+            return check_limit_key(f"{self.backend.name} {self.backend.model}")
+        return None
 
 
 def _settings(settings: Settings | None, config: Any, queue: TaskQueue | None) -> Settings:
@@ -162,11 +181,17 @@ def task_query(task: RunningTask) -> tuple[str, str | None]:
 def register_handlers(worker: Any, settings: Settings | None = None,
                       executor: AgentExecutor | None = None) -> AgentExecutor:
     """Register the agent's handlers on a worker; returns the executor they use. A backend
-    with ``run_async`` (``openai``) gets the ``async def`` handler."""
+    with ``run_async`` (``openai``) gets the ``async def`` handler; the handler runs under
+    the agent's limit key, capped by AGENT_LIMIT_RPM/_TPM/_CONCURRENCY when they are set."""
     executor = executor or AgentExecutor(queue=worker.queue, settings=settings or worker.queue.settings)
     has_async = callable(getattr(executor.backend, "run_async", None))
+    key = executor.limit_key
     worker.register_handler(TaskType.AGENT_QUERY,
-                            executor.handle_async if has_async else executor.handle)
+                            executor.handle_async if has_async else executor.handle, limit=key)
+    s = executor.settings
+    if key and (s.agent_limit_rpm or s.agent_limit_tpm or s.agent_limit_concurrency):
+        worker.queue.set_limit(key, rpm=s.agent_limit_rpm, tpm=s.agent_limit_tpm,
+                               concurrency=s.agent_limit_concurrency)
     return executor
 
 

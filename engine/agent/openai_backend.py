@@ -4,7 +4,9 @@ vLLM, LM Studio, llama.cpp's server) through the official ``openai`` package.
 The client never retries (``max_retries=0``): the queue does, with its own policy, leases
 and dead letters. Provider errors are translated at this boundary:
 
-- 429, 408 and 5xx, timeouts, unreachable servers and malformed replies are passing
+- 429 is the provider saying "slow down": :class:`RateLimited`, which defers the task
+  without spending an attempt and pauses the backend's limit key for every worker;
+- 408 and 5xx, timeouts, unreachable servers and malformed replies are passing
   failures: :class:`RetryableError`, with the provider's ``Retry-After`` as the delay;
 - every other 4xx (bad request, wrong key, unknown model) is a :class:`PermanentError`
   carrying the provider's own message, so the task fails at once with a reason.
@@ -17,6 +19,10 @@ client with a thousand connections spends more CPU per call than the call itself
 (measured with bench/async_concurrency.py: 6.6 ms a call at 500 in flight on one client,
 2.2 ms on sixteen).
 
+Every answer's ``x-ratelimit-*`` headers (and a 429's ``Retry-After``) are handed to the
+caller's ``on_signal`` as an :class:`engine.limits.ProviderSignal`: the worker teaches
+them to every worker through the limit key ``limit_key`` (engine/limits.py).
+
 The API key never appears in a message, result or log line: messages are built here from
 the status and the provider's text with the key (and anything shaped like a key) masked,
 and the driver's exception is not chained (its text would land in the stored traceback).
@@ -28,16 +34,18 @@ import email.utils
 import importlib
 import math
 import re
-from typing import Any
+from typing import Any, Callable
 
 
 from .. import clock
 from ..config import Settings, mask_url
-from ..errors import ConfigurationError, PermanentError, RetryableError
+from ..errors import ConfigurationError, PermanentError, RateLimited, RetryableError
+from ..limits import backend_limit_key, signal_from_headers
 
 DEFAULT_MODEL = "gpt-4o-mini"
 NO_KEY = "no-key"                 # local servers (Ollama, vLLM...) ignore the key but the client wants one
 CALLS_PER_CLIENT = 16            # calls in flight on one AsyncOpenAI client (see above)
+RAW_RESPONSE = {"X-Stainless-Raw-Response": "true"}   # the client then returns headers too
 MAX_RETRY_AFTER = 24 * 3600.0     # a provider asking for more than a day is not believed
 _KEY_SHAPED = re.compile(r"\b(?:sk|rk|pk|key)-[A-Za-z0-9_*.\-]{6,}")
 
@@ -73,6 +81,7 @@ class OpenAIBackend:
         self.system_prompt = system_prompt
         self._secret = api_key or ""
         self.label = f"{mask_url(base_url)}" if base_url else "the OpenAI API"
+        self.limit_key = backend_limit_key(self.name, base_url, self.model)
         self._client = client or _openai().OpenAI(api_key=api_key or NO_KEY, base_url=base_url,
                                                   timeout=timeout, max_retries=0)
         self._injected = client is not None and async_client is None
@@ -91,25 +100,29 @@ class OpenAIBackend:
     def __repr__(self) -> str:  # no key in it
         return f"OpenAIBackend(model={self.model!r}, base_url={self.label!r})"
 
-    def run(self, query: str, session_id: str | None = None,
-            timeout: float | None = None) -> dict[str, Any]:
+    def run(self, query: str, session_id: str | None = None, timeout: float | None = None,
+            on_signal: Callable[[Any], None] | None = None) -> dict[str, Any]:
         """One chat completion: ``{"answer", "backend", "model", "usage", "finish_reason"}``.
-        ``timeout`` (seconds) overrides ``AGENT_TIMEOUT`` for this call."""
+        ``timeout`` (seconds) overrides ``AGENT_TIMEOUT`` for this call; ``on_signal`` is
+        told what the answer's headers say of the provider's limits."""
         client = self._client if timeout is None else self._client.with_options(timeout=timeout)
         try:
-            completion = client.chat.completions.create(model=self.model,
-                                                        messages=self._messages(query))
+            raw = client.chat.completions.with_raw_response.create(
+                model=self.model, messages=self._messages(query))
+            completion = raw.parse()
         except Exception as exc:
             raise self._translated(exc, timeout) from None
+        _tell(on_signal, raw.headers)
         return self._result(completion)
 
     async def run_async(self, query: str, session_id: str | None = None,
-                        timeout: float | None = None) -> dict[str, Any]:
+                        timeout: float | None = None,
+                        on_signal: Callable[[Any], None] | None = None) -> dict[str, Any]:
         """:meth:`run` on the ``AsyncOpenAI`` client, for ``async def`` handlers. A
         cancel or a timeout of the task reaches it as ``CancelledError`` and closes the
         request."""
         if self._injected:
-            return await asyncio.to_thread(self.run, query, session_id, timeout)
+            return await asyncio.to_thread(self.run, query, session_id, timeout, on_signal)
         entry = self._async_entry()
         client = entry[0] if timeout is None else entry[0].with_options(timeout=timeout)
         entry[1] += 1
@@ -117,12 +130,15 @@ class OpenAIBackend:
             # The client's own post, read as plain JSON: the same request, the same errors,
             # without building typed request and response models, which cost a third of
             # the client's CPU per call (measured: 1.1 ms against 1.6 ms a call).
-            reply = await client.post("/chat/completions", cast_to=object, body={
-                "model": self.model, "messages": self._messages(query)})
+            raw = await client.post("/chat/completions", cast_to=object, body={
+                "model": self.model, "messages": self._messages(query)},
+                options={"headers": RAW_RESPONSE})
+            reply = raw.parse()
         except Exception as exc:
             raise self._translated(exc, timeout) from None
         finally:
             entry[1] -= 1
+        _tell(on_signal, raw.headers)
         return self._json_result(reply)
 
     # -- helpers ------------------------------------------------------------------------
@@ -192,14 +208,34 @@ class OpenAIBackend:
         status = exc.status_code
         detail = self._redact(_provider_message(exc))[:1000]
         message = f"{self.label} answered HTTP {status}: {detail}"
-        if status == 429 or status == 408 or status >= 500:
-            return RetryableError(message, retry_after=retry_after_seconds(exc.response.headers))
+        retry_after = retry_after_seconds(exc.response.headers)
+        if status == 429 and _error_code(exc) == "insufficient_quota":
+            return PermanentError(message)      # billing, not pace: waiting will not help
+        if status == 429:
+            return RateLimited(message, retry_after, self.limit_key,
+                               signal_from_headers(exc.response.headers, retry_after))
+        if status == 408 or status >= 500:
+            return RetryableError(message, retry_after=retry_after)
         return PermanentError(message)
 
     def _redact(self, text: str) -> str:
         if self._secret and len(self._secret) >= 4:
             text = text.replace(self._secret, "***")
         return _KEY_SHAPED.sub("***", text)
+
+
+def _tell(on_signal: Callable[[Any], None] | None, headers: Any) -> None:
+    """Hand what ``headers`` say of the provider's limits to ``on_signal``."""
+    if on_signal is not None:
+        on_signal(signal_from_headers(headers))
+
+
+def _error_code(exc: Any) -> str | None:
+    """OpenAI's ``{"error": {"code"}}`` (``insufficient_quota``, ``rate_limit_exceeded``)."""
+    body = exc.body
+    error = body.get("error", body) if isinstance(body, dict) else None
+    code = error.get("code") if isinstance(error, dict) else None
+    return code if isinstance(code, str) else None
 
 
 def _provider_message(exc: Any) -> str:

@@ -17,9 +17,12 @@
                      such scripts take the four queue keys as KEYS[2..5].
   idem_held(key, fp), idem_take(...)
                      read and set an idempotency key ("<id> <content fingerprint>").
-  read_task(...), misfit(...), is_count(v), bury(...)
+  read_task(...), misfit(...), is_count(v), bury(...), dead_letter(...)
                      read a task hash that may be corrupt, judge it, and move a record no
                      script can use to the dead letters ("corrupt record: <field>").
+  park(...), limit_fields(key), pace_rpm(h), pace_tpm(h)
+                     hold a pending task back for a provider limit key, and read the pace
+                     a key's state allows (engine/limits.py).
   budget_spent(...)  whether a session's or batch's token or money budget is used up.
 ]]
 -- The call's time as text, for command arguments and events. Lua turns a number into text
@@ -277,28 +280,94 @@ local function misfit(key, f, want, want2)
   return 'status'
 end
 
--- Move an unusable record to the dead letters: status failed, error "corrupt record:
--- <field>", indexed in status:failed, counted, its result document stored, its waiters
--- and batch told. `from` is the status index it was found through. A key of another type
--- is not a task at all: a failed record takes its place, so the id can still be shown.
-local function bury(key, id, field, from, failed, stats, now, maxlen, ttl)
-  local err = 'corrupt record: ' .. field
-  if field == 'key type' then
-    redis.call('DEL', key)
-    redis.call('HSET', key, 'type', '', 'created_at', NOW_TEXT)
-  end
+-- Fail a pending task for good without running it: status failed with `err` and
+-- `reason`, indexed in status:failed, counted, its result document stored, its waiters
+-- and batch told. `from` is the status index it was found through.
+local function dead_letter(key, id, err, reason, from, failed, stats, now, maxlen, ttl)
   local f = redis.call('HMGET', key, 'waiters', 'parent')
   redis.call('HSET', key, 'status', 'failed', 'error', err, 'finished_at', NOW_TEXT,
-    'reason', 'corrupt')
-  local doc = cjson.encode({ task_id = id, status = 'failed', error = err, reason = 'corrupt',
+    'reason', reason)
+  local doc = cjson.encode({ task_id = id, status = 'failed', error = err, reason = reason,
     duration = 0 })
   local K = batch_keys()
   store_end(key, K.result .. id, K.done .. id, doc, ttl, f[1])
   redis.call('ZREM', from, id)
   redis.call('ZADD', failed, NOW_TEXT, id)
   redis.call('HINCRBY', stats, 'failed', 1)
-  emit(K.log, K.channel, maxlen, 'task.failed', id, 'failed', { error = err, reason = 'corrupt record' })
+  emit(K.log, K.channel, maxlen, 'task.failed', id, 'failed', { error = err, reason = reason })
   if f[2] ~= id then child_ended(f[2], 'failed', now, maxlen, ttl) end
+end
+
+-- Move an unusable record to the dead letters ("corrupt record: <field>", reason corrupt).
+-- A key of another type is not a task at all: a failed record takes its place, so the id
+-- can still be shown.
+local function bury(key, id, field, from, failed, stats, now, maxlen, ttl)
+  if field == 'key type' then
+    redis.call('DEL', key)
+    redis.call('HSET', key, 'type', '', 'created_at', NOW_TEXT)
+  end
+  dead_letter(key, id, 'corrupt record: ' .. field, 'corrupt', from, failed, stats, now,
+    maxlen, ttl)
+end
+
+--[[ Provider limits (engine/limits.py). A limit key K has a state hash `limit:K` and, next
+  to it, `limit:K:parked` (pending tasks waiting for K, scored so that ZRANGE gives them in
+  claim order: priority first, then the time they were queued) and `limit:K:inflight`
+  (calls under way, scored by when the entry lapses). `limits:due` scores each K with
+  parked tasks by when it frees; `limits` scores every K by its last activity. ]]
+
+-- The state fields of a limit key, in the order the helpers below index them.
+local LIMIT_FIELDS = { 'rpm', 'tpm', 'concurrency', 'learned_rpm', 'learned_tpm', 'pace_rps',
+  'tat', 'tat_tok', 'paused_until', 'completion_avg', 'cut_at' }
+local SLOW_START_RPM = 60           -- a key nothing is known about starts at 1 call/s
+local DEFAULT_COMPLETION = 256      -- tokens a call is assumed to produce before any is seen
+
+-- A limit key's state fields (LIMIT_FIELDS order); empty for a key of another type.
+local function limit_fields(key)
+  local h = redis.pcall('HMGET', key, unpack(LIMIT_FIELDS))
+  if h.err then return {} end
+  return h
+end
+
+-- The requests per minute a key is paced at (h: limit_fields): the provider's own figure
+-- less 5% (hosts' clocks and the network's jitter bunch calls up), else the pace learnt
+-- from 429s alone, else a slow start when nothing is configured either; never above the
+-- configured cap less 2%. nil: nothing bounds the rate.
+local function pace_rpm(h)
+  local cfg, learned, pace = tonumber(h[1]), tonumber(h[4]), tonumber(h[6])
+  local rpm
+  if learned then rpm = learned * 0.95
+  elseif pace then rpm = pace * 60
+  elseif not (cfg or tonumber(h[2]) or tonumber(h[3])) then rpm = SLOW_START_RPM end
+  if cfg then rpm = math.min(rpm or cfg, cfg * 0.98) end
+  return rpm
+end
+
+-- The tokens per minute a key is paced at (nil: unbounded), as pace_rpm.
+local function pace_tpm(h)
+  local cfg, learned = tonumber(h[2]), tonumber(h[5])
+  local tpm = learned and learned * 0.95
+  if cfg then tpm = math.min(tpm or cfg, cfg * 0.98) end
+  return tpm
+end
+
+-- Park pending task `id` (of priority `priority`) on limit key K until `free_at` (ms): it
+-- stays pending, records why (limited_by, limited_until, and deferred_since the first
+-- time), and K is due at free_at. Parked tasks are scored so that ZRANGE gives them in
+-- claim order: priority first (1 urgent .. 4 low), then the order they were parked in (a
+-- per-key counter); a task parked again (a 429) keeps its first place.
+local function park(task_key, id, priority, limit_prefix, due, K, free_at)
+  local score = redis.call('HGET', task_key, 'parked_score')
+  if not score then
+    local seq = redis.pcall('HINCRBY', limit_prefix .. K, 'seq', 1)   -- a damaged key: 0
+    score = string.format('%d', queue_index(priority) * 1e13 + (tonumber(seq) or 0))
+  end
+  redis.call('ZADD', limit_prefix .. K .. ':parked', score, id)
+  local until_text = string.format('%d', free_at)
+  redis.call('HSET', task_key, 'limited_by', K, 'limited_until', until_text,
+    'parked_score', score)
+  redis.call('HSETNX', task_key, 'deferred_since', NOW_TEXT)
+  redis.call('ZADD', due, 'LT', until_text, K)    -- LT adds a new member too
 end
 
 --[[ Budgets (engine/usage.py). `budgets` holds the limits, fields

@@ -1,0 +1,87 @@
+--[[ settle: calls under provider limit keys have ended; what each provider said is learnt
+  for every worker (engine/limits.py). No task changes state here: complete.lua or
+  fail.lua ends the task, in the same flush.
+  For each call: its place in `limit:K:inflight` is freed (and K, when tasks are parked on
+  it, is due now so a waiting worker takes one); the provider's x-ratelimit figures
+  become K's learned limits, and a spent allowance (remaining 0) pauses K until its reset;
+  a provider that sends no such headers is paced by additive increase (slow start: each
+  answer adds 0.7 call/s, doubling the pace every second, until the first 429; then
+  1/pace); the tokens the call really used correct K's token clock, and the average answer
+  length used to estimate the next calls.
+  KEYS[1] task key prefix   KEYS[2] limit key prefix   KEYS[3] limits:due
+  KEYS[4] limits            KEYS[5] marker
+  ARGV[1] now override in ms ('' = Redis TIME)   ARGV[2] events stream max length
+  ARGV[3..] 11 values per call: task id, limit key, headers seen ('1' or '0'), limit
+           requests, limit tokens, remaining requests, remaining tokens, ms until the
+           requests reset, ms until the tokens reset, completion tokens, total tokens
+           ('' where the provider said nothing)
+  Returns: how many calls were settled.
+]]
+local TASK_PREFIX, LIMIT_PREFIX, LIMITS_DUE, LIMITS, MARKER = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local now_arg = ARGV[1]
+local now = now_ms(now_arg)
+local STRIDE = 11
+local MAX_PAUSE_MS = 60000       -- a reset figure never pauses a key for longer than this
+
+local function later(h, field_index, at)
+  local current = tonumber(h[field_index]) or 0
+  return at > current and at or nil
+end
+
+local settled = 0
+for i = 3, #ARGV - STRIDE + 1, STRIDE do
+  local id, K, headers = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local limit_r, limit_t = tonumber(ARGV[i + 3]), tonumber(ARGV[i + 4])
+  local left_r, left_t = tonumber(ARGV[i + 5]), tonumber(ARGV[i + 6])
+  local reset_r, reset_t = tonumber(ARGV[i + 7]), tonumber(ARGV[i + 8])
+  local completion, total = tonumber(ARGV[i + 9]), tonumber(ARGV[i + 10])
+  local key = LIMIT_PREFIX .. K
+  local h = limit_fields(key)
+  local set = {}
+  redis.call('ZREM', key .. ':inflight', id)
+  if redis.call('ZCARD', key .. ':parked') > 0 then
+    redis.call('ZADD', LIMITS_DUE, 'LT', NOW_TEXT, K)
+    redis.call('ZADD', MARKER, '0', '0')
+  end
+  if headers == '1' then
+    if limit_r and limit_r > 0 then set.learned_rpm = limit_r end
+    if limit_t and limit_t > 0 then set.learned_tpm = limit_t end
+    local pause = nil
+    if left_r and left_r < 1 and reset_r then pause = now + math.min(reset_r, MAX_PAUSE_MS) end
+    local need = tonumber(h[10]) or DEFAULT_COMPLETION
+    if left_t and left_t < need and reset_t then
+      pause = math.max(pause or 0, now + math.min(reset_t, MAX_PAUSE_MS))
+    end
+    if pause then set.paused_until = later(h, 9, pause) end
+  else
+    local pace = tonumber(h[6]) or SLOW_START_RPM / 60
+    if h[11] then pace = pace + 1 / pace else pace = pace + 0.7 end
+    set.pace_rps = pace
+  end
+  if total and total > 0 then
+    local tpm = pace_tpm(h)
+    local estimate = tonumber(redis.pcall('HGET', TASK_PREFIX .. id, 'limit_cost')) or 0
+    if tpm and tpm > 0 and estimate > 0 then
+      set.tat_tok = (tonumber(h[8]) or now) + (total - estimate) * 60000 / tpm
+    end
+  end
+  if set.learned_rpm or set.pace_rps then
+    -- A faster pace applies from now: the request clock is not left where the old one put it.
+    h[4], h[6] = set.learned_rpm or h[4], set.pace_rps or h[6]
+    local rpm = pace_rpm(h)
+    local tat = tonumber(h[7])
+    if rpm and rpm > 0 and tat and tat > now + 60000 / rpm then set.tat = now + 60000 / rpm end
+  end
+  if completion and completion >= 0 then
+    set.completion_avg = 0.8 * (tonumber(h[10]) or completion) + 0.2 * completion
+  end
+  local flat = {}
+  for name, value in pairs(set) do
+    flat[#flat + 1] = name
+    flat[#flat + 1] = string.format('%.17g', value)
+  end
+  if #flat > 0 then redis.pcall('HSET', key, unpack(flat)) end
+  redis.call('ZADD', LIMITS, NOW_TEXT, K)
+  settled = settled + 1
+end
+return settled
