@@ -215,3 +215,31 @@ def test_only_an_admin_sets_a_budget_and_it_is_audited(queue):
     assert queue.budgets()[0]["tokens"] == 5
     assert [(e["action"], e["outcome"]) for e in read_audit(queue)] == \
         [("set_budget", "ok"), ("set_budget", "denied")]
+
+
+def test_minute_totals_expire_like_the_stats_and_batches_leave_the_index_with_their_totals(
+        clocked_queue, fixed_clock, redis_client):
+    queue = clocked_queue
+    task_id = query(queue, session_id="old")
+    queue.store.usage([item(task_id)])
+    minute = queue.keys.usage_minute(T0 // 60000)
+    assert 0 < redis_client.pttl(minute) <= 25 * 3600 * 1000
+    ttl = 2 * queue.settings.result_ttl
+    fixed_clock.advance(ttl + 60)                 # the session's totals have expired by now
+    queue.store.usage([item(query(queue, session_id="new"))])
+    assert list(queue.usage_totals()["sessions"]) == ["new"]
+
+
+def test_hand_edited_records_neither_break_the_count_nor_the_reads(queue, redis_client):
+    task_id = query(queue)
+    redis_client.hset(queue.keys.task(task_id), "prompt_tokens", "lots")
+    redis_client.set(queue.keys.task("a-string"), "not a hash")
+    assert queue.store.usage([item(task_id), item("a-string")]) == [1, 0]
+    assert queue.usage()["total_tokens"] == 1500          # the totals counted the call
+    status = queue.get_task_status(task_id)
+    assert "usage" in status["corrupt"] and "usage" not in status
+    redis_client.set(queue.keys.usage("model", "gpt-4o-mini"), "not a hash")
+    assert queue.usage_totals()["models"]["gpt-4o-mini"]["calls"] == 0
+    assert queue.usage(model="gpt-4o-mini")["calls"] == 0
+    redis_client.hset(queue.keys.budgets, mapping={"session:s:tokens": "many", "nonsense": "1"})
+    assert queue.budgets() == []
