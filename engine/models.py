@@ -299,8 +299,12 @@ class RunningTask:
     @property
     def context(self) -> "HandlerContext":
         """How the handler talks to its worker (:class:`HandlerContext`). Made on first
-        use: most handlers never ask."""
-        return HandlerContext(self)
+        use (most handlers never ask), then kept: a handler streaming token by token asks
+        for it on every ``stream`` call, and making one costs ~5 µs."""
+        context = self.__dict__.get("_context")
+        if context is None:
+            context = self.__dict__["_context"] = HandlerContext(self)
+        return context
 
     def report_progress(self, fraction: float, message: str | None = None) -> None:
         """How far the task is, 0 to 1, with an optional message
