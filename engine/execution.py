@@ -47,6 +47,7 @@ class Completed:
     doc: str
     duration_ms: int
     usage: dict | None = None    # the result's token counts, when it reports them
+    model: str | None = None     # the model the result names (its price: engine/pricing.py)
     ok = True
 
 
@@ -155,7 +156,7 @@ class Handlers:
         except Exception as exc:
             return self.failure(task, exc, time.perf_counter() - started)
         self.average_run = elapsed if self.average_run <= 0 else 0.9 * self.average_run + 0.1 * elapsed
-        return Completed(task, doc, int(elapsed * 1000), _usage(result))
+        return Completed(task, doc, int(elapsed * 1000), _usage(result), _model(result))
 
     async def run_coroutine(self, task: RunningTask) -> Outcome:
         """Await the task's ``async def`` handler (the event loop's :meth:`run`). A timeout
@@ -169,7 +170,7 @@ class Handlers:
         except Exception as exc:
             return self.failure(task, exc, time.perf_counter() - started)
         self.average_run = elapsed if self.average_run <= 0 else 0.9 * self.average_run + 0.1 * elapsed
-        return Completed(task, doc, int(elapsed * 1000), _usage(result))
+        return Completed(task, doc, int(elapsed * 1000), _usage(result), _model(result))
 
     def timed_out(self, task: RunningTask, seconds: float) -> Failed:
         """The outcome of a task whose handler ran past ``seconds``: retried after the
@@ -232,6 +233,12 @@ def _usage(result: Any) -> dict | None:
     backends return), else None."""
     usage = result.get("usage") if isinstance(result, dict) else None
     return usage if isinstance(usage, dict) and usage else None
+
+
+def _model(result: Any) -> str | None:
+    """The model a handler's result names (``{"model": ...}``), else None."""
+    model = result.get("model") if isinstance(result, dict) else None
+    return model if isinstance(model, str) else None
 
 
 def is_coroutine_handler(fn: Any) -> bool:

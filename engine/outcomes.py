@@ -18,6 +18,7 @@ from . import clock
 from .execution import Completed, Deferred, Failed, Outcome
 from .limits import settle_item
 from .models import RunningTask
+from .pricing import usage_item
 from .outages import MAX_BACKOFF_SECONDS, REDIS_DOWN, Outage
 from .store import Store
 
@@ -42,6 +43,7 @@ class OutcomeWriter:
         self.refused = False                          # the last write did not go through
         self.lock = threading.RLock()
         self.observer: Any = None
+        self.prices = store.settings.price_table     # AGENT_PRICES, parsed once
         # Called with the outcomes about to be written (engine/progress.py writes the last of
         # their streamed text first, so a finished task's text is whole).
         self.before_write: Callable[[list[Outcome]], None] | None = None
@@ -105,6 +107,7 @@ class OutcomeWriter:
         if not outcomes:
             return True
         done = [o for o in outcomes if isinstance(o, Completed)]
+        metered = [o for o in done if o.usage]
         failed = [o for o in outcomes if isinstance(o, Failed)]
         deferred = [o for o in outcomes if isinstance(o, Deferred)]
         settle = [o for o in outcomes if o.task.limit_key and not isinstance(o, Deferred)]
@@ -117,6 +120,8 @@ class OutcomeWriter:
             if deferred:
                 self._defer(deferred)
                 deferred = []
+            if metered:
+                self._meter(metered)       # before the ends: a waiter then reads the task's tokens
             if done:
                 codes = self.store.complete([(o.task.task_id, o.task.token, o.doc, o.duration_ms)
                                              for o in done])
@@ -141,6 +146,18 @@ class OutcomeWriter:
                                        getattr(o, "usage", None)) for o in outcomes])
         for o in outcomes:      # settled once: a flush retried after an outage skips it
             o.task.limit_key = None
+
+    def _meter(self, outcomes: list[Completed]) -> None:
+        """Count the tokens and cost the results report (usage.lua). Not fenced: the calls
+        were made, whoever holds the task now. Once per outcome, even when the flush is
+        retried after an outage."""
+        items = [usage_item(o.task.task_id, {"usage": o.usage, "model": o.model}, self.prices)
+                 for o in outcomes]
+        items = [item for item in items if item is not None]
+        if items:
+            self.store.usage(items)
+        for o in outcomes:
+            o.usage = None
 
     def _defer(self, outcomes: list[Deferred]) -> None:
         items = []

@@ -87,9 +87,10 @@ def nanos_to_dollars(nanos: int | str) -> float:
 def usage_item(task_id: str, result: Any, prices: Prices) -> tuple | None:
     """What ``Store.usage`` counts for a handler's result: (task id, model, prompt,
     completion and total tokens, cost in nanodollars or None); None when the result
-    reports no usage. A result reports it as the openai backend does: a dict with
-    ``usage`` {prompt_tokens, completion_tokens[, total_tokens]} and ``model``. Counts that
-    are not whole numbers from 0 to 1e12 make the report be ignored, not the task fail."""
+    reports no usage, or only zeros (the demo agent, which calls no model). A result
+    reports it as the openai backend does: a dict with ``usage`` {prompt_tokens,
+    completion_tokens[, total_tokens]} and ``model``. Counts that are not whole numbers
+    from 0 to 1e12 make the report be ignored, not the task fail."""
     if not isinstance(result, dict) or not isinstance(result.get("usage"), dict):
         return None
     usage = result["usage"]
@@ -98,7 +99,7 @@ def usage_item(task_id: str, result: Any, prices: Prices) -> tuple | None:
         return None
     total = _count(usage.get("total_tokens")) if usage.get("total_tokens") is not None \
         else prompt + completion
-    if total is None:
+    if total is None or prompt + completion + total == 0:     # zeros: no model was called (demo)
         return None
     model = result.get("model") if isinstance(result.get("model"), str) else ""
     model = model if model and len(model) <= 200 and model.isprintable() else ""

@@ -243,3 +243,35 @@ def test_hand_edited_records_neither_break_the_count_nor_the_reads(queue, redis_
     assert queue.usage(model="gpt-4o-mini")["calls"] == 0
     redis_client.hset(queue.keys.budgets, mapping={"session:s:tokens": "many", "nonsense": "1"})
     assert queue.budgets() == []
+
+
+def test_a_worker_counts_what_its_handlers_results_report(redis_url, namespace):
+    from engine import TaskQueue, TaskWorker
+    from engine.connection import connect
+    from tests.fixtures_engine import TEST_SETTINGS
+    settings = Settings.from_mapping(
+        {"AGENT_PRICES": '{"gpt-4o-mini": {"input": 0.15, "output": 0.6}}'}, **TEST_SETTINGS)
+    queue = TaskQueue(connect(redis_url), settings=settings, namespace=namespace)
+    worker = TaskWorker(queue, concurrency=2)
+    answers = {"priced": ("gpt-4o-mini-2024-07-18", 1000), "unpriced": ("llama3", 10),
+               "demo": ("demo", 0)}
+
+    @worker.handler("ask")
+    def ask(task):
+        model, prompt = answers[task.payload["kind"]]
+        return {"answer": "a", "model": model,
+                "usage": {"prompt_tokens": prompt, "completion_tokens": prompt // 2,
+                          "total_tokens": prompt + prompt // 2}}
+
+    ids = {kind: queue.submit_task(Task(task_type="ask", payload={"kind": kind}, session_id="s"))
+           for kind in answers}
+    worker.start(burst=True)
+    priced, unpriced, demo = (queue.get_task_status(ids[k]) for k in ("priced", "unpriced", "demo"))
+    assert priced["usage"] == {"prompt_tokens": 1000, "completion_tokens": 500, "total_tokens": 1500}
+    assert priced["cost"] == pytest.approx(0.00045)
+    assert unpriced["usage"]["total_tokens"] == 15 and unpriced["cost"] is None
+    assert "usage" not in demo                    # zeros: no model was called
+    totals = queue.usage_totals()
+    assert totals["sessions"]["s"]["calls"] == 2
+    assert set(totals["models"]) == {"gpt-4o-mini-2024-07-18", "llama3"}
+    assert totals["total"]["cost"] == pytest.approx(0.00045)
