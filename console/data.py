@@ -546,7 +546,7 @@ def failed_tasks_frame(records: Sequence[dict[str, Any] | None]) -> pd.DataFrame
 
 
 EVENT_TYPES = ("task.submitted", "task.status_changed", "task.completed", "task.failed",
-               "task.retry", "task.cancelled", "task.deleted", "batch.progress",
+               "task.retry", "task.cancelled", "task.deleted", "task.progress", "batch.progress",
                "worker.started", "worker.stopped", "worker.lost", "schedule.paused",
                "schedule.resumed", "schedule.removed")
 EVENT_COLUMNS = ["Time (UTC)", "Event", "Task id", "Status", "Worker", "Detail", "Event id"]
