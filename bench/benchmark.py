@@ -61,13 +61,17 @@ def bench_enqueue_bulk(queue: TaskQueue, n: int, chunk: int = 10_000) -> float:
     return n / (time.perf_counter() - started)
 
 
-def bench_drain(queue: TaskQueue, n: int) -> tuple[float, float]:
+def bench_drain(queue: TaskQueue, n: int, limit: str | None = None) -> tuple[float, float]:
     """Drain ``n`` no-op tasks with one in-process worker (this process is the worker
     process; the tasks were submitted beforehand). Returns (tasks/s, Redis µs per task
-    over submit + claim + complete)."""
+    over submit + claim + complete). With ``limit``, the handler runs under that provider
+    limit key, capped far above the rate reached: what the limiter costs per task."""
     cpu0 = redis_cpu_seconds(queue)
     queue.submit_tasks(noop_tasks(n))
-    worker = TaskWorker(queue, handlers={"noop": lambda t: None})
+    worker = TaskWorker(queue)
+    worker.register_handler("noop", lambda t: None, limit=limit)
+    if limit:
+        queue.set_limit(limit, rpm=100_000_000)
     started = time.perf_counter()
     stats = worker.start(burst=True)
     elapsed = time.perf_counter() - started
@@ -164,6 +168,8 @@ def main() -> None:
         rate, cpu_us = bench_drain(make_queue(url, "b3"), args.n)
         print(f"drain, 1 worker, no-op      : {rate:>9,.0f} tasks/s")
         print(f"Redis CPU per task lifetime : {cpu_us:>9.1f} µs (submit + claim + complete)")
+        rate, cpu_us = bench_drain(make_queue(url, "b3l"), args.n, limit="bench provider")
+        print(f"  the same under a limit key: {rate:>9,.0f} tasks/s, {cpu_us:.1f} µs Redis CPU a task")
         p50, p99 = bench_latency(make_queue(url, "b4"), url, 2000)
         print(f"latency submit→result       : p50 {p50:.2f} ms, p99 {p99:.2f} ms (light load)")
         if args.sleep:

@@ -153,6 +153,7 @@ end
 -- A call under way holds its place in `inflight` until the worker settles it
 -- (settle.lua, defer.lua) or, for a worker that died, until the entry lapses.
 local INFLIGHT_HOLD_MS = 600000
+local INFLIGHT_UNTIL = string.format('%d', now + INFLIGHT_HOLD_MS)
 -- Limit key K's state, read once per call (GCRA: a call conforms when the theoretical
 -- arrival time `tat` is at most `tau` ahead of now; each call moves it on by `T`).
 local states = {}
@@ -163,7 +164,7 @@ local function limit_state(K)
   local h = limit_fields(key)
   st = { key = key, tat = tonumber(h[7]) or 0, tat_tok = tonumber(h[8]) or 0,
     paused = tonumber(h[9]) or 0, conc = tonumber(h[3]),
-    completion = tonumber(h[10]) or DEFAULT_COMPLETION,
+    completion = tonumber(h[10]) or DEFAULT_COMPLETION, calls = {},
     parked = redis.call('ZCARD', key .. ':parked') }
   local rpm = pace_rpm(h)
   if rpm and rpm > 0 then
@@ -215,9 +216,11 @@ local function take(id, key, f, K, cost)
   redis.call('HSET', key, 'status', 'running', 'attempt', attempt, 'fence', token,
     'worker', worker, 'started_at', NOW_TEXT)
   if K then
-    redis.call('HSET', key, 'limit_cost', cost)
-    redis.call('HDEL', key, 'limited_by', 'limited_until')   -- it waits no more
-    redis.call('ZADD', LIMIT_PREFIX .. K .. ':inflight', now + INFLIGHT_HOLD_MS, id)
+    if cost > 0 then redis.call('HSET', key, 'limit_cost', cost) end   -- settle.lua reads it
+    if f[15] then redis.call('HDEL', key, 'limited_by', 'limited_until') end  -- waits no more
+    local calls = states[K].calls
+    calls[#calls + 1] = INFLIGHT_UNTIL
+    calls[#calls + 1] = id
   end
   local n = #out
   out[n + 1], out[n + 2], out[n + 3], out[n + 4], out[n + 5] = id, token, f[2], f[3], f[4]
@@ -372,6 +375,7 @@ for K, st in pairs(states) do
     redis.pcall('HSET', st.key, 'tat', string.format('%.3f', st.tat),   -- (a damaged key: no)
       'tat_tok', string.format('%.3f', st.tat_tok))
   end
+  if #st.calls > 0 then bulk('ZADD', st.key .. ':inflight', st.calls) end
   redis.call('ZADD', LIMITS, NOW_TEXT, K)
 end
 if need > 0 and limit_pairs > 0 then
