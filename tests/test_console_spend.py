@@ -79,7 +79,7 @@ def test_the_limits_page_shows_each_key_and_the_budgets(console_env, queue, monk
              "learned": {"rpm": 500.0, "tpm": 200000.0}, "pacing": {"rpm": 480.0},
              "in_flight": 3, "deferred": 12, "deferred_until": T + 30_000, "paused_until": None,
              "last_429s": [{"at": T, "retry_after": 1.0}, {"at": T + 5_000, "retry_after": None}]}
-    monkeypatch.setattr(TaskQueue, "limit_states", lambda self: [state], raising=False)
+    monkeypatch.setattr(TaskQueue, "limit_states", lambda self: [state])
     task_id = metered(queue, session_id="chat-7")
     queue.set_budget(session_id="chat-7", tokens=1000)
     at.run()
@@ -98,3 +98,15 @@ def test_the_limits_page_shows_each_key_and_the_budgets(console_env, queue, monk
                                          "Cost spent": "$0.00045", "Exhausted": "yes"}
     assert queue.get_task_status(task_id)["usage"]["total_tokens"] == 1500
     assert isinstance(answers, pd.DataFrame)
+
+
+def test_the_limits_page_reads_the_queues_own_limit_states(console_env, queue):
+    key = "openai|http://127.0.0.1:9/v1|gpt-4o-mini"
+    queue.set_limit(key, rpm=600, concurrency=4)
+    at = open_page("Limits")
+    row = table(at, "limits_table").iloc[0]
+    assert row["Limit key"] == key
+    assert row["Requests/min"].startswith("600 set · — learned")
+    assert (row["Concurrency"], row["In flight"], row["Deferred"], row["429s (last)"]) == ("4", "0", "0", "0")
+    assert pd.isna(row["Paused until"]) and pd.isna(row["Deferred until"])
+    assert "No 429 answer recorded." in texts(at)

@@ -275,3 +275,41 @@ def test_a_worker_counts_what_its_handlers_results_report(redis_url, namespace):
     assert totals["sessions"]["s"]["calls"] == 2
     assert set(totals["models"]) == {"gpt-4o-mini-2024-07-18", "llama3"}
     assert totals["total"]["cost"] == pytest.approx(0.00045)
+
+
+def test_once_a_budget_is_spent_the_waiting_tasks_fail_at_claim(queue, make_worker):
+    """claim.lua's check (budget_spent): the session's and the batch's own budgets."""
+    worker = make_worker()
+    ran = []
+    worker.register_handler("ask", lambda task: ran.append(task.task_id) or "ok")
+    first = queue.submit_task(Task(task_type="ask", payload={}, session_id="capped"))
+    queue.set_budget(session_id="capped", tokens=1500, cost=10)
+    worker.start(burst=True)
+    assert ran == [first]                                   # nothing spent yet: it runs
+    queue.store.usage([item(first)])                        # 1,500 of 1,500 tokens
+    late = queue.submit_task(Task(task_type="ask", payload={}, session_id="capped"))
+    free = queue.submit_task(Task(task_type="ask", payload={}, session_id="other"))
+    worker.start(burst=True)
+    assert ran == [first, free]
+    status = queue.get_task_status(late)
+    assert status["status"] == "failed" and status["reason"] == "budget exhausted"
+    assert status["error"] == "budget exhausted: the session's budget is spent"
+    assert queue.budgets()[0]["exhausted"]
+    queue.set_budget(session_id="capped", tokens=3000)      # raised: runs again
+    queue.retry_task(late)
+    worker.start(burst=True)
+    assert ran == [first, free, late]
+
+
+def test_a_batch_budget_stops_the_rest_of_the_batch(queue, make_worker):
+    batch_id = queue.submit_task(Task(task_type=TaskType.BATCH_QUERY, payload={"queries": ["a", "b", "c"]}))
+    first, *rest = child_ids(queue, batch_id)
+    queue.set_budget(batch_id=batch_id, cost=0.0004)
+    queue.store.usage([item(first)])                        # $0.00045 of $0.0004
+    worker = make_worker()
+    worker.register_handler(TaskType.AGENT_QUERY, lambda task: "answer")
+    worker.start(burst=True)
+    statuses = [queue.get_task_status(i) for i in rest]
+    assert [s["status"] for s in statuses] == ["failed", "failed"]
+    assert {s["error"] for s in statuses} == {"budget exhausted: the batch's budget is spent"}
+    assert queue.usage(batch_id=batch_id)["cost"] == pytest.approx(0.00045)

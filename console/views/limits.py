@@ -29,15 +29,9 @@ def render(ctx: ConsoleContext) -> None:
 
 def _live_body(ctx: ConsoleContext) -> None:
     with st.container(key=f"{KEY}_live"), redis_guard("the provider limits"):
-        states = _limit_states(ctx)
-        _limits(states)
+        _limits(shared_read(ctx.queue, "limit_states", ctx.queue.limit_states))
         _budgets(shared_read(ctx.queue, "budgets", ctx.queue.budgets))
         updated_caption()
-
-
-def _limit_states(ctx: ConsoleContext) -> list[dict[str, Any]]:
-    read = getattr(ctx.queue, "limit_states", None)      # the limiter's read (engine/limits.py)
-    return shared_read(ctx.queue, "limit_states", read) if read is not None else []
 
 
 def _limits(states: list[dict[str, Any]]) -> None:
