@@ -64,7 +64,9 @@ def run_level(url: str, port: int, level: int, rounds: int, raw: bool) -> dict:
     count = level * rounds
     queue.submit_tasks([AgentTask(payload={"query": f"question {i}"}) for i in range(count)])
     env = {"AGENT_BACKEND": "openai", "AGENT_OPENAI_BASE_URL": f"http://127.0.0.1:{port}/v1",
-           "AGENT_MODEL": "bench-model", "AGENT_TIMEOUT": "30"}
+           "AGENT_MODEL": "bench-model", "AGENT_TIMEOUT": "30",
+           # The stand-in server answers in one JSON reply, not server-sent events.
+           "AGENT_STREAM": "false"}
     code = WORKER.format(root=str(ROOT), env=env, url=url, level=level, raw=raw, port=port)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=ROOT, check=True).stdout

@@ -114,6 +114,8 @@ class Settings:
     agent_model: str | None = field(default=None, metadata={"env": "AGENT_MODEL"})
     agent_timeout: float = field(default=60.0, metadata={"env": "AGENT_TIMEOUT"})
     agent_system_prompt: str | None = field(default=None, metadata={"env": "AGENT_SYSTEM_PROMPT"})
+    # The openai backend streams answers (task.stream: readers see them grow); false: one reply.
+    agent_stream: bool = field(default=True, metadata={"env": "AGENT_STREAM"})
     # Prices per model, JSON: {"<model>": {"input": <$>, "output": <$>}} in dollars per
     # million tokens (engine/pricing.py). Models not listed are counted in tokens only.
     agent_prices: str | None = field(default=None, metadata={"env": "AGENT_PRICES"})

@@ -118,7 +118,7 @@ class AgentExecutor:
             options["timeout"] = float(task.timeout)
         if getattr(self.backend, "limit_key", None):
             options["on_signal"] = task.note_provider
-        return self.backend.run(query, session_id, **options)
+        return self.backend.run(query, session_id, **options, **self._stream_options(task))
 
     async def handle_async(self, task: RunningTask) -> dict[str, Any]:
         """The AGENT_QUERY handler for a backend with ``run_async`` (the ``openai`` one):
@@ -126,7 +126,15 @@ class AgentExecutor:
         query, session_id = task_query(task)
         timeout = float(task.timeout) if task.timeout else None
         return await self.backend.run_async(query, session_id, timeout=timeout,
-                                            on_signal=task.note_provider)
+                                            on_signal=task.note_provider,
+                                            **self._stream_options(task))
+
+    def _stream_options(self, task: RunningTask) -> dict[str, Any]:
+        """A streaming backend's sink for the answer (``task.stream``: readers see it grow)
+        and how it learns the task was cancelled (asked between streamed pieces)."""
+        if not getattr(self.backend, "streams", False):
+            return {}
+        return {"on_text": task.stream, "cancelled": lambda: task.cancelled}
 
     @property
     def limit_key(self) -> str | None:
