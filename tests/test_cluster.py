@@ -134,3 +134,13 @@ def test_batches_waiting_and_events_through_the_cluster_client(cluster_queue):
     cluster_queue.cancel_task(cluster_queue.submit_task(Task(task_type=TaskType.BATCH_QUERY,
                                                              payload={"queries": ["x", "y"]})))
     assert cluster_queue.count_tasks("cancelled") == 3
+
+
+def test_tokens_cost_and_budgets_through_the_cluster_client(cluster_queue):
+    task_id = cluster_queue.submit_task(Task(task_type="echo", session_id="s"))
+    assert cluster_queue.store.usage([(task_id, "gpt-4o-mini", 1000, 500, 1500, 450_000)]) == [1]
+    cluster_queue.set_budget(session_id="s", tokens=1000)
+    totals = cluster_queue.usage_totals(5)
+    assert totals["sessions"]["s"]["total_tokens"] == 1500 and len(totals["minutes"]) == 5
+    assert cluster_queue.budgets()[0]["exhausted"]
+    assert cluster_queue.get_task_status(task_id)["usage"]["total_tokens"] == 1500

@@ -54,6 +54,9 @@ def test_the_documented_acl_user_runs_the_whole_life_cycle(restricted):
         assert [t["task_id"] for t in queue.list_tasks(status="completed", limit=10)]
         queue.list_workers()
         queue.throughput(5)
+        assert queue.store.usage([(ids[0], "gpt-4o-mini", 10, 5, 15, 9000)]) == [1]
+        queue.set_budget(session_id="s", tokens=100)
+        assert queue.usage_totals(5)["total"]["calls"] == 1 and queue.budgets()[0]["tokens"] == 100
         queue.read_events()
         queue.cancel_task(queue.submit_task(Task(task_type="echo", delay=3600)))
         queue.purge("cancelled")
