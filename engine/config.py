@@ -119,6 +119,18 @@ class Settings:
     # Prices per model, JSON: {"<model>": {"input": <$>, "output": <$>}} in dollars per
     # million tokens (engine/pricing.py). Models not listed are counted in tokens only.
     agent_prices: str | None = field(default=None, metadata={"env": "AGENT_PRICES"})
+    # Conversations by session (engine/agent/conversation.py): an agent task with a session
+    # joins the session's conversation (its earlier queries and answers go to the provider
+    # before the query) unless this is off or the task says otherwise; batch and CSV rows
+    # never join. The history kept: at most MAX_TURNS messages and MAX_TOKENS estimated
+    # tokens (4 characters a token; oldest dropped first), gone TTL seconds after its last turn.
+    agent_conversations: bool = field(default=True, metadata={"env": "AGENT_CONVERSATIONS"})
+    agent_conversation_max_turns: int = field(default=20,
+                                              metadata={"env": "AGENT_CONVERSATION_MAX_TURNS"})
+    agent_conversation_max_tokens: int = field(default=4000,
+                                               metadata={"env": "AGENT_CONVERSATION_MAX_TOKENS"})
+    agent_conversation_ttl: float = field(default=86400.0,
+                                          metadata={"env": "AGENT_CONVERSATION_TTL"})
     agent_demo_latency: float = field(default=0.5, metadata={"env": "AGENT_DEMO_LATENCY"})
     agent_demo_failure_rate: float = field(default=0.0, metadata={"env": "AGENT_DEMO_FAILURE_RATE"})
     openai_base_url: str | None = field(default=None, metadata={"env": "AGENT_OPENAI_BASE_URL"})
@@ -150,7 +162,8 @@ class Settings:
     def _validate(self) -> None:
         positive = ("heartbeat_interval", "lease_timeout", "result_ttl", "failed_ttl",
                     "max_payload_bytes", "max_result_bytes", "events_max_len", "console_refresh_seconds",
-                    "csv_max_bytes", "csv_max_rows", "agent_timeout", "limit_horizon")
+                    "csv_max_bytes", "csv_max_rows", "agent_timeout", "limit_horizon",
+                    "agent_conversation_max_tokens", "agent_conversation_ttl")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigurationError(f"{_env_name(name)} must be greater than 0")
@@ -166,6 +179,9 @@ class Settings:
             value = getattr(self, name)
             if value is not None and not 0 < value < float("inf"):
                 raise ConfigurationError(f"{_env_name(name)} must be a number greater than 0")
+        if self.agent_conversation_max_turns < 2:
+            raise ConfigurationError("AGENT_CONVERSATION_MAX_TURNS must be at least 2 "
+                                     "(messages: a query and its answer)")
         if not 0.0 <= self.agent_demo_failure_rate <= 1.0:
             raise ConfigurationError("AGENT_DEMO_FAILURE_RATE must be between 0 and 1")
         if not _is_timezone(self.schedule_timezone):

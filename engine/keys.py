@@ -112,6 +112,11 @@ class Keys:
         """The state hash of one provider limit key."""
         return self.prefix + "limit:" + key
 
+    def conversation(self, session_id: str) -> str:
+        """One session's conversation: a list of JSON turns, oldest first
+        (engine/agent/conversation.py)."""
+        return self.prefix + "conversation:" + session_id
+
     def worker(self, worker_id: str) -> str:
         """The hash holding one worker's details."""
         return self.prefix + "worker:" + worker_id
