@@ -155,7 +155,9 @@ class ProgressPump:
 
     def flush_tasks(self, outcomes: Iterable[Any]) -> None:
         """Write what the tasks of ``outcomes`` (about to be written) have buffered, now,
-        and forget them. Raises a REDIS_DOWN error with everything kept for the next try."""
+        and forget them. Raises a REDIS_DOWN error with everything kept for the next try;
+        any other failure is logged and the text dropped: a display must never keep a
+        result from being written."""
         if not self._buffers:
             return
         with self._write_lock:
@@ -164,7 +166,13 @@ class ProgressPump:
                 buffers = [b for b, t in ((self._buffers.get(t.task_id), t) for t in tasks)
                            if b is not None and b.task is t]
                 writes = [self._take(b, self.monotonic()) for b in buffers if b.dirty]
-            self._write(writes)
+            try:
+                self._write(writes)
+            except REDIS_DOWN:
+                raise
+            except Exception:
+                log.exception("%s: the last progress of %d tasks could not be written",
+                              self.name, len(writes))
         with self._lock:
             for buffer in buffers:
                 self._close(buffer)

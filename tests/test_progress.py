@@ -432,3 +432,39 @@ def test_deleting_a_task_deletes_its_streamed_text(queue, make_worker):
     assert queue.client.exists(queue.keys.partial(task_id))
     queue.delete_task(task_id)
     assert not queue.client.exists(queue.keys.partial(task_id))
+
+
+def test_a_progress_write_that_breaks_never_keeps_the_result_from_being_written(queue,
+                                                                             make_worker):
+    worker = make_worker()
+    worker.register_handler("talk", streaming)
+    task_id = queue.submit_task(Task(task_type="talk"))
+
+    def broken(items, event_text_bytes):
+        raise RuntimeError("a bug in the progress write")
+    worker.progress.store = type("BrokenStore", (), {"progress": staticmethod(broken)})()
+    assert worker.process_one()
+    assert queue.get_task_result(task_id)["result"] == {"answer": "Hello, world"}
+    assert queue.get_task_status(task_id)["partial"] == ""
+
+
+def test_progress_waits_out_a_redis_outage_with_the_outcome(queue, make_worker):
+    import redis
+    worker = make_worker()
+    worker.register_handler("talk", streaming)
+    task_id = queue.submit_task(Task(task_type="talk"))
+    real, calls = worker.progress.store, []
+
+    class FlakyStore:
+        def progress(self, items, event_text_bytes):
+            calls.append(items)
+            if len(calls) == 1:
+                raise redis.ConnectionError("Redis went away")
+            return real.progress(items, event_text_bytes)
+    worker.progress.store = FlakyStore()
+    worker.process_one()                       # the outcome waits with the text
+    assert queue.get_task_status(task_id)["status"] == "running"
+    assert worker.writer.flush()               # Redis is back: text, then outcome
+    status = queue.get_task_status(task_id)
+    assert status["status"] == "completed" and status["partial"] == "Hello, world"
+    assert calls[0] == calls[1]                # the same write, sent again whole
