@@ -110,3 +110,15 @@ def test_the_limits_page_reads_the_queues_own_limit_states(console_env, queue):
     assert (row["Concurrency"], row["In flight"], row["Deferred"], row["429s (last)"]) == ("4", "0", "0", "0")
     assert pd.isna(row["Paused until"]) and pd.isna(row["Deferred until"])
     assert "No 429 answer recorded." in texts(at)
+
+
+def test_a_batch_shows_what_it_spent(console_env, queue):
+    from engine import Task
+    from engine.batch_reads import child_ids
+    from tests.test_console_operators import page
+    batch_id = queue.submit_task(Task(task_type="batch_query", payload={"queries": ["a", "b"]}))
+    at = page("Batches", batch=batch_id)
+    assert (facts_of(at)["Tokens"], facts_of(at)["Cost"]) == ("—", "—")
+    queue.store.usage([(child, "gpt-4o-mini", 1000, 500, 1500, 450_000) for child in child_ids(queue, batch_id)])
+    at.run()
+    assert (facts_of(at)["Tokens"], facts_of(at)["Cost"]) == ("3,000", "$0.0009")

@@ -16,6 +16,7 @@ from ..data import (BATCH_FAILURES_SHOWN, SEARCH_SCAN, BatchView, TaskFilters, b
                     batches_frame, load_batch_view, load_task_page, recent_batches, tasks_frame)
 from ..runtime import ConsoleContext
 from ..shared import shared_read
+from ..spend import cost_text, tokens_text
 from ..text import md
 from ..timefmt import local_text
 from ..url_state import UrlParam, UrlState
@@ -114,9 +115,13 @@ def _batch(ctx: ConsoleContext, batch_id: str) -> None:
                     text=f"{summary['done']:,} of {total:,} queries done · "
                          f"{summary['completed']:,} completed · {summary['failed']:,} failed · "
                          f"{summary['cancelled']:,} cancelled")
+        spend = shared_read(ctx.queue, "batch_usage", lambda: ctx.queue.usage(batch_id=batch_id),
+                            batch_id)
         facts([("Source", summary.get("source")), ("Priority", _priority(summary)),
                ("Created", local_text(summary.get("created_at"))),
-               ("Finished", local_text(summary.get("finished_at"), empty="not yet"))])
+               ("Finished", local_text(summary.get("finished_at"), empty="not yet")),
+               ("Tokens", tokens_text(spend["total_tokens"]) if spend["calls"] else None),
+               ("Cost", cost_text(spend["cost"]))], per_row=3)
         _actions(ctx, view)
         _links(batch_id)
         queries, failures = st.tabs([f"Queries ({total:,})",
