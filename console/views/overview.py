@@ -92,19 +92,20 @@ def _spend(ctx: ConsoleContext) -> None:
         st.caption("No model call has been counted yet.")
         return
     cells = spend_summary(totals)
-    for column, (label, value, help_text) in zip(st.columns(len(cells)), cells):
-        column.metric(label, value, help=help_text)
-    left, right = st.columns(2)
-    with left:
-        st.caption("Per model")
-        plain_table(f"{KEY}_spend_models", spend_frame(totals["models"], "Model"))
-    with right:
-        st.caption("Per batch, most recent first")
-        if totals["batches"]:
-            plain_table(f"{KEY}_spend_batches", spend_frame(totals["batches"], "Batch"),
-                        short_ids=["Batch"])
-        else:
-            st.caption("No batch has spent anything yet.")
+    for start in range(0, len(cells), 3):      # three a row, as the cards above
+        for column, (label, value, help_text) in zip(st.columns(3), cells[start:start + 3]):
+            column.metric(label, value, help=help_text)
+    # One table under the other: side by side they would not fit a 1024 px window.
+    order = ["Total tokens", "Cost", "Calls", "Prompt tokens", "Completion tokens"]
+    st.caption("Per model")
+    plain_table(f"{KEY}_spend_models", spend_frame(totals["models"], "Model"),
+                column_order=["Model", *order])
+    st.caption("Per batch, most recent first")
+    if totals["batches"]:
+        plain_table(f"{KEY}_spend_batches", spend_frame(totals["batches"], "Batch"),
+                    short_ids=["Batch"], column_order=["Batch", *order])
+    else:
+        st.caption("No batch has spent anything yet.")
 
 
 def _failures(snapshot: OverviewSnapshot) -> None:
