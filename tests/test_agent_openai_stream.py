@@ -150,3 +150,30 @@ def test_cancelling_a_streaming_thread_handler_stops_it_between_pieces(openai_se
     assert "cancelled while its answer streamed" in ended["error"]
     assert queue.get_task_result(task_id)["status"] == "cancelled"
     assert len(queue.get_task_status(task_id)["partial"]) < len("".join(f"part {i} " for i in range(20)))
+
+
+def test_a_worker_process_streams_the_answer_another_process_reads(openai_server, queue,
+                                                                   redis_url, namespace):
+    from engine.agent import AgentExecutor as Executor
+    from tests.support.processes import WorkerProcess, worker_env
+    env = worker_env(redis_url, namespace, AGENT_BACKEND="openai", AGENT_MODEL="test-model",
+                     AGENT_OPENAI_BASE_URL=openai_server.url,
+                     AGENT_OPENAI_API_KEY="sk-test-streaming")
+    openai_server.push(Reply.streamed(PARTS, gap=0.4))
+    task_id = Executor(queue=queue).execute_async("What is it?")
+    worker = WorkerProcess(env, "--handlers", "tests.support.stream_handlers", "--concurrency", "4")
+    try:
+        wait_until(lambda: queue.get_task_status(task_id)["partial"].startswith("The "),
+                   timeout=30, what=f"the first piece from the worker process\n{worker.output()}")
+        assert queue.get_task_status(task_id)["status"] == "running"
+        result = queue.wait_for_result(task_id, timeout=15)
+        assert result["result"]["answer"] == "The answer is forty-two."
+        assert queue.get_task_status(task_id)["partial"] == "The answer is forty-two."
+        events = [e["data"] for e in queue.read_events(count=1000)
+                  if e["type"] == "task.progress" and e["data"]["task_id"] == task_id]
+        assert 2 <= len(events) <= 5        # a piece every 0.4 s: written as it came
+        assert "".join(e["text"] for e in events) == "The answer is forty-two."
+    finally:
+        worker.signal(15)
+        worker.wait()
+        worker.close()
