@@ -81,6 +81,7 @@ SCRIPT_KEYS: dict[str, Callable[[Keys, str], list[str]]] = {
     "progress": lambda k, _: [k.task_prefix, k.partial_prefix, k.events_log, k.events],
     "usage": lambda k, _: [k.task_prefix, k.usage_total, k.usage_prefix, *k.usage_index.values()],
     "usage_totals": lambda k, _: [k.usage_total, k.usage_prefix, *k.usage_index.values()],
+    "append_turn": lambda k, session_id: [k.conversation(session_id)],
     "worker_stop": lambda k, worker_id: [k.workers, k.worker(worker_id), k.events_log, k.events],
     "due_schedules": lambda k, _: [k.schedules],
     **{name: (lambda k, schedule: [k.schedule(schedule), k.schedules, k.events_log, k.events])
@@ -114,6 +115,14 @@ class _Bookkeeping:
     def usage_totals(self, minutes: int, most: int) -> list:
         """Every token and cost total in one round trip: usage_totals.lua's reply."""
         return self._run("usage_totals", [minutes, most])
+
+    # -- conversations (engine/agent/conversation.py) ----------------------------------
+    def append_turn(self, session_id: str, task_id: str, query: str, answer: str,
+                    most_messages: int, most_chars: int, ttl_ms: int) -> list[int]:
+        """Append a task's query and answer to its session's conversation, capped, once
+        per task: append_turn.lua's [code, messages kept]."""
+        return self._run("append_turn", [task_id, query, answer, most_messages, most_chars,
+                                         ttl_ms], record=session_id)
 
     # -- worker registry --------------------------------------------------------------
     def heartbeat(self, worker_id: str, fields: dict[str, Any],

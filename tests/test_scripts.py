@@ -55,7 +55,8 @@ def key_name(k: Keys, key: str) -> str:
              k.idempotency_prefix: "idempotency key prefix",
              k.children_prefix: "batch children list prefix", k.worker(""): "worker hash prefix",
              k.worker(RECORD): "this worker's hash", k.schedule(RECORD): "the schedule's hash",
-             k.events: "events (channel)", k.limit_prefix: "limit key prefix"}
+             k.events: "events (channel)", k.limit_prefix: "limit key prefix",
+             k.conversation(RECORD): "conversation:<session id>"}
     if key in names:
         return names[key]
     assert key.startswith(k.prefix), key
