@@ -7,6 +7,10 @@
             message, text to append ('' = none), bytes of text sent before this text
   Returns: one code per task: 1 written, -3 lease lost (token stale or task no longer
            running: another worker has it, or it was cancelled, requeued or deleted).
+  Stored: the text in `partial:<id>` (at most 64 KB: the worker drops what streams past
+  that, engine/progress.py MAX_PARTIAL_BYTES), expiring ARGV[3] after its last write, and
+  `progress`, `progress_message`, `progress_fence` in the task hash; both outlive the
+  task's end, so a reader opening it later replays the answer.
   The text and progress belong to one attempt: an attempt's first write (its token is not
   yet the hash's `progress_fence`) drops what an earlier attempt left. A write sent again
   (its reply lost) appends only the bytes not there yet, found by the offset.
