@@ -143,6 +143,9 @@ class Settings:
     agent_limit_concurrency: int | None = field(default=None,
                                                 metadata={"env": "AGENT_LIMIT_CONCURRENCY"})
     limit_horizon: float = field(default=3600.0, metadata={"env": "QUEUE_LIMIT_HORIZON"})
+    # Seconds a pending task waits before it is lifted one priority level (0: never), so a
+    # steady stream of URGENT work cannot starve LOW work for ever (promote.lua).
+    aging: float = field(default=0.0, metadata={"env": "QUEUE_AGING_SECONDS"})
     # Console.
     console_password: str | None = field(default=None, metadata={"env": "CONSOLE_PASSWORD"}, repr=False)
     console_refresh_seconds: float = field(default=3.0, metadata={"env": "CONSOLE_REFRESH_SECONDS"})
@@ -172,7 +175,7 @@ class Settings:
                 "QUEUE_LEASE_TIMEOUT must be longer than QUEUE_HEARTBEAT_INTERVAL "
                 "(a lease must survive at least one missed heartbeat)")
         for name in ("max_stalls", "default_max_retries", "redis_db", "max_finished_index",
-                     "schedule_misfire_grace", "reply_spin_us", "handler_grace"):
+                     "schedule_misfire_grace", "reply_spin_us", "handler_grace", "aging"):
             if getattr(self, name) < 0:
                 raise ConfigurationError(f"{_env_name(name)} must not be negative")
         for name in ("agent_limit_rpm", "agent_limit_tpm", "agent_limit_concurrency"):

@@ -56,6 +56,16 @@ class Keys:
         """The pending list of one priority (``urgent``, ``high``, ``normal``, ``low``)."""
         return self.prefix + "queue:" + priority_name
 
+    def group_list(self, priority_name: str, group: str) -> str:
+        """A fair-share group's waiting tasks at one priority (its marker ``@<group>`` waits
+        in the priority list: engine/scripts/lib.lua)."""
+        return self.queue(priority_name) + ":g:" + group
+
+    def group_counts(self, priority_name: str) -> str:
+        """Hash of one priority's grouped tasks and group markers (``tasks``, ``groups``):
+        the list's depth is its length - groups + tasks."""
+        return self.queue(priority_name) + ":grouped"
+
     def task(self, task_id: str) -> str:
         """The hash holding one task."""
         return self.prefix + "task:" + task_id

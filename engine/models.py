@@ -127,6 +127,8 @@ class Task:
     ``timeout`` (seconds) is enforced by the worker: past it the task ends with reason
     ``timeout`` and is retried or failed per its policy. ``max_retries`` and
     ``retry_delay`` left at None take the queue's ``QUEUE_MAX_RETRIES`` / ``QUEUE_RETRY_DELAY``.
+    ``group`` names the task's fair-share group (default: its session, else its batch):
+    within a priority, groups take turns, so a big batch does not hold up a single query.
     Every field is checked when the Task is built and again when it is submitted
     (:meth:`validate`; the limits are in :mod:`engine.validation`): a bad one is a
     ValidationError naming it.
@@ -146,6 +148,13 @@ class Task:
     timeout: float | None = None
     task_id: str = field(default_factory=new_task_id)
     parent_id: str | None = None
+    group: str | None = None
+
+    @property
+    def share_group(self) -> str | None:
+        """The fair-share group the task waits in: ``group``, else its session, else its
+        batch; None for a task that takes its own turn."""
+        return self.group or self.session_id or self.parent_id
 
     def __post_init__(self) -> None:
         if not isinstance(self.payload, dict):
@@ -194,6 +203,11 @@ class Task:
                 self.session_id = None      # "" means no session, as None does
             else:
                 check_text(self.session_id, "session_id", MAX_SESSION_CHARS)
+        if self.group is not None:
+            if type(self.group) is str and not self.group:
+                self.group = None
+            else:
+                check_text(self.group, "group", MAX_SESSION_CHARS)
         if self.idempotency_key is not None:
             if type(self.idempotency_key) is str and not self.idempotency_key:
                 self.idempotency_key = None

@@ -30,6 +30,7 @@ from prometheus_client.process_collector import ProcessCollector
 
 from .errors import QueueUnavailable, refusal
 from .keys import PRIORITY_NAMES
+from .reads import queue_depth
 
 log = logging.getLogger("engine.observability")
 
@@ -154,6 +155,7 @@ class QueueMetrics:
         pipe = self.queue.client.pipeline(transaction=False)
         for name in PRIORITY_NAMES:
             pipe.llen(k.queue(name))
+            pipe.hmget(k.group_counts(name), "tasks", "groups")
         pipe.zcard(k.scheduled)
         pipe.zcard(k.status["running"])
         pipe.zcard(k.status["failed"])
@@ -170,10 +172,10 @@ class QueueMetrics:
                                 value=elapsed)
         depth = GaugeMetricFamily(f"{PREFIX}_queue_depth", "Tasks waiting, by priority",
                                   labels=["priority"])
-        for name, count in zip(PRIORITY_NAMES, replies):
-            depth.add_metric([name], count)
+        for i, name in enumerate(PRIORITY_NAMES):
+            depth.add_metric([name], queue_depth(replies[2 * i], replies[2 * i + 1]))
         yield depth
-        rest = replies[len(PRIORITY_NAMES):]
+        rest = replies[2 * len(PRIORITY_NAMES):]
         yield GaugeMetricFamily(f"{PREFIX}_queue_scheduled", "Tasks due later", value=rest[0])
         yield GaugeMetricFamily(f"{PREFIX}_queue_running", "Tasks being run by any worker",
                                 value=rest[1])

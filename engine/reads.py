@@ -183,8 +183,9 @@ class QueueReader:
             for name in STATUS_NAMES:
                 pipe.zcard(k.status[name])
             pipe.hgetall(k.stats)
-            for q in k.queues:
-                pipe.llen(q)
+            for name in PRIORITY_NAMES:
+                pipe.llen(k.queue(name))
+                pipe.hmget(k.group_counts(name), "tasks", "groups")
             pipe.llen(k.routed)
             pipe.zrange(k.workers, 0, -1, withscores=True)
             on_cluster = not hasattr(self.client, "connection_pool")
@@ -193,7 +194,7 @@ class QueueReader:
             replies = iter(pipe.execute())      # read back in the order queued above
             sizes = {name: next(replies) for name in STATUS_NAMES}
             counters = {name: int(v) for name, v in next(replies).items()}
-            depths = {name: next(replies) for name in PRIORITY_NAMES}
+            depths = {name: queue_depth(next(replies), next(replies)) for name in PRIORITY_NAMES}
             routed, beats = next(replies), next(replies)
             server_time = server_ms(self.client) if on_cluster else _ms(*next(replies))
         now_ms = self.clock.now_ms() if self.clock else server_time
@@ -277,6 +278,16 @@ def task_record(fields: dict[str, str], task_id: str) -> dict[str, Any]:
     if corrupt:
         record["corrupt"] = corrupt
     return record
+
+
+def queue_depth(length: int, grouped: list) -> int:
+    """Tasks waiting in one priority: its list's entries, less the group markers among
+    them, plus the tasks in the groups' own lists (fair shares, engine/scripts/lib.lua)."""
+    try:
+        tasks, groups = (int(v or 0) for v in grouped)
+    except (TypeError, ValueError):      # a damaged count: the list alone
+        return length
+    return max(0, length - groups + tasks)
 
 
 def task_reason(fields: dict[str, Any]) -> str | None:

@@ -344,7 +344,8 @@ class Store(_Bookkeeping):
 
     def promote(self, limit: int = 1000) -> tuple[int, int]:
         """Move due scheduled/retry tasks to pending: (moved, ms to next due or -1)."""
-        moved, next_due = self._run("promote", [limit, self._failed_ttl_ms])
+        moved, next_due = self._run("promote", [limit, self._failed_ttl_ms,
+                                                int(self.settings.aging * 1000)])
         return int(moved), int(next_due)
 
     def reap(self, worker_timeout_ms: int, limit: int = REAP_CHUNK) -> tuple[int, int, int, int]:

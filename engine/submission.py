@@ -45,7 +45,7 @@ def submit_row(task: Task, settings: Settings, sealer: Sealer | None = None, chi
     for name, value in (("retry_delay", int(delay * 1000)), ("backoff", task.backoff.value),
                         ("max_retry_delay", int(task.max_retry_delay * 1000)),
                         ("session", task.session_id), ("timeout", task.timeout),
-                        ("parent", task.parent_id)):
+                        ("parent", task.parent_id), ("group", task.share_group)):
         if value is not None and value != "" and value != STORED_DEFAULTS.get(name):
             extra += [name, value]
     name = task.type_name
@@ -57,8 +57,9 @@ def submit_options(task: Task, children: int, name: str) -> str:
     """submit.lua's options for a task (``name``: its type's name): '' for a plain one
     (most), so that a plain submit sends and parses no more than it needs; else a small
     JSON object."""
+    group = task.share_group
     if (task.run_at is None and task.delay is None and not task.idempotency_key
-            and not task.parent_id and not children):
+            and not group and not children):
         return ""
     options: dict[str, Any] = {}
     if task.run_at is not None:
@@ -74,4 +75,6 @@ def submit_options(task: Task, children: int, name: str) -> str:
         options["parent"] = task.parent_id
     if children:
         options["children"] = children
+    elif group:
+        options["group"] = group
     return dumps(options, "task options") if options else ""

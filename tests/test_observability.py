@@ -85,7 +85,7 @@ def test_queue_gauges_are_one_round_trip(served, queue, monkeypatch):
     monkeypatch.setattr(queue.client, "execute_command",
                         lambda *a, **k: commands.append(a[0]) or redis.Redis.execute_command(queue.client, *a, **k))
     scrape(server.port)
-    assert sent == [7] and commands == []
+    assert sent == [11] and commands == []     # 4 depths (and their groups), 3 counts
 
 
 def test_health_and_readiness_probes(queue, redis_process, namespace):

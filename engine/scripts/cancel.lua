@@ -21,13 +21,13 @@ local STATS, ROUTED, CANCELS = KEYS[17], KEYS[18], KEYS[19]
 local now_arg, maxlen, ttl, id = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local doc, by, why = ARGV[5], ARGV[6], ARGV[7]
 local now = now_ms(now_arg)
-local f = read_task(TASK_KEY, { 'status', 'priority', 'waiters', 'parent', 'total' })
+local f = read_task(TASK_KEY, { 'status', 'priority', 'waiters', 'parent', 'total', 'group' })
 if not f then return { -4, '' } end   -- not a task hash: only delete can clear it
 local status = f[1]
 if not status then return { -1, '' } end
 local index = { pending = 8, scheduled = 9, retry = 10, running = 11 }
 if not index[status] or f[5] then return { -2, status } end   -- a batch: cancel its children
-if status == 'pending' then dequeue(f[2], id, ROUTED) end
+if status == 'pending' then dequeue(f[2], id, ROUTED, f[6]) end
 if status == 'scheduled' or status == 'retry' then redis.call('ZREM', SCHEDULED, id) end
 if status == 'running' then redis.call('ZREM', LEASES, id) end
 redis.call('ZREM', KEYS[index[status]], id)

@@ -17,7 +17,8 @@
   fails ("rate limited out"). While any budget is set, a task of a session or batch whose
   budget is spent fails here too ("budget exhausted"; lib.lua: budget_spent).
   KEYS[1]  task key prefix
-  KEYS[2..5] queue:urgent, queue:high, queue:normal, queue:low
+  KEYS[2..5] queue:urgent, queue:high, queue:normal, queue:low (each with its groups' lists
+           and counts: lib.lua, fair shares)
   KEYS[6]  status:pending    KEYS[7]  status:running   KEYS[8]  leases
   KEYS[9]  marker            KEYS[10] events:log       KEYS[11] events (channel)
   KEYS[12] minute stats prefix   KEYS[13] routed   KEYS[14] workers
@@ -330,23 +331,51 @@ end
 -- A list is popped again for what was set aside or parked, up to a bound that keeps one
 -- call short however many tasks of other workers' types (or limited ones) lie ahead.
 local set_aside, parked = 0, 0
+
+-- One task popped from a list: taken, parked on its limit key, or set aside for a worker
+-- of its type.
+local function consider(id)
+  local key = TASK_PREFIX .. id
+  local f = read_task(key, FIELDS)
+  if claimable(id, key, f) then
+    local K = limited[f[2]]
+    if K and ours(f[2]) then
+      if take_or_park(id, key, f, K) then parked = parked + 1 end
+    elseif ours(f[2]) then
+      take(id, key, f)
+    else
+      redis.call('RPUSH', ROUTED, id)
+      set_aside = set_aside + 1
+    end
+  end
+end
+
+-- A group's turn (lib.lua, fair shares): one of its tasks while anything else waits in
+-- line (`others`), else as many as this claim wants; its marker goes to the back of the
+-- line while the group has tasks left.
+local function group_turn(line, marker, others)
+  local group_list = line .. ':g:' .. string.sub(marker, 2)
+  local turn = redis.call('LPOP', group_list, others > 0 and 1 or need)
+  if redis.call('LLEN', group_list) > 0 then
+    redis.call('RPUSH', line, marker)
+  else
+    redis.call('HINCRBY', line .. ':grouped', 'groups', -1)
+  end
+  if turn then
+    redis.call('HINCRBY', line .. ':grouped', 'tasks', -#turn)
+    for _, id in ipairs(turn) do consider(id) end
+  end
+end
+
 for q = 2, 5 do
   while need > 0 and set_aside + parked < 1000 do
     local popped = redis.call('LPOP', KEYS[q], need)
     if not popped then break end
-    for _, id in ipairs(popped) do
-      local key = TASK_PREFIX .. id
-      local f = read_task(key, FIELDS)
-      if claimable(id, key, f) then
-        local K = limited[f[2]]
-        if K and ours(f[2]) then
-          if take_or_park(id, key, f, K) then parked = parked + 1 end
-        elseif ours(f[2]) then
-          take(id, key, f)
-        else
-          redis.call('RPUSH', ROUTED, id)
-          set_aside = set_aside + 1
-        end
+    for i, id in ipairs(popped) do
+      if string.byte(id, 1) == 64 then      -- '@': a group's marker
+        group_turn(KEYS[q], id, #popped - i + redis.call('LLEN', KEYS[q]))
+      else
+        consider(id)
       end
     end
   end

@@ -18,8 +18,8 @@ local index = { pending = 9, scheduled = 10, running = 11, completed = 12, faile
 local deleted = 0
 for i = 3, #ARGV do
   local id = ARGV[i]
-  local f = read_task(TASK_PREFIX .. id, { 'status', 'priority' }) or { 'corrupt' }
-  if f[1] == 'pending' then dequeue(f[2], id, ROUTED) end
+  local f = read_task(TASK_PREFIX .. id, { 'status', 'priority', 'group' }) or { 'corrupt' }
+  if f[1] == 'pending' then dequeue(f[2], id, ROUTED, f[3]) end
   redis.call('ZREM', SCHEDULED, id)
   redis.call('ZREM', LEASES, id)
   for _, k in pairs(index) do redis.call('ZREM', KEYS[k], id) end

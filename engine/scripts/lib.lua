@@ -14,7 +14,9 @@
   count_text(n)      a count as command text ('1' without formatting a number).
   store_end(...)     expire a finished task and hand its result to waiters.
   enqueue/dequeue    push to / remove from a priority list (dequeue: or from `routed`);
-                     such scripts take the four queue keys as KEYS[2..5].
+                     such scripts take the four queue keys as KEYS[2..5]. A task of a
+                     group waits in its group's list, the group's marker in line once
+                     (fair shares, below).
   idem_held(key, fp), idem_take(...)
                      read and set an idempotency key ("<id> <content fingerprint>").
   read_task(...), misfit(...), is_count(v), bury(...), dead_letter(...)
@@ -147,14 +149,39 @@ local function queue_index(priority)
   return 4
 end
 
--- Scripts that put tasks back in line take the four queue keys as KEYS[2..5].
-local function enqueue(priority, id, front)
-  redis.call(front and 'LPUSH' or 'RPUSH', KEYS[1 + queue_index(priority)], id)
+--[[ Fair shares. A task of a group (the group it names, else its session, else its batch:
+  engine/submission.py writes the `group` field) waits in its group's own list,
+  `<priority list>:g:<group>`, and the priority list holds the group's marker, '@<group>'
+  (an id never starts with '@'), once: each group takes one turn in line, like one
+  ungrouped task, so a 10,000-row batch ahead of a single query delays it by one claim.
+  `<priority list>:grouped` counts the grouped tasks and the markers (fields `tasks` and
+  `groups`), so that depth = LLEN - groups + tasks. ]]
+local function push_grouped(q, id, front, group)
+  local push = front and 'LPUSH' or 'RPUSH'
+  if redis.call(push, q .. ':g:' .. group, id) == 1 then   -- the group was not in line
+    redis.call(push, q, '@' .. group)
+    redis.call('HINCRBY', q .. ':grouped', 'groups', 1)
+  end
+  redis.call('HINCRBY', q .. ':grouped', 'tasks', 1)
 end
 
--- A pending task is in its priority list, or set aside in `routed` (claim.lua).
-local function dequeue(priority, id, routed)
-  if redis.call('LREM', KEYS[1 + queue_index(priority)], 1, id) == 0 then
+-- Scripts that put tasks back in line take the four queue keys as KEYS[2..5].
+local function enqueue(priority, id, front, group)
+  local q = KEYS[1 + queue_index(priority)]
+  if group and group ~= '' then
+    push_grouped(q, id, front, group)
+  else
+    redis.call(front and 'LPUSH' or 'RPUSH', q, id)
+  end
+end
+
+-- A pending task is in its priority list (or its group's), or set aside in `routed`
+-- (claim.lua). A group left empty keeps its marker until a claim drops it.
+local function dequeue(priority, id, routed, group)
+  local q = KEYS[1 + queue_index(priority)]
+  if group and group ~= '' and redis.call('LREM', q .. ':g:' .. group, 1, id) == 1 then
+    redis.call('HINCRBY', q .. ':grouped', 'tasks', -1)
+  elseif redis.call('LREM', q, 1, id) == 0 then
     redis.call('LREM', routed, 1, id)
   end
 end

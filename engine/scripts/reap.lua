@@ -40,7 +40,8 @@ end
 
 for _, id in ipairs(expired) do
   local key = TASK_PREFIX .. id
-  local f = read_task(key, { 'status', 'priority', 'attempt', 'worker', 'waiters', 'parent', 'stalls' })
+  local f = read_task(key, { 'status', 'priority', 'attempt', 'worker', 'waiters', 'parent', 'stalls',
+    'group' })
   redis.call('ZREM', LEASES, id)
   local field = misfit(key, f, 'running')
   if field == 'ok' then
@@ -60,7 +61,7 @@ for _, id in ipairs(expired) do
       -- The stall is not the handler's failure: give the attempt back.
       redis.call('HSET', key, 'status', 'pending', 'enqueued_at', now, 'worker', '',
         'attempt', math.max(0, tonumber(f[3] or '1') - 1))
-      enqueue(f[2], id, true)
+      enqueue(f[2], id, true, f[8])
       redis.call('ZADD', STATUS_PENDING, now, id)
       emit(EVENTS_LOG, CHANNEL, maxlen, 'task.status_changed', id, 'pending', why)
       requeued = requeued + 1

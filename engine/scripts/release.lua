@@ -15,12 +15,12 @@ local released = 0
 for i = #ARGV - 1, 3, -2 do   -- backwards, so LPUSH keeps their order
   local id = ARGV[i]
   local key = TASK_PREFIX .. id
-  local f = read_task(key, { 'fence', 'status', 'priority', 'attempt' })
+  local f = read_task(key, { 'fence', 'status', 'priority', 'attempt', 'group' })
   if f and f[1] == ARGV[i + 1] and f[2] == 'running' then
     local attempt = is_count(f[4]) and tonumber(f[4]) or 1
     redis.call('HSET', key, 'status', 'pending', 'enqueued_at', now, 'worker', '',
       'attempt', math.max(0, attempt - 1))
-    enqueue(f[3], id, true)
+    enqueue(f[3], id, true, f[5])
     redis.call('ZREM', LEASES, id)
     redis.call('ZREM', STATUS_RUNNING, id)
     redis.call('ZADD', STATUS_PENDING, now, id)

@@ -14,20 +14,20 @@ local TASK_KEY, SCHEDULED, LEASES, STATUS_PENDING = KEYS[1], KEYS[6], KEYS[7], K
 local MARKER, EVENTS_LOG, CHANNEL, ROUTED = KEYS[12], KEYS[13], KEYS[14], KEYS[15]
 local now_arg, maxlen, id, new_priority = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local now = now_ms(now_arg)
-local f = read_task(TASK_KEY, { 'status', 'priority' })
+local f = read_task(TASK_KEY, { 'status', 'priority', 'group' })
 if not f then return { -4, '' } end   -- not a task hash: only delete can clear it
 local status = f[1]
 if not status then return { -1, '' } end
 local index = { pending = 8, scheduled = 9, retry = 10, running = 11 }
 if not index[status] then return { -2, status } end
 local priority = new_priority ~= '' and new_priority or f[2]
-if status == 'pending' then dequeue(f[2], id, ROUTED) end
+if status == 'pending' then dequeue(f[2], id, ROUTED, f[3]) end
 if status == 'scheduled' or status == 'retry' then redis.call('ZREM', SCHEDULED, id) end
 if status == 'running' then redis.call('ZREM', LEASES, id) end
 redis.call('ZREM', KEYS[index[status]], id)
 redis.call('HSET', TASK_KEY, 'status', 'pending', 'priority', priority, 'enqueued_at', now, 'worker', '')
 redis.call('ZADD', STATUS_PENDING, now, id)
-enqueue(priority, id, false)
+enqueue(priority, id, false, f[3])
 redis.call('ZADD', MARKER, 0, '0')
 emit(EVENTS_LOG, CHANNEL, maxlen, 'task.status_changed', id, 'pending',
   { reason = 'requeued', previous = status })

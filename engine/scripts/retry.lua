@@ -15,7 +15,7 @@ local RESULT_KEY, MARKER, EVENTS_LOG, CHANNEL = KEYS[9], KEYS[10], KEYS[11], KEY
 local WAITERS_KEY = KEYS[13]
 local now_arg, maxlen, id, new_priority = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local now = now_ms(now_arg)
-local f = read_task(TASK_KEY, { 'status', 'priority', 'parent', 'total' })
+local f = read_task(TASK_KEY, { 'status', 'priority', 'parent', 'total', 'group' })
 if not f then return { -4, '' } end   -- not a task hash: only delete can clear it
 local status = f[1]
 if not status then return { -1, '' } end
@@ -29,7 +29,7 @@ redis.call('DEL', RESULT_KEY)
 redis.call('DEL', WAITERS_KEY)
 redis.call('ZREM', status == 'failed' and STATUS_FAILED or STATUS_CANCELLED, id)
 redis.call('ZADD', STATUS_PENDING, now, id)
-enqueue(priority, id, false)
+enqueue(priority, id, false, f[5])
 redis.call('ZADD', MARKER, 0, '0')
 emit(EVENTS_LOG, CHANNEL, maxlen, 'task.status_changed', id, 'pending',
   { reason = 'retried', previous = status })

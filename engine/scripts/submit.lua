@@ -13,7 +13,8 @@
            a JSON object with any of: due (epoch ms), delay (ms), idem (idempotency key)
            and fp (its content fingerprint), parent (batch parent id), children (> 0: a
            batch parent, written as 'staging': in no index, its idempotency key not yet
-           taken, until open_batch.lua opens it once every child is in).
+           taken, until open_batch.lua opens it once every child is in), group (its
+           fair-share group: it waits in the group's list, lib.lua).
   Returns: the N task ids, in order (an idempotent resubmit returns the first id; an id
            that exists already is returned as it is, and nothing is written for it); in
            place of an id, {existing id} when the idempotency key names a task whose
@@ -65,8 +66,9 @@ for i = 1, n do
         'n_cancelled', 0, 'started_at', NOW_TEXT)
     elseif status == 'pending' then
       local qi = queue_index(priority)
-      local q = queued[qi]
-      if not q then q = {}; queued[qi] = q end
+      local name = o.group and (qi .. ' ' .. o.group) or qi
+      local q = queued[name]
+      if not q then q = { qi = qi, group = o.group }; queued[name] = q end
       q[#q + 1] = id
       pending[#pending + 1], pending[#pending + 2] = NOW_TEXT, id
     else
@@ -88,9 +90,17 @@ end
 -- a claim that emptied the lists, and a full claim leaves the marker for the next one
 -- (claim.lua), so a list that already held tasks has a worker on its way to it.
 local wake = false
-for q = 1, 4 do
-  local list = queued[q]
-  if list and bulk('RPUSH', KEYS[q + 1], list) == #list then wake = true end
+for _, list in pairs(queued) do
+  local q = KEYS[list.qi + 1]
+  if not list.group then
+    if bulk('RPUSH', q, list) == #list then wake = true end
+  else                                     -- a group's tasks wait in its list (lib.lua)
+    if bulk('RPUSH', q .. ':g:' .. list.group, list) == #list then
+      if redis.call('RPUSH', q, '@' .. list.group) == 1 then wake = true end
+      redis.call('HINCRBY', q .. ':grouped', 'groups', 1)
+    end
+    redis.call('HINCRBY', q .. ':grouped', 'tasks', #list)
+  end
 end
 if #pending > 0 then bulk('ZADD', STATUS_PENDING, pending) end
 if wake then redis.call('ZADD', MARKER, '0', '0') end
