@@ -88,6 +88,9 @@ class Run:
     dead_letters: int
     accepted: int
     rejected: int
+    errors: dict[str, int]    # the first words of each task's error, and how many had it
+    densest_second: int       # the most requests the server accepted in any 1 s window
+    refusals_at: list[float]  # when each 429 came, seconds after the first request
 
     @property
     def ideal(self) -> float:
@@ -97,7 +100,9 @@ class Run:
         return (f"[{self.name}] {self.tasks} tasks in {self.elapsed:.2f} s (ideal {self.ideal:.2f} s, "
                 f"x{self.elapsed / self.ideal:.2f}); statuses {self.statuses}; attempts {self.attempts}; "
                 f"dead letters {self.dead_letters}; server accepted {self.accepted}, "
-                f"429 {self.rejected} ({100 * self.rejected / self.tasks:.1f}% of tasks)")
+                f"429 {self.rejected} ({100 * self.rejected / self.tasks:.1f}% of tasks) at "
+                f"{[round(t, 2) for t in self.refusals_at[:30]]} s; densest second {self.densest_second}"
+                + (f"; errors {self.errors}" if self.errors else ""))
 
 
 @pytest.fixture
@@ -146,14 +151,23 @@ def run_fleet(name: str, queue: TaskQueue, server: LimitedChatServer, tasks: int
             attempts[doc.get("attempts")] = attempts.get(doc.get("attempts"), 0) + 1
     elapsed = time.monotonic() - started
     statuses: dict[str, int] = {}
+    errors: dict[str, int] = {}
     for record in queue.get_task_statuses(ids):
         status = record["status"] if record else "gone"
         statuses[status] = statuses.get(status, 0) + 1
+        if record and record.get("error"):
+            errors[record["error"][:120]] = errors.get(record["error"][:120], 0) + 1
     stats = queue.get_queue_stats()
     run = Run(name, tasks, rate, elapsed, statuses, attempts, stats.failed_tasks,
-              server.accepted, server.rejected_429)
+              server.accepted, server.rejected_429, errors, server.max_in_window(1.0),
+              refusal_times(server))
     print(run)
     return run
+
+
+def refusal_times(server: LimitedChatServer) -> list[float]:
+    log = server.snapshot()
+    return [entry.monotonic - log[0].monotonic for entry in log if entry.status == 429]
 
 
 def assert_all_done_on_first_attempt(run: Run) -> None:
@@ -217,8 +231,10 @@ def paced_fleet(fleet, queue, limit_rpm: int, tasks: int, window: float, name: s
         densest = server.max_in_window(window)
         first = server.count_between(times[0], times[0] + window) if times else 0
     allowed = limit_rpm * window / 60
+    per_second = [sum(1 for t in times if times[0] + i <= t < times[0] + i + 1)
+                  for i in range(int(times[-1] - times[0]) + 1)] if times else []
     print(f"[{name}] most in any {window:g} s window {densest} (limit {allowed:g}); "
-          f"first full window {first} ({100 * first / allowed:.1f}%)")
+          f"first full window {first} ({100 * first / allowed:.1f}%); per second {per_second}")
     return run, densest, first, allowed
 
 

@@ -114,6 +114,7 @@ class Logged(NamedTuple):
     wall: float
     status: int
     tokens: int
+    label: str = ""       # the start of the last message, to tell requests apart
 
 
 @dataclass
@@ -200,7 +201,8 @@ class LimitedChatServer:
                 for bucket, c in buckets:
                     bucket.take(c)
             status = 200 if wait == 0.0 else 429
-            self.log.append(Logged(now, self._wall(), status, cost if status == 200 else 0))
+            self.log.append(Logged(now, self._wall(), status, cost if status == 200 else 0,
+                                   _label(body.get("messages"))))
             headers = self._headers(wait)
         if status == 200:
             return Decision(200, headers, prompt=prompt, completion=completion)
@@ -278,6 +280,12 @@ def max_in_window(times: list[float], seconds: float) -> int:
             first += 1
         best = max(best, last - first + 1)
     return best
+
+
+def _label(messages: Any) -> str:
+    last = messages[-1] if isinstance(messages, list) and messages else None
+    content = last.get("content") if isinstance(last, dict) else None
+    return content[:40] if isinstance(content, str) else ""
 
 
 def _completion(request: dict[str, Any], decision: Decision) -> dict[str, Any]:
