@@ -7,15 +7,17 @@ what is empty or unknown.
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Sequence
 
 import pandas as pd
 
 EMPTY = "—"
 SPEND_COLUMNS = ["Calls", "Prompt tokens", "Completion tokens", "Total tokens", "Cost"]
-LIMIT_COLUMNS = ["Limit key", "Requests/min", "Tokens/min", "Concurrency", "In flight",
-                 "Deferred", "Deferred until (UTC)", "Paused until (UTC)", "429s (last)",
-                 "Last 429 (UTC)"]
+# What tells a key that flows from one held back first; the limits' detail scrolls.
+LIMIT_COLUMNS = ["Limit key", "In use/min", "In flight", "Deferred", "Paused until (UTC)",
+                 "Deferred until (UTC)", "Requests/min", "Tokens/min", "Concurrency",
+                 "429s (last)", "Last 429 (UTC)"]
 
 
 def tokens_text(value: Any) -> str:
@@ -26,8 +28,8 @@ def tokens_text(value: Any) -> str:
 
 
 def cost_text(dollars: Any) -> str:
-    """``"$12.34"``, ``"$0.00045"`` (small costs keep their significant digits), or "—"
-    when there is no cost (no call had a price)."""
+    """``"$12.34"``, ``"$0.09301"``, ``"$0.00045"`` (under a dollar, four significant
+    digits), or "—" when there is no cost (no call had a price)."""
     if dollars is None or isinstance(dollars, bool) or not isinstance(dollars, (int, float)) \
             or dollars != dollars:
         return EMPTY
@@ -35,9 +37,11 @@ def cost_text(dollars: Any) -> str:
         return "$0.00"
     if abs(dollars) >= 1:
         return f"${dollars:,.2f}"
-    text = f"{dollars:.9f}".rstrip("0")
-    decimals = len(text.split(".")[1])
-    return f"${dollars:.{max(2, decimals)}f}"
+    # Four significant digits, at most nine decimals (nanodollars), trailing zeros dropped.
+    decimals = min(9, 3 - math.floor(math.log10(abs(dollars))))
+    whole, _, fraction = f"{dollars:.{decimals}f}".partition(".")
+    fraction = fraction.rstrip("0")
+    return f"${whole}.{fraction.ljust(2, '0')}"
 
 
 def rate_text(value: Any) -> str:
@@ -109,8 +113,8 @@ def limits_frame(states: Sequence[dict[str, Any]]) -> pd.DataFrame:
         answers = [a for a in state.get("last_429s") or [] if isinstance(a, dict)]
         rows.append({
             "Limit key": str(state.get("key") or EMPTY),
-            "Requests/min": f"{_pair(configured.get('rpm'), learned.get('rpm'))} · "
-                            f"{rate_text(pacing.get('rpm'))} in use",
+            "In use/min": rate_text(pacing.get("rpm")),
+            "Requests/min": _pair(configured.get("rpm"), learned.get("rpm")),
             "Tokens/min": _pair(configured.get("tpm"), learned.get("tpm")),
             "Concurrency": rate_text(configured.get("concurrency")),
             "In flight": tokens_text(state.get("in_flight")),

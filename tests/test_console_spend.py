@@ -21,7 +21,8 @@ def metered(queue, model="gpt-4o-mini", cost=450_000, **options) -> str:
 
 # -- formatting ----------------------------------------------------------------------------
 @pytest.mark.parametrize("dollars, text", [(None, "—"), (0, "$0.00"), (0.00045, "$0.00045"),
-                                           (0.5, "$0.50"), (0.123456789, "$0.123456789"),
+                                           (0.5, "$0.50"), (0.123456789, "$0.1235"),
+                                           (0.0930096, "$0.09301"), (1e-9, "$0.000000001"),
                                            (1234.5, "$1,234.50"), (float("nan"), "—")])
 def test_costs_read_as_dollars_and_nothing_as_a_dash(dollars, text):
     assert cost_text(dollars) == text
@@ -41,7 +42,7 @@ def test_a_limit_key_with_nothing_known_reads_dashes():
                            "pacing": {"rpm": None}, "in_flight": 0, "deferred": 0,
                            "deferred_until": None, "paused_until": None, "last_429s": []}])
     row = frame.iloc[0]
-    assert row["Requests/min"] == "— set · — learned · — in use"
+    assert row["Requests/min"] == "— set · — learned" and row["In use/min"] == "—"
     assert row["Concurrency"] == "—" and row["In flight"] == "0" and row["429s (last)"] == "0"
     assert row["Deferred until (UTC)"] is None and row["Last 429 (UTC)"] is None
     assert recent_429s([]).empty
@@ -86,16 +87,16 @@ def test_the_limits_page_shows_each_key_and_the_budgets(console_env, queue, monk
     assert not at.exception
     row = table(at, "limits_table").iloc[0]
     assert row["Limit key"] == state["key"]
-    assert row["Requests/min"] == "600 set · 500 learned · 480 in use"
+    assert row["Requests/min"] == "600 set · 500 learned" and row["In use/min"] == "480"
     assert row["Tokens/min"] == "— set · 200,000 learned"
     assert (row["Concurrency"], row["In flight"], row["Deferred"]) == ("8", "3", "12")
     assert row["429s (last)"] == "2"
     answers = table(at, "limits_429s")
     assert answers["Retry-After"].tolist() == ["—", "1 s"]          # newest first
     budgets = table(at, "limits_budgets")
-    assert budgets.iloc[0].to_dict() == {"Kind": "session", "Id": "chat-7", "Token limit": "1,000",
-                                         "Tokens spent": "1,500", "Cost limit": "—",
-                                         "Cost spent": "$0.00045", "Exhausted": "yes"}
+    assert budgets.iloc[0].to_dict() == {"Id": "chat-7", "Exhausted": "yes", "Tokens spent": "1,500",
+                                         "Token limit": "1,000", "Cost spent": "$0.00045",
+                                         "Cost limit": "—", "Kind": "session"}
     assert queue.get_task_status(task_id)["usage"]["total_tokens"] == 1500
     assert isinstance(answers, pd.DataFrame)
 
@@ -106,7 +107,7 @@ def test_the_limits_page_reads_the_queues_own_limit_states(console_env, queue):
     at = open_page("Limits")
     row = table(at, "limits_table").iloc[0]
     assert row["Limit key"] == key
-    assert row["Requests/min"].startswith("600 set · — learned")
+    assert row["Requests/min"] == "600 set · — learned" and row["In use/min"] == "588"
     assert (row["Concurrency"], row["In flight"], row["Deferred"], row["429s (last)"]) == ("4", "0", "0", "0")
     assert pd.isna(row["Paused until"]) and pd.isna(row["Deferred until"])
     assert "No 429 answer recorded." in texts(at)

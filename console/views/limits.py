@@ -41,7 +41,11 @@ def _limits(states: list[dict[str, Any]]) -> None:
                 "(or when a limit is configured).", icon=":material/speed:")
         return
     frame = limits_frame(states)
-    plain_table(f"{KEY}_table", frame, column_config=_time_columns(frame))
+    plain_table(f"{KEY}_table", frame, column_config={
+        **_time_columns(frame), "Limit key": st.column_config.TextColumn(width=180),
+        "In use/min": st.column_config.TextColumn(width=80),
+        "In flight": st.column_config.TextColumn(width=64),
+        "Deferred": st.column_config.TextColumn(width=64)})
     answers = recent_429s(states)
     st.markdown("**Last 429 answers** · the provider said \"slow down\"; the key was paused "
                 "fleet-wide until its reset")
@@ -57,10 +61,10 @@ def _budgets(budgets: list[dict[str, Any]]) -> None:
     if not budgets:
         st.caption("No budget is set.")
         return
-    rows = [{"Kind": b["kind"], "Id": b["id"], "Token limit": tokens_text(b["tokens"]),
-             "Tokens spent": tokens_text(b["spent_tokens"]), "Cost limit": cost_text(b["cost"]),
-             "Cost spent": cost_text(b["spent_cost"]),
-             "Exhausted": "yes" if b["exhausted"] else "no"} for b in budgets]
+    rows = [{"Id": b["id"], "Exhausted": "yes" if b["exhausted"] else "no",
+             "Tokens spent": tokens_text(b["spent_tokens"]), "Token limit": tokens_text(b["tokens"]),
+             "Cost spent": cost_text(b["spent_cost"]), "Cost limit": cost_text(b["cost"]),
+             "Kind": b["kind"]} for b in budgets]
     plain_table(f"{KEY}_budgets", pd.DataFrame(rows))
 
 
