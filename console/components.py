@@ -212,12 +212,12 @@ def local_times(frame: pd.DataFrame, column_config: dict | None,
     for old, new in renamed.items():
         given = config.pop(old, None)
         fmt = DEFAULT_TIME_FORMAT
-        width = None
+        width = label = None
         if given is not None:
             fmt = given.get("type_config", {}).get("format") or fmt
-            width = given.get("width")
+            width, label = given.get("width"), given.get("label")
         config[new] = st.column_config.DatetimeColumn(
-            format=fmt, width=width,
+            label, format=fmt, width=width,
             help=f"In your time zone, {zone_label(zone)} (stored as UTC).")
     order = [renamed.get(c, c) for c in column_order] if column_order is not None else None
     return frame, config, order

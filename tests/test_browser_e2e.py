@@ -449,10 +449,44 @@ def busy_queue(queue, make_worker):
     return {"task": done[0], "batch": batch_id}
 
 
+# The columns of each table that must show in full at both sizes (the rest may scroll), by
+# the key of the table's container; a table not listed here must show all its columns.
+NEEDED_COLUMNS = {
+    "overview_failures_table": ("Failed at", "Task id", "Error"),
+    "tasks_table": ("Status", "Task id", "Query", "Error"),
+    "workers_table": ("State", "Name", "Last heartbeat", "In hand", "Processed", "Failed"),
+    "schedules_table": ("Due in", "Status", "Task id", "Query", "Error"),
+    "recurring_table": ("Name", "State", "Next run", "Last error"),
+    "failed_groups_table": ("Error", "Count", "Task types", "Last failed"),
+    "failed_tasks_table": ("Task id", "Error", "Worker", "Failed at"),
+    "events_table": ("Time", "Event", "Task id", "Status", "Worker"),
+    "batches_table": ("Status", "Batch id", "Progress", "Queries", "Failed"),
+    "batches_children": ("Status", "Task id", "Query", "Error", "Worker"),
+    "batches_failures": ("Row", "Status", "Task id", "Query", "Error"),
+}
+
+
+def hidden_columns(page) -> list[str]:
+    """The tables on the page whose needed columns (``NEEDED_COLUMNS``) do not all show."""
+    from tests.support.browser import table_columns
+
+    problems = []
+    for table in table_columns(page):
+        if not table["shown"] and not table["scrolls"]:
+            continue                # in a tab that is not open: nothing drawn
+        needed = NEEDED_COLUMNS.get(table["key"])
+        missing = ([c for c in needed if c not in table["shown"]] if needed is not None
+                   else ["(columns to the right)"] if table["scrolls"] else [])
+        if missing:
+            problems.append(f"table {table['key']} hides {', '.join(missing)} "
+                            f"(shows {', '.join(table['shown'])})")
+    return problems
+
+
 def test_every_page_fits_at_1400_and_1024(start_console, new_page, busy_queue) -> None:
     """Every page, a task's details and a batch, at 1400×900 and 1024×768: no label or
-    value is cut off (the browser's ``scrollWidth > clientWidth``); each is saved as a
-    screenshot."""
+    value is cut off (the browser's ``scrollWidth > clientWidth``), each table shows its
+    needed columns in full (``NEEDED_COLUMNS``); each view is saved as a screenshot."""
     from tests.support.browser import overflowing_labels, wait_drawn
 
     server = start_console(CONSOLE_REFRESH_SECONDS="30")
@@ -472,7 +506,7 @@ def test_every_page_fits_at_1400_and_1024(start_console, new_page, busy_queue) -
             wait_drawn(page, LOAD)          # every widget drawn: nothing left to measure later
             wait_for_charts(page)
             no_errors_shown(page)
-            for item in overflowing_labels(page):
+            for item in overflowing_labels(page) + hidden_columns(page):
                 problems.append(f"{size['width']}x{size['height']} {title}: {item}")
             screenshot(page, f"{size['width']}x{size['height']}-{index:02d}_"
                              f"{title.lower().replace(' ', '_')}")

@@ -31,6 +31,14 @@ CHILD_STATUSES = (ANY, "pending", "scheduled", "running", "retry", "completed", 
                   "cancelled")
 RECENT = 50
 TIME = "YYYY-MM-DD HH:mm:ss"
+# The columns that matter most first, in widths that fit the main area of a 1024 px window
+# (about 560 px; a batch's own tables sit in a bordered box, about 530 px); the rest scrolls.
+BATCH_ORDER = ["Status", "Batch id", "Progress", "Queries", "Failed", "Source", "Completed",
+               "Cancelled", "Created (UTC)", "Finished (UTC)"]
+CHILD_COLUMNS = {"Task id": st.column_config.TextColumn(width=96),
+                 "Query": st.column_config.TextColumn(width=100),
+                 "Error": st.column_config.TextColumn(width=110),
+                 "Worker": st.column_config.TextColumn(width=96)}
 
 
 def render(ctx: ConsoleContext) -> None:
@@ -81,9 +89,11 @@ def _live_body(ctx: ConsoleContext) -> None:
         rows, picked, _ = selectable_table(
             KEY, lambda: shared_read(ctx.queue, "recent_batches",
                                      lambda: recent_batches(ctx.queue, RECENT)),
-            batches_frame, short_ids=("Batch id",),
+            batches_frame, short_ids=("Batch id",), column_order=BATCH_ORDER,
             column_config={"Progress": st.column_config.ProgressColumn(
                                format="percent", min_value=0.0, max_value=1.0, width=110),
+                           "Queries": st.column_config.NumberColumn(width=70),
+                           "Failed": st.column_config.NumberColumn(width=60),
                            "Created (UTC)": st.column_config.DatetimeColumn(format=TIME),
                            "Finished (UTC)": st.column_config.DatetimeColumn(format=TIME)})
         if not rows:
@@ -223,9 +233,9 @@ def _children(ctx: ConsoleContext, batch_id: str) -> None:
     right.caption(f"Queries {page.first_row:,}–{last:,} of {page.total:,}"
                   + ("" if page.exact else f" (among the first {SEARCH_SCAN:,})")
                   if page.records else "No query matches.")
-    plain_table(f"{KEY}_children", tasks_frame(page.records), short_ids=("Task id",),
-                column_order=["Status", "Task id", "Query", "Attempts", "Worker", "Updated (UTC)",
-                              "Error"])
+    plain_table(f"{KEY}_children", tasks_frame(page.records), column_config=CHILD_COLUMNS,
+                column_order=["Status", "Task id", "Query", "Error", "Worker", "Attempts",
+                              "Updated (UTC)"])
     previous, where, following = st.columns([1, 2, 1], vertical_alignment="center")
     previous.button("Previous queries", key=f"{KEY}_child_prev", disabled=page_no <= 0,
                     width="stretch", on_click=_turn, args=(-1,))
@@ -249,4 +259,7 @@ def _failures(view: BatchView) -> None:
                + (f"; at most {BATCH_FAILURES_SHOWN:,} are listed" if shown >= BATCH_FAILURES_SHOWN
                   else "") + ".")
     plain_table(f"{KEY}_failures", batch_failures_frame(view.failures), short_ids=("Task id",),
-                column_config={"Error": st.column_config.TextColumn(width="large")})
+                column_config={"Row": st.column_config.NumberColumn(width=48),
+                               "Query": st.column_config.TextColumn(width=110),
+                               "Error": st.column_config.TextColumn(width=160)},
+                column_order=["Row", "Status", "Task id", "Query", "Error", "Attempts"])

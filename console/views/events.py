@@ -17,6 +17,12 @@ KEY = "events"
 KEEP_CHOICES = (200, 500, 1000, 2000)
 READ_BATCH = 1000     # most events read per refresh: a flood cannot stall the page
 DEFAULT_KEEP = 500
+# When, what, which task, its status and the worker fit the main area of a 1024 px window
+# (about 560 px); the detail and the event id (its milliseconds) scroll.
+COLUMNS = {"Time (UTC)": st.column_config.DatetimeColumn(format="MM-DD HH:mm:ss", width=110),
+           "Event": st.column_config.TextColumn(width=128),
+           "Task id": st.column_config.TextColumn(width=96),
+           "Worker": st.column_config.TextColumn(width=110)}
 URL = UrlState(KEY, (UrlParam("types", f"{KEY}_types", (), "list"),
                      UrlParam("q", f"{KEY}_text"),
                      UrlParam("keep", f"{KEY}_keep", DEFAULT_KEEP, "int", KEEP_CHOICES)),
@@ -72,9 +78,7 @@ def _live_body(ctx: ConsoleContext, types: list[str], text: str, keep: int, paus
         events = filter_events(st.session_state.get(f"{KEY}_buffer", []), types, text)
         st.markdown(f"**{len(events):,} events** shown · {note}")
         _batch_links(events)
-        plain_table(f"{KEY}_table", events_frame(events), height=560,
-                    column_config={"Time (UTC)": st.column_config.DatetimeColumn(
-                         format="YYYY-MM-DD HH:mm:ss.SSS")})
+        plain_table(f"{KEY}_table", events_frame(events), height=560, column_config=COLUMNS)
         updated_caption()
 
 

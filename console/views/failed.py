@@ -26,6 +26,10 @@ TASKS = f"{KEY}_tasks"
 GROUP_SCAN = 2000
 TASKS_SHOWN = 200
 TIME = "YYYY-MM-DD HH:mm:ss"
+# The tables' columns that matter most come first, in widths that fit the main area of a
+# 1024 px window (about 560 px, the selection boxes included); the rest scrolls, and a
+# wider window shares the room left among the columns.
+SHORT_TIME = "MM-DD HH:mm:ss"
 OPEN = f"{KEY}_open_groups"         # first lines of the errors whose tasks are listed
 PICKED = f"{KEY}__picked"           # whether OPEN came from the table's selection
 
@@ -114,8 +118,11 @@ def _live_body(ctx: ConsoleContext, task_type: str, error: str) -> None:
                 lambda: ctx.queue.failed_task_groups(scan_limit=GROUP_SCAN))
                 if _matches(task_type, error, g["task_types"], g["error"])],
             failed_groups_frame,
-            column_config={"Error": st.column_config.TextColumn(width="large"),
-                           "Last failed (UTC)": st.column_config.DatetimeColumn(format=TIME),
+            column_config={"Error": st.column_config.TextColumn(width=220),
+                           "Count": st.column_config.NumberColumn(width=56),
+                           "Task types": st.column_config.TextColumn(width=110),
+                           "Last failed (UTC)": st.column_config.DatetimeColumn(
+                               format=SHORT_TIME, width=112),
                            "First failed (UTC)": st.column_config.DatetimeColumn(format=TIME)})
         total = counts.stats.failed_in_index
         batches = counts.batches_in("failed")
@@ -177,8 +184,13 @@ def _tasks_table(ctx: ConsoleContext, chosen: list[dict], task_type: str, error:
             task_type) if _matches("", error, (), r.get("error"))]
     records, rows, _ = selectable_table(
         TASKS, fetch, failed_tasks_frame,
-        column_config={"Error": st.column_config.TextColumn(width="large"),
-                       "Failed at (UTC)": st.column_config.DatetimeColumn(format=TIME)})
+        column_config={"Task id": st.column_config.TextColumn(width=112),
+                       "Error": st.column_config.TextColumn(width=170),
+                       "Worker": st.column_config.TextColumn(width=110),
+                       "Failed at (UTC)": st.column_config.DatetimeColumn(
+                           format=SHORT_TIME, width=112)},
+        column_order=["Task id", "Error", "Worker", "Failed at (UTC)", "Type", "Priority",
+                      "Attempts"])
     selected = [records[i]["task_id"] for i in rows]
     if selected:
         left, middle, right = st.columns(3)

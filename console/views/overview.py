@@ -116,6 +116,10 @@ def _failures(snapshot: OverviewSnapshot) -> None:
     if not snapshot.failures:
         st.caption("No failed tasks are stored.")
         return
+    # When, which task and why fit the main area of a 1024 px window (about 560 px).
     plain_table(f"{KEY}_failures_table", failures_frame(snapshot.failures),
+                column_order=["Failed at (UTC)", "Task id", "Error", "Type", "Attempts"],
                 column_config={"Failed at (UTC)": st.column_config.DatetimeColumn(
-                    format="YYYY-MM-DD HH:mm:ss")})
+                                   format="MM-DD HH:mm:ss", width=112),
+                               "Task id": st.column_config.TextColumn(width=112),
+                               "Error": st.column_config.TextColumn(width=300)})

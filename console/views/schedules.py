@@ -27,6 +27,17 @@ from ..url_state import UrlParam, UrlState
 KEY = "schedules"
 RECURRING = "recurring"
 PAGE_SIZE = 100
+# The columns that say what waits and why first, in widths that fit the main area of a
+# 1024 px window (about 560 px, the selection boxes included); the rest scrolls.
+WAITING_ORDER = ["Due in", "Status", "Task id", "Query", "Error", "Due (UTC)", "Type",
+                 "Priority", "Attempts"]
+WAITING_COLUMNS = {"Due in": st.column_config.TextColumn(width=80),
+                   "Task id": st.column_config.TextColumn(width=112),
+                   "Query": st.column_config.TextColumn(width=100),
+                   "Error": st.column_config.TextColumn(width=110),
+                   "Due (UTC)": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm:ss")}
+RECURRING_ORDER = ["Name", "State", "Next run", "Last error", "Cron", "Timezone", "Last run",
+                   "Fires", "Skipped", "Task"]
 URL = UrlState(KEY, (UrlParam("page", f"{KEY}_page", 0, "page"),), markers=(f"{KEY}_prev",),
                on_apply=lambda: clear_selection(KEY))
 TIME = "YYYY-MM-DD HH:mm:ss"
@@ -58,7 +69,7 @@ def _live_body(ctx: ConsoleContext) -> None:
             KEY, lambda: shared_read(ctx.queue, "scheduled", lambda: ctx.queue.list_scheduled(
                 limit=PAGE_SIZE, offset=page * PAGE_SIZE), page),
             lambda recs: scheduled_frame(recs, clock.now_ms()),
-            column_config={"Due (UTC)": st.column_config.DatetimeColumn(format=TIME)})
+            column_config=WAITING_COLUMNS, column_order=WAITING_ORDER)
         pages = max(1, -(-waiting // PAGE_SIZE))
         previous, where, following = st.columns([1, 2, 1], vertical_alignment="center")
         previous.button("Previous page", key=f"{KEY}_prev", disabled=page <= 0,
@@ -138,10 +149,13 @@ def _recurring_body(ctx: ConsoleContext, scheduler: TaskScheduler) -> None:
         zone = zone_label(operator_zone())
         rows, picked, _ = selectable_table(
             RECURRING, lambda: schedules, schedules_frame,
-            column_config={"Next run": st.column_config.TextColumn(
-                               help=f"In your time zone, {zone}"),
+            column_config={"Name": st.column_config.TextColumn(width=110),
+                           "Next run": st.column_config.TextColumn(
+                               width=150, help=f"In your time zone, {zone}"),
+                           "Last error": st.column_config.TextColumn(width=130),
                            "Last run": st.column_config.TextColumn(
-                               help=f"In your time zone, {zone}")})
+                               help=f"In your time zone, {zone}")},
+            column_order=RECURRING_ORDER)
         names = [rows[i]["name"] for i in picked]
         if names:
             for column, (label, suffix, verb) in zip(st.columns(len(VERBS)), VERBS):

@@ -36,25 +36,26 @@ KNOWN_TYPES = ("agent_query", "batch_query", "custom")
 KEEP_PRIORITY = "keep current"
 TABLE_TIME = "MM-DD HH:mm:ss"       # the year is in the task's details
 DEFAULT_PAGE_SIZE = 50
-# Widths that fit the table in the main area of a 1024 px window with the sidebar open;
-# the Query and Error columns take what is left. The session and the worker are left to
-# the task's details; the Task id column shows the first 12 characters (the cell keeps
-# the full id: copy it, or select the row).
+# Widths that fit the status, id, query and error in the main area of a 1024 px window
+# with the sidebar open (about 560 px, the selection boxes included); a wider window
+# shares what is left among the columns. The session and the worker are left to the
+# task's details; the Task id column shows the first 12 characters (the cell keeps the
+# full id: copy it, or select the row).
 COLUMNS = {
     "Status": st.column_config.TextColumn(width=100),
     "Task id": st.column_config.TextColumn(
         width=112, help="The first 12 characters of the id. Select the row to open the task "
                         "with its full id below; copying the cell copies the full id."),
-    "Query": st.column_config.TextColumn(width="medium"),
+    "Query": st.column_config.TextColumn(width=150),
     "Type": st.column_config.TextColumn(width=96),
     "Priority": st.column_config.TextColumn(width=64),
     "Attempts": st.column_config.TextColumn(width=68, help="Attempts made / allowed"),
     "Created (UTC)": st.column_config.DatetimeColumn(format=TABLE_TIME, width=112),
     "Updated (UTC)": st.column_config.DatetimeColumn(format=TABLE_TIME, width=112),
-    "Error": st.column_config.TextColumn(width="medium"),
+    "Error": st.column_config.TextColumn(width=150),
 }
 # The query and the error before the times: in a 1024 px window the columns after the
-# error scroll.
+# error scroll (tests/test_browser_e2e.py checks which ones show).
 COLUMN_ORDER = ["Status", "Task id", "Query", "Error", "Updated (UTC)", "Type", "Priority",
                 "Attempts", "Created (UTC)"]
 

@@ -14,6 +14,19 @@ KEY = "workers"
 WORKER_ORDER = ["State", "Name", "Heartbeat age", "In hand", "Processed", "Failed",
                 "Last heartbeat (UTC)", "Worker id", "Host", "PID", "Concurrency", "Retried",
                 "Uptime", "Handlers"]
+# What tells a healthy worker from a stuck one first, in widths that fit the main area of
+# a 1024 px window (about 560 px); the rest scrolls. The age is the last heartbeat as an
+# operator reads it ("4 s ago"); the time itself follows further right.
+WORKER_COLUMNS = {
+    "Name": st.column_config.TextColumn(width=130),
+    "Heartbeat age": st.column_config.TextColumn(
+        "Last heartbeat", width=100, help="How long ago the worker last reported"),
+    "In hand": st.column_config.NumberColumn(width=64, help="Tasks it is running now"),
+    "Processed": st.column_config.NumberColumn(width=76),
+    "Failed": st.column_config.NumberColumn(width=60),
+    "Last heartbeat (UTC)": st.column_config.DatetimeColumn(
+        "Last heartbeat at", format="YYYY-MM-DD HH:mm:ss"),
+}
 
 
 def render(ctx: ConsoleContext) -> None:
@@ -40,10 +53,8 @@ def _live_body(ctx: ConsoleContext) -> None:
         if view.table.empty:
             st.info("No worker has reported yet. Start one with `python worker.py`.")
         else:
-            # What tells a healthy worker from a stuck one first; the rest scrolls.
             plain_table(f"{KEY}_table", view.table, column_order=WORKER_ORDER,
-                        column_config={"Last heartbeat (UTC)": st.column_config.DatetimeColumn(
-                             format="YYYY-MM-DD HH:mm:ss")})
+                        column_config=WORKER_COLUMNS)
         for story in view.lost:
             info = story.info
             label = (f"{status_markdown('lost', STATE_COLOR)} · "

@@ -328,3 +328,39 @@ _OVERFLOW_JS = """(selectors) => {
 def overflowing_labels(page: Any) -> list[dict]:
     """The label and value elements whose text is cut off (see ``LABEL_SELECTORS``)."""
     return page.evaluate(_OVERFLOW_JS, list(LABEL_SELECTORS))
+
+
+# -- tables whose columns do not fit -----------------------------------------------------------
+# A table (``st.dataframe``, drawn on a canvas) keeps an accessible copy of the cells it
+# draws: its header lists the columns at least partly in view, in order. Its scroller is
+# narrower than its content when columns are hidden to the right; the last column listed
+# may then be cut.
+_TABLES_JS = """() => Array.from(document.querySelectorAll('[data-testid="stDataFrame"]'), (df) => {
+    const keyed = df.closest('[class*="st-key-"]');
+    const key = keyed ? Array.from(keyed.classList).find((c) => c.startsWith('st-key-')) : '';
+    const scroller = df.querySelector('.dvn-scroller');
+    const stack = df.querySelector('.dvn-stack > div');
+    return {key: key.replace(/^st-key-/, ''),
+            columns: Array.from(df.querySelectorAll('th[role="columnheader"]'), (h) => h.innerText.trim()),
+            scrolls: !!(scroller && stack && stack.getBoundingClientRect().width > scroller.clientWidth + 1)};
+})"""
+
+
+def table_columns(page: Any) -> list[dict]:
+    """Each table on the page: ``{"key", "shown", "scrolls"}``: its container's key (a
+    selectable table's generation suffix dropped), the columns shown in full (left to
+    right), and whether more columns are hidden to the right. A table in a tab not open
+    shows no column."""
+    from playwright.sync_api import expect
+
+    grids = page.locator('[data-testid="stDataFrame"]')
+    if grids.count():       # the accessible copy comes a moment after the canvas
+        expect(page.locator('[data-testid="stDataFrame"] th[role="columnheader"]').first
+               ).to_be_attached(timeout=15_000)
+    out = []
+    for table in page.evaluate(_TABLES_JS):
+        columns = table["columns"]
+        out.append({"key": re.sub(r"_\d+$", "", table["key"]),
+                    "shown": columns[:-1] if table["scrolls"] else columns,
+                    "scrolls": table["scrolls"]})
+    return out
