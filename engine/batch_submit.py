@@ -44,8 +44,9 @@ def batch_queries(payload: dict[str, Any]) -> list[str]:
 
 
 def child_tasks(parent: Task, queries: Sequence[str]) -> list[Task]:
-    """One AGENT_QUERY task per query, inheriting the parent's priority and retry policy."""
-    extra = {k: v for k, v in parent.payload.items() if k not in ("queries",)}
+    """One AGENT_QUERY task per query, inheriting the parent's priority and retry policy
+    (never a conversation flag: rows sharing a session id are not one conversation)."""
+    extra = {k: v for k, v in parent.payload.items() if k not in ("queries", "conversation")}
     return [Task(task_type=TaskType.AGENT_QUERY, payload={**extra, "query": q, "index": i},
                  priority=parent.priority, max_retries=parent.max_retries,
                  retry_delay=parent.retry_delay, backoff=parent.backoff,
@@ -63,6 +64,9 @@ def submit_batch(queue: "TaskQueue", task: Task) -> str:
     the children in chunks, all in one pipeline round trip.
     """
     queries = batch_queries(task.payload)
+    if "conversation" in task.payload:
+        raise ValidationError("a batch's queries never join a conversation (each is a question "
+                              "of its own): leave 'conversation' out of the batch's payload")
     parent_payload = {k: v for k, v in task.payload.items() if k != "queries"}
     parent_payload["count"] = len(queries)
     parent = Task(**{**task.__dict__, "payload": parent_payload})

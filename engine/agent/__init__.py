@@ -8,11 +8,16 @@
 - ``module.path:callable``: the user's own agent (:mod:`.custom`).
 
 A backend is any object with ``name``, ``model`` and ``run(query, session_id) -> dict``
-returning at least ``{"answer", "backend", "model", "usage"}``.
+returning at least ``{"answer", "backend", "model", "usage"}``; one whose ``run`` (and
+``run_async``) takes a ``history`` keyword is given the session's conversation so far
+(:mod:`.conversation`) for the tasks that take part in one.
 """
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import inspect
+import time
 from typing import Any, Mapping
 
 from ..config import Settings
@@ -20,6 +25,8 @@ from ..errors import ConfigurationError, PermanentError, ValidationError
 from ..limits import check_limit_key
 from ..models import MAX_QUERY_CHARS, AgentTask, RunningTask, TaskPriority, TaskType
 from ..queue import TaskQueue, get_task_queue
+from . import conversation
+from .conversation import conversation_flag
 from .custom import CallableBackend
 from .demo import DEMO_NOTICE, DemoBackend
 from .openai_backend import OpenAIBackend   # imports the openai package only when used
@@ -69,6 +76,9 @@ class AgentExecutor:
         if backend is None and llm is not None:
             backend = as_backend(llm)
         self.backend = backend or build_backend(self.settings)
+        # Whether the backend's calls take the conversation (a ``history`` keyword).
+        self._history_sync = _takes_history(getattr(self.backend, "run", None))
+        self._history_async = _takes_history(getattr(self.backend, "run_async", None))
 
     @property
     def queue(self) -> TaskQueue:
@@ -87,14 +97,36 @@ class AgentExecutor:
         self._queue = queue
 
     def execute_async(self, query: str, session_id: str | None = None,
-                      priority: TaskPriority | int | str = "normal", **task_options: Any) -> str:
-        """Submit ``query`` as an AGENT_QUERY task; returns the task id."""
+                      priority: TaskPriority | int | str = "normal",
+                      conversation: bool | None = None, **task_options: Any) -> str:
+        """Submit ``query`` as an AGENT_QUERY task; returns the task id.
+
+        With a ``session_id`` the task joins the session's conversation (its earlier
+        queries and answers are sent before this one, and its own are kept for the next)
+        unless ``conversation`` is False; None (the default) follows AGENT_CONVERSATIONS
+        (on unless set off). Without a session there is no conversation to join."""
         query = validate_query(query)
-        payload = {"query": query}
+        payload: dict[str, Any] = {"query": query}
+        joins = conversation_flag(self.settings, conversation)
         if session_id:
             payload["session_id"] = session_id
+            if joins:
+                payload["conversation"] = True
+        elif conversation:
+            raise ValidationError("conversation=True needs a session_id: a conversation is "
+                                  "that of a session")
         return self.queue.submit_task(AgentTask(payload=payload, priority=priority,
                                                 session_id=session_id, **task_options))
+
+    def get_conversation(self, session_id: str) -> list[dict[str, Any]]:
+        """The conversation of ``session_id``: its turns ``{"role", "content", "task_id",
+        "at"}`` (``at`` in epoch ms), oldest first; empty when it has none or it expired."""
+        return conversation.load(self.queue, session_id)
+
+    def clear_conversation(self, session_id: str) -> bool:
+        """Forget the conversation of ``session_id`` (its next task starts afresh); True
+        when there was one."""
+        return conversation.clear(self.queue, session_id)
 
     def get_task_status(self, task_id: str) -> dict[str, Any] | None:
         """The task's status dict (see ``TaskQueue.get_task_status``)."""
@@ -118,16 +150,51 @@ class AgentExecutor:
             options["timeout"] = float(task.timeout)
         if getattr(self.backend, "limit_key", None):
             options["on_signal"] = task.note_provider
-        return self.backend.run(query, session_id, **options, **self._stream_options(task))
+        if not conversation.joins_conversation(task.payload, session_id):
+            return self.backend.run(query, session_id, **options, **self._stream_options(task))
+        started, queue = time.monotonic(), self._queue_of(task)
+        turns = conversation.load(queue, session_id)
+        if self._history_sync:
+            options["history"] = conversation.history(turns, task.task_id)
+        result = self.backend.run(query, session_id, **options, **self._stream_options(task))
+        self._remember(queue, task, session_id, query, result, started)
+        return result
 
     async def handle_async(self, task: RunningTask) -> dict[str, Any]:
         """The AGENT_QUERY handler for a backend with ``run_async`` (the ``openai`` one):
         awaited on the worker's event loop, so one worker keeps many calls in flight."""
         query, session_id = task_query(task)
         timeout = float(task.timeout) if task.timeout else None
-        return await self.backend.run_async(query, session_id, timeout=timeout,
-                                            on_signal=task.note_provider,
-                                            **self._stream_options(task))
+        options = self._stream_options(task)
+        if not conversation.joins_conversation(task.payload, session_id):
+            return await self.backend.run_async(query, session_id, timeout=timeout,
+                                                on_signal=task.note_provider, **options)
+        # The conversation's Redis calls run in a thread: the loop keeps serving the
+        # other calls in flight meanwhile.
+        started, queue = time.monotonic(), self._queue_of(task)
+        turns = await asyncio.to_thread(conversation.load, queue, session_id)
+        if self._history_async:
+            options["history"] = conversation.history(turns, task.task_id)
+        result = await self.backend.run_async(query, session_id, timeout=timeout,
+                                              on_signal=task.note_provider, **options)
+        await asyncio.to_thread(self._remember, queue, task, session_id, query, result, started)
+        return result
+
+    def _queue_of(self, task: RunningTask) -> Any:
+        """The queue of the worker running ``task`` (this executor's when run by hand)."""
+        worker_queue = getattr(task.worker, "queue", None)
+        return worker_queue if worker_queue is not None else self.queue
+
+    @staticmethod
+    def _remember(queue: Any, task: RunningTask, session_id: str, query: str,
+                  result: Any, started: float) -> None:
+        """Append the query and its answer to the conversation, unless the task ended
+        while its handler ran (cancelled, or past its timeout: the worker has given it up,
+        and the answer will not be the task's)."""
+        if task.cancelled or (task.timeout and time.monotonic() - started > float(task.timeout)):
+            return
+        conversation.append(queue, session_id, task.task_id, query,
+                            conversation.answer_text(result))
 
     def _stream_options(self, task: RunningTask) -> dict[str, Any]:
         """A streaming backend's sink for the answer (``task.stream``: readers see it grow)
@@ -148,6 +215,17 @@ class AgentExecutor:
         if s.agent_limit_rpm or s.agent_limit_tpm or s.agent_limit_concurrency:
             return check_limit_key(f"{self.backend.name} {self.backend.model}")
         return None
+
+
+def _takes_history(call: Any) -> bool:
+    """Whether a backend's ``run`` (or ``run_async``) takes a ``history`` keyword."""
+    if not callable(call):
+        return False
+    try:
+        param = inspect.signature(call).parameters.get("history")
+    except (TypeError, ValueError):
+        return False
+    return param is not None and param.kind is not param.POSITIONAL_ONLY
 
 
 def _settings(settings: Settings | None, config: Any, queue: TaskQueue | None) -> Settings:
@@ -183,7 +261,13 @@ def task_query(task: RunningTask) -> tuple[str, str | None]:
         query = validate_query(task.payload.get("query", ""))
     except ValidationError as exc:
         raise PermanentError(str(exc)) from None
-    return query, task.payload.get("session_id") or task.session_id
+    session_id = task.payload.get("session_id") or task.session_id
+    if session_id is not None and task.payload.get("conversation") is True:
+        try:
+            conversation.check_session(session_id)   # it names the conversation's key
+        except ValidationError as exc:
+            raise PermanentError(str(exc)) from None
+    return query, session_id
 
 
 def register_handlers(worker: Any, settings: Settings | None = None,

@@ -2,9 +2,14 @@
 
 ``AGENT_BACKEND=myproject.agents:answer`` imports ``myproject.agents`` in the worker and
 calls ``answer(query, session_id)`` (or ``answer(query)`` when it takes one argument) for
-each task. An object with an ``invoke`` method (a LangChain runnable, chain or agent) is
-called as ``invoke(query)``, with ``config={"configurable": {"session_id": ...}}`` when the
-task has a session, which is what LangChain's message-history wrappers read.
+each task. A callable with a ``history`` parameter (``answer(query, session_id, history)``,
+passed by keyword) is also given the session's conversation so far
+(engine/agent/conversation.py): a list of ``{"role": "user" | "assistant", "content"}``
+messages, oldest first, or None for a task outside any conversation; callables without
+one are called as before. An object with an ``invoke`` method (a LangChain runnable, chain
+or agent) is called as ``invoke(query)``, with ``config={"configurable": {"session_id":
+...}}`` when the task has a session, which is what LangChain's message-history wrappers
+read (they keep their own history: the queue's is not passed to them).
 
 The agent may return a string (the answer), a dict with at least ``"answer"`` (kept as
 it is, so it can add its own fields), LangChain's ``{"output": ...}`` or a chat message
@@ -33,6 +38,7 @@ class CallableBackend:
         self.label = label or getattr(target, "__name__", None) or type(target).__name__
         self.model = model or self.label
         self._session_arg = _session_argument(target)
+        self._takes_history = _takes_history(target)
 
     @classmethod
     def from_spec(cls, spec: str, model: str | None = None) -> "CallableBackend":
@@ -53,21 +59,26 @@ class CallableBackend:
                                          f"attribute {attribute}") from None
         return cls(target, label=spec, model=model)
 
-    def run(self, query: str, session_id: str | None = None) -> dict[str, Any]:
-        """Call the agent and return its answer document."""
-        return answer_document(self._call(query, session_id), self.name, self.model, self.label)
+    def run(self, query: str, session_id: str | None = None,
+            history: list[dict[str, str]] | None = None) -> dict[str, Any]:
+        """Call the agent and return its answer document (``history`` reaches it only when
+        it has a ``history`` parameter)."""
+        return answer_document(self._call(query, session_id, history), self.name, self.model,
+                               self.label)
 
-    def _call(self, query: str, session_id: str | None) -> Any:
+    def _call(self, query: str, session_id: str | None,
+              history: list[dict[str, str]] | None = None) -> Any:
         invoke = getattr(self._target, "invoke", None)
         if callable(invoke) and not inspect.isroutine(self._target):
             if session_id:
                 return invoke(query, config={"configurable": {"session_id": session_id}})
             return invoke(query)
+        more = {"history": history} if self._takes_history else {}
         if self._session_arg == "keyword":
-            return self._target(query, session_id=session_id)
+            return self._target(query, session_id=session_id, **more)
         if self._session_arg == "positional":
-            return self._target(query, session_id)
-        return self._target(query)
+            return self._target(query, session_id, **more)
+        return self._target(query, **more)
 
 
 def _session_argument(target: Any) -> str | None:
@@ -80,8 +91,18 @@ def _session_argument(target: Any) -> str | None:
         return "keyword"
     if any(p.kind is p.VAR_POSITIONAL for p in params):
         return "positional"
-    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+                  and p.name != "history"]
     return "positional" if len(positional) >= 2 else None
+
+
+def _takes_history(target: Any) -> bool:
+    """Whether the callable takes a ``history`` keyword (its conversation so far)."""
+    try:
+        param = inspect.signature(target).parameters.get("history")
+    except (TypeError, ValueError):
+        return False
+    return param is not None and param.kind is not param.POSITIONAL_ONLY
 
 
 def answer_document(out: Any, backend: str, model: str, label: str) -> dict[str, Any]:
