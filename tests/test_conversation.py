@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import pytest
 from cryptography.fernet import Fernet
+from streamlit.testing.v1 import AppTest
+
+from console.testing import APP, PAGE_FILES, button
 
 from engine import (ConfigurationError, PermanentError, RetryableError, Settings, Task, TaskQueue,
                     TaskType, ValidationError)
@@ -324,3 +327,31 @@ def test_bad_settings_are_refused(name, value):
     with pytest.raises(ConfigurationError, match=name):
         Settings.from_mapping({name: value})
 
+
+
+# -- the console -------------------------------------------------------------------------------
+def test_the_task_detail_shows_the_sessions_conversation_as_text(console_env, queue, make_worker):
+    executor = AgentExecutor(queue=queue, backend=CallableBackend(
+        lambda q, s: f"**bold** [x](https://e.x) to {q}"))
+    first = executor.execute_async("What is <b>machine</b> learning?", session_id=SESSION)
+    drain(queue, make_worker, executor)
+    second = executor.execute_async("and in French?", session_id=SESSION)
+    drain(queue, make_worker, executor)
+    alone = executor.execute_async("no session")
+
+    at = AppTest.from_file(str(APP), default_timeout=30).run()
+    at.switch_page(PAGE_FILES["Tasks"])
+    at.query_params["task"] = first
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    [expander] = [e for e in at.expander if e.label.startswith("Conversation")]
+    assert expander.label == "Conversation (4 turns)"
+    assert [t.value for t in expander.text] == [
+        "What is <b>machine</b> learning?", "**bold** [x](https://e.x) to What is <b>machine</b> learning?",
+        "and in French?", "**bold** [x](https://e.x) to and in French?"]
+    assert [m.name for m in expander.get("chat_message")] == ["user", "assistant", "user", "assistant"]
+    captions = [c.value for c in expander.caption]
+    assert sum("(this task)" in c for c in captions) == 2 and any(second in c for c in captions)
+    at.text_input(key="tasks_open_input").input(alone)
+    button(at, "Open task").click().run()
+    assert not [e for e in at.expander if e.label.startswith("Conversation")]

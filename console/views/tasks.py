@@ -19,6 +19,7 @@ from ..batch_jobs import batch_progress
 from ..components import (REDIS_DOWN, clear_selection, clock_text, facts, flash, flash_message,
                           live, page_link, plain_table, redis_guard, run_action, selectable_table,
                           selection_header, show_flash, status_badge, turn_page)
+from ..conversation_view import task_conversation
 from ..data import (PAGE_SIZES, SEARCH_SCAN, TIME_RANGES, QueueCounts, TaskFilters, TaskPage,
                     allowed_actions, attempts_text, count_text, describe_age, load_counts,
                     load_task_page, record_status, task_timeline, tasks_frame)
@@ -314,6 +315,7 @@ def _detail(ctx: ConsoleContext, task_id: str) -> None:
                      icon=":material/report:")
         _facts(record)
         task_progress(record, KEY)
+        task_conversation(ctx.queue, record, KEY)
         if is_batch:
             _batch_progress(ctx, task_id)
         elif record.get("parent_id"):
