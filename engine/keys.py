@@ -43,6 +43,7 @@ class Keys:
         self.login_locked = p + "login:locked"  # locked-out sign-in scopes, scored by unlock time
         self.limits = p + "limits"            # provider limit keys, scored by last activity
         self.limits_due = p + "limits:due"    # limit keys with parked tasks, scored by when free
+        self.serials = p + "serials"          # conversations with tasks waiting their turn
         # Tokens and cost (engine/usage.py, usage.lua): totals in hashes under usage_prefix
         # (usage:total, usage:model:<m>, usage:batch:<id>, usage:session:<id>, usage:m:<minute>),
         # their names indexed by last update; budgets holds the limits budget_spent reads.
@@ -117,6 +118,12 @@ class Keys:
         its state hash, with ``:parked`` (tasks waiting for it), ``:inflight`` (calls
         under way) and ``:429s`` (the provider's last refusals) after it."""
         return self.prefix + "limit:"
+
+    @property
+    def serial_prefix(self) -> str:
+        """Prefix of a conversation's turn: ``serial:<session>`` holds the id of the task
+        whose turn it is, ``serial:<session>:waiting`` the tasks after it (claim.lua)."""
+        return self.prefix + "serial:"
 
     def limit(self, key: str) -> str:
         """The state hash of one provider limit key."""

@@ -139,7 +139,18 @@ class OutcomeWriter:
             return False
         self.refused = False
         self.outage.over()
+        if any(o.task.session_id and o.task.payload.get("conversation") is True
+               for o in outcomes):
+            self._pass_turn()
         return True
+
+    def _pass_turn(self) -> None:
+        """A conversation's task has ended: wake a worker, whose claim hands the session's
+        turn to its next task (claim.lua), instead of leaving it to the next wake-up."""
+        try:
+            self.store.wake()
+        except REDIS_DOWN as exc:        # the next claim passes the turn all the same
+            self.outage.noticed(exc)
 
     def _settle(self, outcomes: list[Outcome]) -> None:
         self.store.settle([settle_item(o.task.task_id, o.task.limit_key, o.task.provider_signal,

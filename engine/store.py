@@ -36,7 +36,7 @@ SCRIPT_KEYS: dict[str, Callable[[Keys, str], list[str]]] = {
         k.task_prefix, *k.queues, k.status["pending"], k.status["running"], k.leases, k.marker,
         k.events_log, k.events, k.minute_stats_prefix, k.routed, k.workers, k.worker(""),
         k.status["failed"], k.stats, k.handled, k.limit_prefix, k.limits_due, k.limits,
-        k.budgets, k.usage_prefix, *k.batch_keys],
+        k.budgets, k.usage_prefix, k.serial_prefix, k.serials, *k.batch_keys],
     "complete": lambda k, _: [
         k.task_prefix, k.result_prefix, k.done_prefix, k.status["running"], k.status["completed"],
         k.leases, k.events_log, k.events, k.stats, k.minute_stats_prefix, *k.batch_keys],
@@ -336,6 +336,11 @@ class Store(_Bookkeeping):
             flat.extend((task_id, token, key, int(delay_ms), "1" if park else "0",
                          "1" if headers else "0"))
         return self._run("defer", flat)
+
+    def wake(self) -> None:
+        """Set the wake-up marker: a waiting worker claims at once (a conversation's turn
+        has passed to its next task)."""
+        self.client.zadd(self.keys.marker, {"0": 0})
 
     def release(self, items: Iterable[tuple[str, str]]) -> int:
         """Hand tasks back to the front of their queues: (id, token) each."""

@@ -45,12 +45,22 @@ def submit_row(task: Task, settings: Settings, sealer: Sealer | None = None, chi
     for name, value in (("retry_delay", int(delay * 1000)), ("backoff", task.backoff.value),
                         ("max_retry_delay", int(task.max_retry_delay * 1000)),
                         ("session", task.session_id), ("timeout", task.timeout),
-                        ("parent", task.parent_id), ("group", task.share_group)):
+                        ("parent", task.parent_id), ("group", task.share_group),
+                        ("serial", conversation_of(task))):
         if value is not None and value != "" and value != STORED_DEFAULTS.get(name):
             extra += [name, value]
     name = task.type_name
     return [task.task_id, int(task.priority), submit_options(task, children, name), name, payload,
             retries, len(extra) // 2, *extra]
+
+
+def conversation_of(task: Task) -> str | None:
+    """The session whose conversation the task joins (its payload says
+    ``"conversation": true`` and it has a session): its tasks run one at a time, in
+    submit order (claim.lua). None for every other task."""
+    if task.session_id and task.payload.get("conversation") is True:
+        return task.session_id
+    return None
 
 
 def submit_options(task: Task, children: int, name: str) -> str:

@@ -14,7 +14,11 @@
   out only when K admits one more call now (engine/limits.py: pause, concurrency, then a
   GCRA pace on requests and on estimated tokens); else it is parked on K, still pending,
   and taken first once K frees (`limits:due`). A task parked longer than the horizon
-  fails ("rate limited out"). While any budget is set, a task of a session or batch whose
+  fails ("rate limited out"). A task of a conversation (its `serial` field names its
+  session) runs only while no other task of the session is unfinished: it waits in the
+  session's list, in submit order, and goes back to the front of its line when the one
+  before it ends (`serial:<session>` holds the task whose turn it is; `serials` lists the
+  sessions with tasks waiting). While any budget is set, a task of a session or batch whose
   budget is spent fails here too ("budget exhausted"; lib.lua: budget_spent).
   KEYS[1]  task key prefix
   KEYS[2..5] queue:urgent, queue:high, queue:normal, queue:low (each with its groups' lists
@@ -25,6 +29,7 @@
   KEYS[15] worker hash prefix    KEYS[16] status:failed   KEYS[17] stats
   KEYS[18] handled    KEYS[19] limit key prefix   KEYS[20] limits:due   KEYS[21] limits
   KEYS[22] budgets    KEYS[23] usage: (the usage hash prefix)
+  KEYS[24] serial: (the conversation turn prefix)   KEYS[25] serials
   KEYS[-9..-1] the nine batch keys (see lib.lua)
   ARGV[1]  now override in ms ('' = Redis TIME)   ARGV[2] events stream max length
   ARGV[3]  worker id   ARGV[4] COUNT   ARGV[5] lease length in ms
@@ -46,6 +51,7 @@ local MARKER, EVENTS_LOG, CHANNEL, MINUTE_PREFIX = KEYS[9], KEYS[10], KEYS[11], 
 local ROUTED, WORKERS, WORKER_PREFIX, STATUS_FAILED = KEYS[13], KEYS[14], KEYS[15], KEYS[16]
 local STATS, HANDLED, LIMIT_PREFIX, LIMITS_DUE = KEYS[17], KEYS[18], KEYS[19], KEYS[20]
 local LIMITS, BUDGETS, USAGE_PREFIX = KEYS[21], KEYS[22], KEYS[23]
+local SERIAL_PREFIX, SERIALS = KEYS[24], KEYS[25]
 local now_arg, maxlen, worker, want = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local lease_ms, live_ms, failed_ttl, grace_ms = ARGV[5], ARGV[6], ARGV[7], ARGV[8]
 local horizon_ms, limit_pairs = ARGV[9], ARGV[10]
@@ -57,7 +63,7 @@ local out, ids, running, leases, waits = {}, {}, {}, {}, {}
 local need = want
 local FIELDS = { 'status', 'type', 'priority', 'payload', 'attempt', 'max_retries',
   'retry_delay', 'backoff', 'max_retry_delay', 'session', 'timeout', 'created_at', 'fence',
-  'enqueued_at', 'deferred_since', 'parent' }
+  'enqueued_at', 'deferred_since', 'parent', 'serial' }
 
 -- The first write is one that Redis refuses when it is out of memory (LPOP, which frees
 -- memory, is allowed), so that a full Redis refuses the whole claim: a worker whose
@@ -132,10 +138,54 @@ local function over_budget(f)
     (f[16] and budget_spent(BUDGETS, USAGE_PREFIX, 'batch', f[16])))
 end
 
+-- Whether task `id` of a conversation must wait for its session's turn (it is then put in
+-- the session's waiting list); else it now holds the turn.
+local UNFINISHED = { pending = true, running = true, retry = true, scheduled = true }
+local function holds_turn(holder)
+  local status = redis.pcall('HGET', TASK_PREFIX .. holder, 'status')
+  return type(status) == 'string' and UNFINISHED[status] == true
+end
+
+local function waits_for_turn(id, session)
+  local turn = SERIAL_PREFIX .. session
+  local holder = redis.call('GET', turn)
+  if holder == id then return false end
+  if (holder and holds_turn(holder)) or redis.call('LLEN', turn .. ':waiting') > 0 then
+    redis.call('RPUSH', turn .. ':waiting', id)
+    redis.call('ZADD', SERIALS, 'NX', NOW_TEXT, session)
+    return true
+  end
+  redis.call('SET', turn, id, 'EX', 86400)
+  return false
+end
+
+-- Sessions whose turn has ended hand it to their next waiting task, which goes back to
+-- the front of its line (a few sessions a claim: each costs a few reads).
+local function pass_turns()
+  for _, session in ipairs(redis.call('ZRANGE', SERIALS, 0, 19)) do
+    local turn = SERIAL_PREFIX .. session
+    local holder = redis.call('GET', turn)
+    if not (holder and holds_turn(holder)) then
+      local nxt = redis.call('LPOP', turn .. ':waiting')
+      while nxt do
+        local f = read_task(TASK_PREFIX .. nxt, { 'status', 'priority', 'group' })
+        if f and f[1] == 'pending' then
+          redis.call('SET', turn, nxt, 'EX', 86400)
+          enqueue(f[2], nxt, true, f[3])
+          break
+        end
+        nxt = redis.call('LPOP', turn .. ':waiting')    -- cancelled or deleted meanwhile
+      end
+      if redis.call('LLEN', turn .. ':waiting') == 0 then redis.call('ZREM', SERIALS, session) end
+    end
+  end
+end
+
 local function claimable(id, key, f)
   local field = misfit(key, f, 'pending')
   if field == 'ok' then field = unusable(f) end
   if field == nil then
+    if f[17] and waits_for_turn(id, f[17]) then return false end
     if not over_budget(f) then return true end
     dead_letter(key, id, 'budget exhausted: the ' .. (budget_spent(BUDGETS, USAGE_PREFIX,
       'session', f[10]) and 'session' or 'batch') .. "'s budget is spent", 'budget exhausted',
@@ -319,6 +369,8 @@ if redis.call('LLEN', ROUTED) > 0 then
     end
   end
 end
+
+pass_turns()
 
 -- Parked tasks of limit keys that have freed go before anything new of theirs.
 if limit_pairs > 0 and need > 0 then
