@@ -12,12 +12,10 @@ from typing import Any, Sequence
 
 import pandas as pd
 
+from .timefmt import local_text, time_of_day
+
 EMPTY = "—"
-SPEND_COLUMNS = ["Calls", "Prompt tokens", "Completion tokens", "Total tokens", "Cost"]
-# What tells a key that flows from one held back first; the limits' detail scrolls.
-LIMIT_COLUMNS = ["Limit key", "In use/min", "In flight", "Deferred", "Paused until (UTC)",
-                 "Deferred until (UTC)", "Requests/min", "Tokens/min", "Concurrency",
-                 "429s (last)", "Last 429 (UTC)"]
+SPEND_COLUMNS = ["Tokens", "Cost", "Calls"]
 
 
 def tokens_text(value: Any) -> str:
@@ -65,11 +63,10 @@ def usage_cells(record: dict[str, Any]) -> list[tuple[str, str]]:
 
 def spend_frame(named: dict[str, dict[str, Any]], label: str) -> pd.DataFrame:
     """One row per model (or batch, or session), in the engine's order (most recently
-    counted first): ``label``, calls, tokens, cost, every number formatted."""
-    rows = [{label: name, "Calls": tokens_text(t.get("calls")),
-             "Prompt tokens": tokens_text(t.get("prompt_tokens")),
-             "Completion tokens": tokens_text(t.get("completion_tokens")),
-             "Total tokens": tokens_text(t.get("total_tokens")), "Cost": cost_text(t.get("cost"))}
+    counted first): ``label``, tokens, cost and calls, formatted (four columns: they fit
+    a 1024 px window)."""
+    rows = [{label: name, "Tokens": tokens_text(t.get("total_tokens")),
+             "Cost": cost_text(t.get("cost")), "Calls": tokens_text(t.get("calls"))}
             for name, t in named.items()]
     return pd.DataFrame(rows, columns=[label, *SPEND_COLUMNS])
 
@@ -91,40 +88,38 @@ def spend_summary(totals: dict[str, Any]) -> list[tuple[str, str, str]]:
     ]
 
 
-def _time(ms: Any) -> Any:
-    """Epoch ms as a UTC timestamp for a "(UTC)" column; None for no time."""
-    if ms is None or isinstance(ms, bool) or not isinstance(ms, (int, float)) or ms <= 0:
-        return None
-    return pd.Timestamp(int(ms), unit="ms", tz="UTC")
-
-
 def _pair(configured: Any, learned: Any) -> str:
     """A limit as configured and as learned, each "—" when unset or unknown."""
     return f"{rate_text(configured)} set · {rate_text(learned)} learned"
 
 
-def limits_frame(states: Sequence[dict[str, Any]]) -> pd.DataFrame:
-    """One row per limit key (``queue.limit_states()``): its configured, learned and
-    in-use limits, what runs and waits under it, and its last 429 answers."""
-    rows = []
-    for state in states:
-        configured, learned = state.get("configured") or {}, state.get("learned") or {}
-        pacing = state.get("pacing") or {}
-        answers = [a for a in state.get("last_429s") or [] if isinstance(a, dict)]
-        rows.append({
-            "Limit key": str(state.get("key") or EMPTY),
-            "In use/min": rate_text(pacing.get("rpm")),
-            "Requests/min": _pair(configured.get("rpm"), learned.get("rpm")),
-            "Tokens/min": _pair(configured.get("tpm"), learned.get("tpm")),
-            "Concurrency": rate_text(configured.get("concurrency")),
-            "In flight": tokens_text(state.get("in_flight")),
-            "Deferred": tokens_text(state.get("deferred")),
-            "Deferred until (UTC)": _time(state.get("deferred_until")),
-            "Paused until (UTC)": _time(state.get("paused_until")),
-            "429s (last)": tokens_text(len(answers)),
-            "Last 429 (UTC)": _time(max((a.get("at") or 0 for a in answers), default=None)),
-        })
-    return pd.DataFrame(rows, columns=LIMIT_COLUMNS)
+def limit_cells(state: dict[str, Any]) -> list[tuple[str, str]]:
+    """One limit key (an item of ``queue.limit_states()``) as label and value pairs: what
+    tells a key that flows from one held back first, then its limits and last 429s."""
+    configured, learned = state.get("configured") or {}, state.get("learned") or {}
+    answers = [a for a in state.get("last_429s") or [] if isinstance(a, dict)]
+    deferred = tokens_text(state.get("deferred"))
+    if state.get("deferred") and _ms(state.get("deferred_until")):
+        deferred += f", until {time_of_day(state['deferred_until'])}"
+    last = max((_ms(a.get("at")) or 0 for a in answers), default=0)
+    return [
+        ("Pace in use", f"{rate_text((state.get('pacing') or {}).get('rpm'))} requests/min"),
+        ("In flight", tokens_text(state.get("in_flight"))),
+        ("Deferred", deferred),
+        ("Paused until", local_text(_ms(state.get("paused_until")), empty="not paused")),
+        ("Requests/min", _pair(configured.get("rpm"), learned.get("rpm"))),
+        ("Tokens/min", _pair(configured.get("tpm"), learned.get("tpm"))),
+        ("Concurrency cap", rate_text(configured.get("concurrency"))),
+        ("429 answers kept", tokens_text(len(answers)) +
+         (f", last {local_text(last)}" if last else "")),
+    ]
+
+
+def _ms(value: Any) -> int | None:
+    """Epoch ms, or None for what is no time."""
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        return None
+    return int(value)
 
 
 def _seconds(value: Any) -> str:
@@ -134,9 +129,12 @@ def _seconds(value: Any) -> str:
 
 
 def recent_429s(states: Sequence[dict[str, Any]], most: int = 50) -> pd.DataFrame:
-    """The last 429 answers of every key, newest first: when, which key, Retry-After."""
-    rows = [{"At (UTC)": _time(a.get("at")), "Limit key": str(state.get("key") or EMPTY),
+    """The last 429 answers of every key, newest first: when (a "(UTC)" column the tables
+    show in the operator's zone), which key, the Retry-After the provider sent."""
+    rows = [{"At (UTC)": _ms(a.get("at")), "Limit key": str(state.get("key") or EMPTY),
              "Retry-After": _seconds(a.get("retry_after"))}
             for state in states for a in state.get("last_429s") or [] if isinstance(a, dict)]
-    rows.sort(key=lambda r: r["At (UTC)"] or pd.Timestamp(0, tz="UTC"), reverse=True)
+    rows.sort(key=lambda r: r["At (UTC)"] or 0, reverse=True)
+    for row in rows:
+        row["At (UTC)"] = None if row["At (UTC)"] is None else pd.Timestamp(row["At (UTC)"], unit="ms", tz="UTC")
     return pd.DataFrame(rows[:most], columns=["At (UTC)", "Limit key", "Retry-After"])

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from console.spend import cost_text, limits_frame, rate_text, recent_429s, tokens_text, usage_cells
+from console.spend import cost_text, limit_cells, rate_text, recent_429s, tokens_text, usage_cells
 from console.testing import facts_of, texts
+from console.text import md
 from engine import AgentTask, TaskQueue
 from tests.test_console_pages import open_app, open_page, open_task, table
 
@@ -37,14 +38,14 @@ def test_numbers_are_formatted_and_empty_ones_read_a_dash():
 
 
 def test_a_limit_key_with_nothing_known_reads_dashes():
-    frame = limits_frame([{"key": "openai|https://api|gpt-4o", "configured": {"rpm": None, "tpm": None,
-                           "concurrency": None}, "learned": {"rpm": None, "tpm": None},
-                           "pacing": {"rpm": None}, "in_flight": 0, "deferred": 0,
-                           "deferred_until": None, "paused_until": None, "last_429s": []}])
-    row = frame.iloc[0]
-    assert row["Requests/min"] == "— set · — learned" and row["In use/min"] == "—"
-    assert row["Concurrency"] == "—" and row["In flight"] == "0" and row["429s (last)"] == "0"
-    assert row["Deferred until (UTC)"] is None and row["Last 429 (UTC)"] is None
+    cells = dict(limit_cells({"key": "openai|https://api|gpt-4o", "configured": {"rpm": None,
+                              "tpm": None, "concurrency": None}, "learned": {"rpm": None, "tpm": None},
+                              "pacing": {"rpm": None}, "in_flight": 0, "deferred": 0,
+                              "deferred_until": None, "paused_until": None, "last_429s": []}))
+    assert cells == {"Pace in use": "— requests/min", "In flight": "0", "Deferred": "0",
+                     "Paused until": "not paused", "Requests/min": "— set · — learned",
+                     "Tokens/min": "— set · — learned", "Concurrency cap": "—",
+                     "429 answers kept": "0"}
     assert recent_429s([]).empty
 
 
@@ -85,18 +86,19 @@ def test_the_limits_page_shows_each_key_and_the_budgets(console_env, queue, monk
     queue.set_budget(session_id="chat-7", tokens=1000)
     at.run()
     assert not at.exception
-    row = table(at, "limits_table").iloc[0]
-    assert row["Limit key"] == state["key"]
-    assert row["Requests/min"] == "600 set · 500 learned" and row["In use/min"] == "480"
-    assert row["Tokens/min"] == "— set · 200,000 learned"
-    assert (row["Concurrency"], row["In flight"], row["Deferred"]) == ("8", "3", "12")
-    assert row["429s (last)"] == "2"
+    facts = facts_of(at)
+    assert f"**{md(state['key'])}**" in texts(at)          # drawn as text, never a link
+    assert facts["Pace in use"] == "480 requests/min"
+    assert facts["Requests/min"] == "600 set · 500 learned"
+    assert facts["Tokens/min"] == "— set · 200,000 learned"
+    assert (facts["Concurrency cap"], facts["In flight"]) == ("8", "3")
+    assert facts["Deferred"].startswith("12, until ") and facts["Paused until"] == "not paused"
+    assert facts["429 answers kept"].startswith("2, last 2027-01-15")
     answers = table(at, "limits_429s")
     assert answers["Retry-After"].tolist() == ["—", "1 s"]          # newest first
     budgets = table(at, "limits_budgets")
-    assert budgets.iloc[0].to_dict() == {"Id": "chat-7", "Exhausted": "yes", "Tokens spent": "1,500",
-                                         "Token limit": "1,000", "Cost spent": "$0.00045",
-                                         "Cost limit": "—", "Kind": "session"}
+    assert budgets.iloc[0].to_dict() == {"Session or batch": "session chat-7", "Tokens": "1,500 of 1,000",
+                                         "Cost": "$0.00045 of —", "Exhausted": "yes"}
     assert queue.get_task_status(task_id)["usage"]["total_tokens"] == 1500
     assert isinstance(answers, pd.DataFrame)
 
@@ -105,11 +107,11 @@ def test_the_limits_page_reads_the_queues_own_limit_states(console_env, queue):
     key = "openai|http://127.0.0.1:9/v1|gpt-4o-mini"
     queue.set_limit(key, rpm=600, concurrency=4)
     at = open_page("Limits")
-    row = table(at, "limits_table").iloc[0]
-    assert row["Limit key"] == key
-    assert row["Requests/min"] == "600 set · — learned" and row["In use/min"] == "588"
-    assert (row["Concurrency"], row["In flight"], row["Deferred"], row["429s (last)"]) == ("4", "0", "0", "0")
-    assert pd.isna(row["Paused until"]) and pd.isna(row["Deferred until"])
+    facts = facts_of(at)
+    assert f"**{md(key)}**" in texts(at)
+    assert facts["Requests/min"] == "600 set · — learned" and facts["Pace in use"] == "588 requests/min"
+    assert (facts["Concurrency cap"], facts["In flight"], facts["Deferred"]) == ("4", "0", "0")
+    assert facts["Paused until"] == "not paused" and facts["429 answers kept"] == "0"
     assert "No 429 answer recorded." in texts(at)
 
 

@@ -1,5 +1,6 @@
-"""Limits: each provider limit key (configured, learned and in-use limits, what runs and
-waits under it, its last 429 answers), and the budgets of sessions and batches."""
+"""Limits: each provider limit key (the pace in use, what runs and waits under it, its
+configured and learned limits, its last 429 answers), and the budgets of sessions and
+batches."""
 from __future__ import annotations
 
 from typing import Any
@@ -7,13 +8,14 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from ..components import live, plain_table, redis_guard, updated_caption
+from ..components import facts, live, plain_table, redis_guard, updated_caption
 from ..runtime import ConsoleContext
 from ..shared import shared_read
-from ..spend import cost_text, limits_frame, recent_429s, tokens_text
+from ..spend import cost_text, limit_cells, recent_429s, tokens_text
+from ..text import md
 
 KEY = "limits"
-TIME_FORMAT = {"format": "YYYY-MM-DD HH:mm:ss"}
+KEYS_SHOWN = 50          # limit keys drawn, most recently active first
 
 
 def render(ctx: ConsoleContext) -> None:
@@ -21,9 +23,9 @@ def render(ctx: ConsoleContext) -> None:
     st.caption("Workers pace model calls to each provider's limits, shared by the whole fleet: "
                "a limit key is a backend, base URL and model (or a name a handler chose). "
                "\"Set\" is what configuration allows (AGENT_LIMIT_RPM, AGENT_LIMIT_TPM, "
-               "AGENT_LIMIT_CONCURRENCY), \"learned\" what the provider's rate-limit headers "
-               "said, \"in use\" the pace workers keep now. A task deferred by a limit waits "
-               "without using an attempt.")
+               "AGENT_LIMIT_CONCURRENCY, or `queue.set_limit`), \"learned\" what the "
+               "provider's rate-limit headers said, the pace in use what workers keep now. A "
+               "task deferred by a limit waits without using an attempt.")
     live(_live_body, ctx, seconds=ctx.refresh_seconds)
 
 
@@ -35,24 +37,25 @@ def _live_body(ctx: ConsoleContext) -> None:
 
 
 def _limits(states: list[dict[str, Any]]) -> None:
-    st.markdown("**Limit keys**")
+    st.markdown("**Limit keys** · most recently active first")
     if not states:
         st.info("No limit key yet: workers record one the first time they call a provider "
                 "(or when a limit is configured).", icon=":material/speed:")
         return
-    frame = limits_frame(states)
-    plain_table(f"{KEY}_table", frame, column_config={
-        **_time_columns(frame), "Limit key": st.column_config.TextColumn(width=180),
-        "In use/min": st.column_config.TextColumn(width=80),
-        "In flight": st.column_config.TextColumn(width=64),
-        "Deferred": st.column_config.TextColumn(width=64)})
+    for index, state in enumerate(states[:KEYS_SHOWN]):
+        with st.container(border=True, key=f"{KEY}_key_{index}"):
+            st.markdown(f"**{md(state.get('key'))}**")
+            facts(limit_cells(state), per_row=4)
+    if len(states) > KEYS_SHOWN:
+        st.caption(f"{len(states) - KEYS_SHOWN:,} less active keys are not shown.")
     answers = recent_429s(states)
     st.markdown("**Last 429 answers** · the provider said \"slow down\"; the key was paused "
                 "fleet-wide until its reset")
     if answers.empty:
         st.caption("No 429 answer recorded.")
     else:
-        plain_table(f"{KEY}_429s", answers, column_config=_time_columns(answers))
+        plain_table(f"{KEY}_429s", answers, column_config={
+            "At (UTC)": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm:ss")})
 
 
 def _budgets(budgets: list[dict[str, Any]]) -> None:
@@ -61,13 +64,8 @@ def _budgets(budgets: list[dict[str, Any]]) -> None:
     if not budgets:
         st.caption("No budget is set.")
         return
-    rows = [{"Id": b["id"], "Exhausted": "yes" if b["exhausted"] else "no",
-             "Tokens spent": tokens_text(b["spent_tokens"]), "Token limit": tokens_text(b["tokens"]),
-             "Cost spent": cost_text(b["spent_cost"]), "Cost limit": cost_text(b["cost"]),
-             "Kind": b["kind"]} for b in budgets]
+    rows = [{"Session or batch": f"{b['kind']} {b['id']}",
+             "Tokens": f"{tokens_text(b['spent_tokens'])} of {tokens_text(b['tokens'])}",
+             "Cost": f"{cost_text(b['spent_cost'])} of {cost_text(b['cost'])}",
+             "Exhausted": "yes" if b["exhausted"] else "no"} for b in budgets]
     plain_table(f"{KEY}_budgets", pd.DataFrame(rows))
-
-
-def _time_columns(frame: pd.DataFrame) -> dict[str, Any]:
-    return {name: st.column_config.DatetimeColumn(**TIME_FORMAT)
-            for name in frame.columns if name.endswith("(UTC)")}

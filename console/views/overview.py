@@ -96,14 +96,11 @@ def _spend(ctx: ConsoleContext) -> None:
         for column, (label, value, help_text) in zip(st.columns(3), cells[start:start + 3]):
             column.metric(label, value, help=help_text)
     # One table under the other: side by side they would not fit a 1024 px window.
-    order = ["Total tokens", "Cost", "Calls", "Prompt tokens", "Completion tokens"]
     st.caption("Per model")
-    plain_table(f"{KEY}_spend_models", spend_frame(totals["models"], "Model"),
-                column_order=["Model", *order])
+    plain_table(f"{KEY}_spend_models", spend_frame(totals["models"], "Model"))
     st.caption("Per batch, most recent first")
     if totals["batches"]:
-        plain_table(f"{KEY}_spend_batches", spend_frame(totals["batches"], "Batch"),
-                    short_ids=["Batch"], column_order=["Batch", *order])
+        plain_table(f"{KEY}_spend_batches", spend_frame(totals["batches"], "Batch"))
     else:
         st.caption("No batch has spent anything yet.")
 
