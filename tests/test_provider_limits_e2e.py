@@ -216,7 +216,7 @@ def test_a_configured_request_limit_draws_no_429_at_all(fleet, queue):
     # No headers: nothing to learn from, so only the configured limit can keep it at 0.
     with LimitedChatServer(rpm=2400, headers=False, latency=LATENCY) as server:
         fleet(2, server, AGENT_LIMIT_RPM="2000")
-        run = run_fleet("configured rpm", queue, server, tasks=250, rate=2000 / 60)
+        run = run_fleet("configured rpm", queue, server, tasks=200, rate=2000 / 60)
     assert_all_done_on_first_attempt(run)
     assert run.rejected == 0, run
 
@@ -239,8 +239,9 @@ def paced_fleet(fleet, queue, limit_rpm: int, tasks: int, window: float, name: s
 
 
 def test_four_workers_hold_a_configured_limit_in_every_window(fleet, queue):
-    # Scaled down for the default suite: 1,200 a minute is 200 in any 10 s window.
-    run, densest, first, allowed = paced_fleet(fleet, queue, 1200, tasks=300, window=10,
+    # Scaled down for the default suite: 1,200 a minute is 200 in any 10 s window, and 240
+    # tasks keep the fleet busy through the first full window (12 s at the limit).
+    run, densest, first, allowed = paced_fleet(fleet, queue, 1200, tasks=240, window=10,
                                                name="4 workers, 10 s windows")
     assert_all_done_on_first_attempt(run)
     assert densest <= allowed, (densest, allowed, str(run))
