@@ -25,7 +25,8 @@ from ..errors import ConfigurationError, PermanentError, ValidationError
 from ..limits import check_limit_key
 from ..models import MAX_QUERY_CHARS, AgentTask, RunningTask, TaskPriority, TaskType
 from ..queue import TaskQueue, get_task_queue
-from . import conversation
+# Not imported as `conversation`: execute_async has an argument of that name.
+from . import conversation as conversations
 from .conversation import conversation_flag
 from .custom import CallableBackend
 from .demo import DEMO_NOTICE, DemoBackend
@@ -121,12 +122,12 @@ class AgentExecutor:
     def get_conversation(self, session_id: str) -> list[dict[str, Any]]:
         """The conversation of ``session_id``: its turns ``{"role", "content", "task_id",
         "at"}`` (``at`` in epoch ms), oldest first; empty when it has none or it expired."""
-        return conversation.load(self.queue, session_id)
+        return conversations.load(self.queue, session_id)
 
     def clear_conversation(self, session_id: str) -> bool:
         """Forget the conversation of ``session_id`` (its next task starts afresh); True
         when there was one."""
-        return conversation.clear(self.queue, session_id)
+        return conversations.clear(self.queue, session_id)
 
     def get_task_status(self, task_id: str) -> dict[str, Any] | None:
         """The task's status dict (see ``TaskQueue.get_task_status``)."""
@@ -150,12 +151,12 @@ class AgentExecutor:
             options["timeout"] = float(task.timeout)
         if getattr(self.backend, "limit_key", None):
             options["on_signal"] = task.note_provider
-        if not conversation.joins_conversation(task.payload, session_id):
+        if not conversations.joins_conversation(task.payload, session_id):
             return self.backend.run(query, session_id, **options, **self._stream_options(task))
         started, queue = time.monotonic(), self._queue_of(task)
-        turns = conversation.load(queue, session_id)
+        turns = conversations.load(queue, session_id)
         if self._history_sync:
-            options["history"] = conversation.history(turns, task.task_id)
+            options["history"] = conversations.history(turns, task.task_id)
         result = self.backend.run(query, session_id, **options, **self._stream_options(task))
         self._remember(queue, task, session_id, query, result, started)
         return result
@@ -166,15 +167,15 @@ class AgentExecutor:
         query, session_id = task_query(task)
         timeout = float(task.timeout) if task.timeout else None
         options = self._stream_options(task)
-        if not conversation.joins_conversation(task.payload, session_id):
+        if not conversations.joins_conversation(task.payload, session_id):
             return await self.backend.run_async(query, session_id, timeout=timeout,
                                                 on_signal=task.note_provider, **options)
         # The conversation's Redis calls run in a thread: the loop keeps serving the
         # other calls in flight meanwhile.
         started, queue = time.monotonic(), self._queue_of(task)
-        turns = await asyncio.to_thread(conversation.load, queue, session_id)
+        turns = await asyncio.to_thread(conversations.load, queue, session_id)
         if self._history_async:
-            options["history"] = conversation.history(turns, task.task_id)
+            options["history"] = conversations.history(turns, task.task_id)
         result = await self.backend.run_async(query, session_id, timeout=timeout,
                                               on_signal=task.note_provider, **options)
         await asyncio.to_thread(self._remember, queue, task, session_id, query, result, started)
@@ -193,8 +194,8 @@ class AgentExecutor:
         and the answer will not be the task's)."""
         if task.cancelled or (task.timeout and time.monotonic() - started > float(task.timeout)):
             return
-        conversation.append(queue, session_id, task.task_id, query,
-                            conversation.answer_text(result))
+        conversations.append(queue, session_id, task.task_id, query,
+                             conversations.answer_text(result))
 
     def _stream_options(self, task: RunningTask) -> dict[str, Any]:
         """A streaming backend's sink for the answer (``task.stream``: readers see it grow)
@@ -264,7 +265,7 @@ def task_query(task: RunningTask) -> tuple[str, str | None]:
     session_id = task.payload.get("session_id") or task.session_id
     if session_id is not None and task.payload.get("conversation") is True:
         try:
-            conversation.check_session(session_id)   # it names the conversation's key
+            conversations.check_session(session_id)   # it names the conversation's key
         except ValidationError as exc:
             raise PermanentError(str(exc)) from None
     return query, session_id
