@@ -68,4 +68,9 @@ def _budgets(budgets: list[dict[str, Any]]) -> None:
              "Tokens": f"{tokens_text(b['spent_tokens'])} of {tokens_text(b['tokens'])}",
              "Cost": f"{cost_text(b['spent_cost'])} of {cost_text(b['cost'])}",
              "Exhausted": "yes" if b["exhausted"] else "no"} for b in budgets]
-    plain_table(f"{KEY}_budgets", pd.DataFrame(rows))
+    # Widths that fit the main area of a 1024 px window (about 560 px); long names wrap out.
+    plain_table(f"{KEY}_budgets", pd.DataFrame(rows), column_config={
+        "Session or batch": st.column_config.TextColumn(width=190),
+        "Tokens": st.column_config.TextColumn(width=140),
+        "Cost": st.column_config.TextColumn(width=130),
+        "Exhausted": st.column_config.TextColumn(width=72)})
