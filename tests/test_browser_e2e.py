@@ -538,3 +538,35 @@ def test_filters_live_in_the_url_and_back_restores_them(start_console, new_page,
     expect(other.get_by_text("No tasks match these filters.")).to_be_visible(timeout=LOAD)
     expect(other.get_by_role("combobox", name="Status")).to_have_value("completed")
     no_tracebacks_logged(server)
+
+
+def test_event_and_failed_task_filters_live_in_the_url(start_console, new_page, busy_queue) -> None:
+    """On Events and Failed tasks a filter goes in the URL, Back and Forward step through
+    the filters, and leaving the page and coming back by the sidebar keeps them."""
+    server = start_console(CONSOLE_REFRESH_SECONDS="30")
+    server.wait_healthy()
+    page = new_page()
+    page.goto(server.page_url("/Events"))
+    expect(title_heading(page, "Events")).to_be_visible(timeout=LOAD)
+    text = page.get_by_label("Filter by task or worker id", exact=True)
+    text.fill("long-running-worker-name")
+    text.press("Enter")
+    expect(page).to_have_url(re.compile(r"q=long-running-worker-name"), timeout=LIVE)
+    page.go_back()
+    expect(page).not_to_have_url(re.compile(r"q="), timeout=LIVE)
+    expect(text).to_have_value("", timeout=LIVE)
+    page.go_forward()
+    expect(text).to_have_value("long-running-worker-name", timeout=LIVE)
+
+    go_to(page, "Failed tasks", "/Failed_tasks")
+    task_type = page.get_by_label("Task type", exact=True)
+    task_type.fill("summarise_quarterly_report")
+    task_type.press("Enter")
+    expect(page).to_have_url(re.compile(r"type=summarise_quarterly_report"), timeout=LIVE)
+    expect(page.get_by_text("1 error groups matching the filters", exact=False)).to_be_visible(timeout=LIVE)
+    go_to(page, "Events", "/Events")
+    expect(page).to_have_url(re.compile(r"q=long-running-worker-name"), timeout=LIVE)
+    go_to(page, "Failed tasks", "/Failed_tasks")
+    expect(page).to_have_url(re.compile(r"type=summarise_quarterly_report"), timeout=LIVE)
+    expect(page.get_by_label("Task type", exact=True)).to_have_value("summarise_quarterly_report")
+    no_tracebacks_logged(server)

@@ -354,9 +354,12 @@ def table_columns(page: Any) -> list[dict]:
     from playwright.sync_api import expect
 
     grids = page.locator('[data-testid="stDataFrame"]')
-    if grids.count():       # the accessible copy comes a moment after the canvas
-        expect(page.locator('[data-testid="stDataFrame"] th[role="columnheader"]').first
-               ).to_be_attached(timeout=15_000)
+    for index in range(grids.count()):
+        # The accessible copy comes a moment after the canvas, for a table in view.
+        grid = grids.nth(index)
+        if grid.is_visible():
+            grid.scroll_into_view_if_needed()
+            expect(grid.locator('th[role="columnheader"]').first).to_be_attached(timeout=15_000)
     out = []
     for table in page.evaluate(_TABLES_JS):
         columns = table["columns"]
