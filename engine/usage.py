@@ -26,7 +26,7 @@ from .validation import check_id, check_text
 
 __all__ = ["QueueUsage", "cost_nanos", "parse_prices", "usage_item", "totals"]
 
-MOST_NAMED = 50                  # batches and sessions (and models) usage_totals returns
+MOST_NAMED = 50                  # models, batches and sessions usage_totals returns (each)
 MAX_MINUTES = 25 * 60            # the minute totals live 25 hours
 MAX_BUDGET_TOKENS = 10 ** 15
 MAX_BUDGET_DOLLARS = 1e9         # in nanodollars still far inside a 64-bit count
@@ -67,8 +67,8 @@ class QueueUsage:
     store: Any
 
     def usage_totals(self, minutes: int = 60) -> dict[str, Any]:
-        """Everything spent, in one round trip: {"total", "models", "batches" (the 50
-        counted most recently), "sessions" (likewise), "minutes" (the last ``minutes``,
+        """Everything spent, in one round trip: {"total", "models", "batches" and
+        "sessions" (each the 50 counted most recently), "minutes" (the last ``minutes``,
         oldest first, each with "minute" in epoch ms)}; each entry holds prompt_tokens,
         completion_tokens, total_tokens, cost (dollars, None when no call had a price)
         and calls."""
