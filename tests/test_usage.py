@@ -234,8 +234,14 @@ def test_hand_edited_records_neither_break_the_count_nor_the_reads(queue, redis_
     task_id = query(queue)
     redis_client.hset(queue.keys.task(task_id), "prompt_tokens", "lots")
     redis_client.set(queue.keys.task("a-string"), "not a hash")
-    assert queue.store.usage([item(task_id), item("a-string")]) == [1, 0]
-    assert queue.usage()["total_tokens"] == 1500          # the totals counted the call
+    redis_client.set(queue.keys.usage("session", "broken"), "not a hash")
+    redis_client.set(queue.keys.usage_index["model"], "not a sorted set")
+    broken = query(queue, session_id="broken")
+    assert queue.store.usage([item(task_id), item("a-string"), item(broken)]) == [1, 0, 1]
+    assert queue.get_task_status(broken)["usage"]["total_tokens"] == 1500
+    redis_client.delete(queue.keys.usage_index["model"])
+    redis_client.zadd(queue.keys.usage_index["model"], {"gpt-4o-mini": 1})
+    assert queue.usage()["total_tokens"] == 3000          # the totals counted both calls
     status = queue.get_task_status(task_id)
     assert "usage" in status["corrupt"] and "usage" not in status
     redis_client.set(queue.keys.usage("model", "gpt-4o-mini"), "not a hash")

@@ -62,23 +62,25 @@ for i = 0, n - 1 do
     codes[#codes + 1] = 0
   end
 end
+-- pcall: a total or an index of another type (a hand-edited Redis) must not abort the
+-- script half-way, with some totals counted and others not.
 local NAMES = { 'prompt_tokens', 'completion_tokens', 'total_tokens', 'cost_nanos', 'calls',
   'priced_calls' }
 for _, key in ipairs(order) do
   local s = sums[key]
   for i = 1, 6 do
-    if s[i] ~= 0 then redis.call('HINCRBY', key, NAMES[i], string.format('%d', s[i])) end
+    if s[i] ~= 0 then redis.pcall('HINCRBY', key, NAMES[i], string.format('%d', s[i])) end
   end
 end
 if #order > 0 then
   if redis.call('PTTL', minute) < 0 then redis.call('PEXPIRE', minute, '90000000') end
   for k, index in ipairs({ MODELS, BATCHES, SESSIONS }) do
     for name in pairs(touched[k]) do
-      redis.call('ZADD', index, NOW_TEXT, name)
+      redis.pcall('ZADD', index, NOW_TEXT, name)
       if k > 1 then redis.call('PEXPIRE', USAGE_PREFIX .. (k == 2 and 'batch:' or 'session:') .. name, ttl) end
     end
     if k > 1 and next(touched[k]) then
-      redis.call('ZREMRANGEBYSCORE', index, '-inf', now - tonumber(ttl))
+      redis.pcall('ZREMRANGEBYSCORE', index, '-inf', now - tonumber(ttl))
     end
   end
 end
