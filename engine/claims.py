@@ -23,6 +23,7 @@ if TYPE_CHECKING:   # for annotations only: the worker owns its claim loop
     from .worker import TaskWorker
 
 BATCH_WINDOW_SECONDS = 0.05     # how much work a prefetched batch may hold, in run time
+SHORT_WAIT_SECONDS = 0.25       # a limit key freeing sooner is waited for locally (see run)
 
 
 class ClaimLoop:
@@ -71,6 +72,11 @@ class ClaimLoop:
                     self.runner.wait(0.05)
                     if self._next_limit and clock.monotonic() >= self._next_limit:
                         drained = False         # a limit key has freed: claim again
+                elif self.limit_frees_soon():
+                    # Redis rounds a blocking wait up to its own tick (100 ms at hz 10):
+                    # a limit key that frees sooner is waited for here, to the millisecond.
+                    self.stopping.wait(max(0.0, self._next_limit - clock.monotonic()))
+                    drained = False
                 else:
                     want = self.batch_size(free)
                     batch = self.wait_for_work(want)
@@ -82,6 +88,10 @@ class ClaimLoop:
                 self.outage.noticed(exc)
                 self.outage.back_off(self.stopping)
                 drained = False
+
+    def limit_frees_soon(self) -> bool:
+        """Whether a limit key this worker waits on frees within SHORT_WAIT_SECONDS."""
+        return bool(self._next_limit) and self._next_limit - clock.monotonic() < SHORT_WAIT_SECONDS
 
     def batch_size(self, free: int) -> int:
         average = self.handlers.average_run

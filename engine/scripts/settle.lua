@@ -36,7 +36,10 @@ local function state(K)
 end
 
 local function fields(st)
-  if not st.h then st.h = limit_fields(st.key) end
+  if not st.h then
+    st.h = limit_fields(st.key)
+    st.old_rpm = pace_rpm(st.h)      -- the pace before this call learnt anything
+  end
   return st.h
 end
 
@@ -105,10 +108,14 @@ for K, st in pairs(keys) do
     redis.call('ZADD', MARKER, '0', '0')
   end
   local set = st.set
-  if set.learned_rpm or set.pace_rps then
-    -- A faster pace applies from now: the request clock is not left where the old one put it.
+  if st.old_rpm then
+    -- A new pace applies from now: the calls already paced ahead of now are re-spaced at
+    -- it (the backlog scaled, not dropped: dropping it on every answer would let calls
+    -- through faster than the pace).
     local rpm, tat = pace_rpm(st.h), tonumber(st.h[7])
-    if rpm and rpm > 0 and tat and tat > now + 60000 / rpm then set.tat = now + 60000 / rpm end
+    if rpm and rpm > 0 and rpm ~= st.old_rpm and tat and tat > now then
+      set.tat = now + (tat - now) * st.old_rpm / rpm
+    end
   end
   local flat = {}
   for name, value in pairs(set) do
