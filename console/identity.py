@@ -30,7 +30,7 @@ OPERATOR_CONTROLS = ("tasks_sel_cancel", "tasks_sel_retry", "tasks_sel_requeue",
                      "schedules_cancel", "batches_retry", "batches_cancel")
 ADMIN_CONTROLS = ("tasks_sel_delete", "tasks_detail_delete", "failed_purge", "failed_delete_",
                   "schedules_delete", "recurring_pause", "recurring_resume", "recurring_remove",
-                  "recurring_run", "recurring_add_form")
+                  "recurring_run", "recurring_add_form", "limits_budget")
 
 
 def oidc_configured() -> bool:

@@ -138,3 +138,34 @@ def recent_429s(states: Sequence[dict[str, Any]], most: int = 50) -> pd.DataFram
     for row in rows:
         row["At (UTC)"] = None if row["At (UTC)"] is None else pd.Timestamp(row["At (UTC)"], unit="ms", tz="UTC")
     return pd.DataFrame(rows[:most], columns=["At (UTC)", "Limit key", "Retry-After"])
+
+
+def budget_limits(tokens_text_in: str | None, cost_text_in: str | None) -> tuple[int | None, float | None]:
+    """The budget form's two fields as ``set_budget``'s ``tokens`` and ``cost`` (blank:
+    None, no such limit); ``ValueError`` saying which field is not a number. Thousands
+    separators and a leading "$" are allowed ("1,000,000", "$2.50")."""
+    def number(text: str | None, name: str, whole: bool) -> Any:
+        text = (text or "").strip().replace(",", "").replace("_", "").removeprefix("$").strip()
+        if not text:
+            return None
+        try:
+            value = float(text)
+        except ValueError:
+            raise ValueError(f"{name} must be a number, or blank for no limit; got {text!r}") from None
+        if whole and value.is_integer():
+            return int(value)
+        return value
+    return number(tokens_text_in, "The token limit", True), number(cost_text_in, "The cost limit", False)
+
+
+def budget_outcome(budget: dict[str, Any]) -> str:
+    """What a set budget now says, in one sentence."""
+    limits = [f"{tokens_text(budget['tokens'])} tokens" if budget.get("tokens") is not None else "",
+              cost_text(budget["cost"]) if budget.get("cost") is not None else ""]
+    limits = [text for text in limits if text]
+    owner = f"{budget['kind']} {budget['id']}"
+    if not limits:
+        return f"The budget of {owner} is cleared: it may spend without limit."
+    return (f"The {owner} may spend at most {' and '.join(limits)}; it has spent "
+            f"{tokens_text(budget['spent_tokens'])} tokens and {cost_text(budget['spent_cost'])}"
+            + (" (exhausted: its waiting tasks will fail)." if budget.get("exhausted") else "."))

@@ -125,3 +125,40 @@ def test_a_batch_shows_what_it_spent(console_env, queue):
     queue.store.usage([(child, "gpt-4o-mini", 1000, 500, 1500, 450_000) for child in child_ids(queue, batch_id)])
     at.run()
     assert (facts_of(at)["Tokens"], facts_of(at)["Cost"]) == ("3,000", "$0.0009")
+
+
+def test_budget_fields_parse_or_say_which_is_wrong():
+    from console.spend import budget_limits, budget_outcome
+    assert budget_limits("1,000,000", "$2.50") == (1_000_000, 2.5)
+    assert budget_limits(" ", "") == (None, None)
+    with pytest.raises(ValueError, match="token limit"):
+        budget_limits("lots", "")
+    assert budget_outcome({"kind": "session", "id": "s", "tokens": None, "cost": None,
+                           "spent_tokens": 5, "spent_cost": 0.0, "exhausted": False}) == \
+        "The budget of session s is cleared: it may spend without limit."
+
+
+def test_an_admin_sets_and_clears_a_budget_from_the_limits_page(console_env, queue):
+    from console.testing import button
+    at = open_page("Limits")
+    at.text_input(key="limits_budget_id").input("chat-9")
+    at.text_input(key="limits_budget_tokens").input("lots")
+    button(at, "Save budget").click().run()
+    assert "Nothing was changed: The token limit must be a number" in texts(at)
+    assert queue.budgets() == []
+    at.text_input(key="limits_budget_tokens").input("2,000")
+    at.text_input(key="limits_budget_cost").input("$1.50")
+    button(at, "Save budget").click().run()
+    assert [(b["id"], b["tokens"], b["cost"]) for b in queue.budgets()] == [("chat-9", 2000, 1.5)]
+    assert md("The session chat-9 may spend at most 2,000 tokens and $1.50") in texts(at)
+    assert table(at, "limits_budgets")["Session or batch"].tolist() == ["session chat-9"]
+    at.selectbox(key="limits_budget_kind").set_value("batch")
+    at.text_input(key="limits_budget_id").input("not a batch id!")
+    button(at, "Save budget").click().run()
+    assert md("Nothing was changed: batch_id must be") in texts(at)
+    at.selectbox(key="limits_budget_kind").set_value("session")
+    at.text_input(key="limits_budget_id").input("chat-9")
+    at.text_input(key="limits_budget_tokens").input("")
+    at.text_input(key="limits_budget_cost").input("")
+    button(at, "Save budget").click().run()
+    assert queue.budgets() == [] and "No budget is set." in texts(at)

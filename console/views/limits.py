@@ -8,14 +8,19 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from ..components import facts, live, plain_table, redis_guard, updated_caption
+from engine.errors import AccessDenied
+
+from ..components import (REDIS_DOWN, facts, flash, live, plain_table, redis_guard, show_flash,
+                          updated_caption)
 from ..runtime import ConsoleContext
-from ..shared import shared_read
-from ..spend import cost_text, limit_cells, recent_429s, tokens_text
+from ..shared import queue_changed, shared_read
+from ..spend import (budget_limits, budget_outcome, cost_text, limit_cells, recent_429s,
+                     tokens_text)
 from ..text import md
 
 KEY = "limits"
 KEYS_SHOWN = 50          # limit keys drawn, most recently active first
+BUDGET = f"{KEY}_budget"  # the budget form (an admin's control: console/identity.py)
 
 
 def render(ctx: ConsoleContext) -> None:
@@ -27,6 +32,7 @@ def render(ctx: ConsoleContext) -> None:
                "provider's rate-limit headers said, the pace in use what workers keep now. A "
                "task deferred by a limit waits without using an attempt.")
     live(_live_body, ctx, seconds=ctx.refresh_seconds)
+    _budget_form(ctx)
 
 
 def _live_body(ctx: ConsoleContext) -> None:
@@ -74,3 +80,42 @@ def _budgets(budgets: list[dict[str, Any]]) -> None:
         "Tokens": st.column_config.TextColumn(width=140),
         "Cost": st.column_config.TextColumn(width=130),
         "Exhausted": st.column_config.TextColumn(width=72)})
+
+
+def _budget_form(ctx: ConsoleContext) -> None:
+    with st.container(key=BUDGET):
+        with st.expander("Set or clear a budget"):
+            with st.form(f"{BUDGET}_form", border=False):
+                kind, owner = st.columns([1, 3])
+                kind.selectbox("For a", ["session", "batch"], key=f"{BUDGET}_kind")
+                owner.text_input("Session id or batch id", key=f"{BUDGET}_id")
+                tokens, cost = st.columns(2)
+                tokens.text_input("Token limit", key=f"{BUDGET}_tokens", placeholder="no limit",
+                                  help="Prompt and completion tokens, e.g. 1,000,000")
+                cost.text_input("Cost limit (dollars)", key=f"{BUDGET}_cost",
+                                placeholder="no limit", help="From AGENT_PRICES, e.g. 2.50")
+                st.caption("Both blank clears the budget. A new limit replaces the old one; "
+                           "what was spent stays counted.")
+                st.form_submit_button("Save budget", type="primary", on_click=_save_budget,
+                                      args=(ctx,))
+            show_flash(BUDGET)
+
+
+def _save_budget(ctx: ConsoleContext) -> None:
+    state = st.session_state
+    owner = (state.get(f"{BUDGET}_id") or "").strip()
+    if not owner:
+        flash(BUDGET, "error", "Name the session or batch the budget is for.")
+        return
+    try:
+        tokens, cost = budget_limits(state.get(f"{BUDGET}_tokens"), state.get(f"{BUDGET}_cost"))
+        which = {"session_id" if state.get(f"{BUDGET}_kind") == "session" else "batch_id": owner}
+        budget = ctx.queue.set_budget(**which, tokens=tokens, cost=cost)
+    except (ValueError, AccessDenied) as exc:       # ValidationError is a ValueError
+        flash(BUDGET, "error", f"Nothing was changed: {exc}")
+        return
+    except REDIS_DOWN as exc:
+        flash(BUDGET, "error", f"Nothing was changed: Redis did not answer ({exc}).")
+        return
+    queue_changed(ctx.queue)        # every session's next read shows the new budget
+    flash(BUDGET, "success", budget_outcome(budget))
