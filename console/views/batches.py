@@ -258,8 +258,9 @@ def _failures(view: BatchView) -> None:
                   if view.failures_scanned >= SEARCH_SCAN else "")
                + (f"; at most {BATCH_FAILURES_SHOWN:,} are listed" if shown >= BATCH_FAILURES_SHOWN
                   else "") + ".")
-    plain_table(f"{KEY}_failures", batch_failures_frame(view.failures), short_ids=("Task id",),
+    plain_table(f"{KEY}_failures", batch_failures_frame(view.failures),
                 column_config={"Row": st.column_config.NumberColumn(width=48),
-                               "Query": st.column_config.TextColumn(width=110),
-                               "Error": st.column_config.TextColumn(width=160)},
+                               "Task id": CHILD_COLUMNS["Task id"],
+                               "Query": CHILD_COLUMNS["Query"],
+                               "Error": st.column_config.TextColumn(width=150)},
                 column_order=["Row", "Status", "Task id", "Query", "Error", "Attempts"])
