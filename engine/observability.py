@@ -159,9 +159,13 @@ class QueueMetrics:
         pipe.zcard(k.scheduled)
         pipe.zcard(k.status["running"])
         pipe.zcard(k.status["failed"])
+        pipe.hmget(k.usage_total, "prompt_tokens", "completion_tokens", "cost_nanos", "calls")
         started = time.perf_counter()
         try:
-            replies = pipe.execute()
+            replies = pipe.execute(raise_on_error=False)
+            spend = replies.pop()           # a hand-edited key of another type: no spend shown
+            if any(isinstance(reply, Exception) for reply in replies):
+                raise next(reply for reply in replies if isinstance(reply, Exception))
         except (redis.RedisError, OSError):
             yield GaugeMetricFamily(f"{PREFIX}_redis_up", "Whether the last scrape read Redis", value=0)
             return
@@ -181,6 +185,24 @@ class QueueMetrics:
                                 value=rest[1])
         yield GaugeMetricFamily(f"{PREFIX}_queue_dead_letters", "Failed tasks kept (dead letters)",
                                 value=rest[2])
+        yield from _spend_metrics(spend)
+
+
+def _spend_metrics(values: Any) -> Iterable[Any]:
+    """The fleet's model calls, tokens and cost as counted in Redis (engine/usage.py)."""
+    try:
+        prompt, completion, nanos, calls = (int(v or 0) for v in values)
+    except (TypeError, ValueError):
+        prompt = completion = nanos = calls = 0
+    tokens = CounterMetricFamily(f"{PREFIX}_model_tokens", "Tokens of the model calls counted "
+                                 "by every worker, by kind", labels=["kind"])
+    tokens.add_metric(["prompt"], prompt)
+    tokens.add_metric(["completion"], completion)
+    yield tokens
+    yield CounterMetricFamily(f"{PREFIX}_model_calls", "Model calls counted by every worker",
+                              value=calls)
+    yield CounterMetricFamily(f"{PREFIX}_model_cost_dollars", "Cost of the model calls counted "
+                              "by every worker (priced ones: AGENT_PRICES)", value=nanos / 1e9)
 
 
 def readiness(queue: Any, worker_id: str) -> tuple[bool, str]:

@@ -68,6 +68,7 @@ def test_metrics_count_outcomes_types_and_times(served, queue):
     assert m[("agent_queue_queue_dead_letters", ())] == 2
     assert m[("agent_queue_redis_up", ())] == 1
     assert 0 < m[("agent_queue_redis_roundtrip_seconds", ())] < 1
+    assert m[("agent_queue_model_calls_total", ())] == 0
     assert ("process_resident_memory_bytes", ()) in m
 
 
@@ -85,7 +86,7 @@ def test_queue_gauges_are_one_round_trip(served, queue, monkeypatch):
     monkeypatch.setattr(queue.client, "execute_command",
                         lambda *a, **k: commands.append(a[0]) or redis.Redis.execute_command(queue.client, *a, **k))
     scrape(server.port)
-    assert sent == [11] and commands == []     # 4 depths (and their groups), 3 counts
+    assert sent == [12] and commands == []     # 4 depths (and their groups), 3 counts, spend
 
 
 def test_health_and_readiness_probes(queue, redis_process, namespace):
@@ -139,3 +140,19 @@ def test_the_grafana_dashboard_uses_only_metrics_the_worker_serves(served, queue
     used = {name for panel in dashboard["panels"] for target in panel["targets"]
             for name in re.findall(r"agent_queue_\w+", target["expr"])}
     assert used and used <= served_names, used - served_names
+
+
+def test_the_fleets_tokens_and_cost_are_counters(served, queue, redis_client):
+    _, server = served
+    task_id = queue.submit_task(Task(task_type="echo"))
+    queue.store.usage([(task_id, "gpt-4o-mini", 1000, 500, 1500, 450_000),
+                       (task_id, "llama3", 10, 5, 15, None)])
+    m = scrape(server.port)
+    assert m[("agent_queue_model_tokens_total", (("kind", "prompt"),))] == 1010
+    assert m[("agent_queue_model_tokens_total", (("kind", "completion"),))] == 505
+    assert m[("agent_queue_model_calls_total", ())] == 2
+    assert m[("agent_queue_model_cost_dollars_total", ())] == pytest.approx(0.00045)
+    redis_client.delete(queue.keys.usage_total)
+    redis_client.set(queue.keys.usage_total, "not a hash")      # hand-edited: no spend, Redis up
+    m = scrape(server.port)
+    assert m[("agent_queue_redis_up", ())] == 1 and m[("agent_queue_model_calls_total", ())] == 0
