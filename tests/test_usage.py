@@ -319,3 +319,34 @@ def test_a_batch_budget_stops_the_rest_of_the_batch(queue, make_worker):
     assert [s["status"] for s in statuses] == ["failed", "failed"]
     assert {s["error"] for s in statuses} == {"budget exhausted: the batch's budget is spent"}
     assert queue.usage(batch_id=batch_id)["cost"] == pytest.approx(0.00045)
+
+
+def test_the_openai_backend_through_a_worker_counts_every_call(redis_url, namespace):
+    """End to end: a worker running the agent on an OpenAI-compatible server (a local one,
+    tests/support/limited_chat_server.py) counts each call's tokens and cost once."""
+    from engine import AgentTask, TaskQueue, TaskWorker
+    from engine.agent import register_handlers
+    from engine.connection import connect
+    from tests.fixtures_engine import TEST_SETTINGS
+    from tests.support.limited_chat_server import LimitedChatServer
+    with LimitedChatServer(completion_tokens=40) as server:
+        settings = Settings.from_mapping({
+            "AGENT_BACKEND": "openai", "AGENT_OPENAI_BASE_URL": server.url,
+            "AGENT_OPENAI_API_KEY": "test", "AGENT_MODEL": "gpt-4o-mini",
+            "AGENT_PRICES": '{"gpt-4o-mini": {"input": 0.15, "output": 0.6}}'}, **TEST_SETTINGS)
+        queue = TaskQueue(connect(redis_url), settings=settings, namespace=namespace)
+        ids = queue.submit_tasks([AgentTask({"query": f"question {i} " + "word " * i},
+                                            session_id="e2e") for i in range(12)])
+        worker = TaskWorker(queue, concurrency=4)
+        register_handlers(worker)
+        worker.start(burst=True)
+        assert server.accepted == 12 and server.rejected_429 == 0
+    statuses = [queue.get_task_status(i) for i in ids]
+    assert {s["status"] for s in statuses} == {"completed"}
+    assert all(s["usage"]["completion_tokens"] == 40 and s["usage"]["prompt_tokens"] > 0 for s in statuses)
+    expected = sum(cost_nanos("gpt-4o-mini", s["usage"]["prompt_tokens"], 40, PRICES) for s in statuses)
+    totals = queue.usage_totals()
+    assert totals["sessions"]["e2e"]["calls"] == totals["total"]["calls"] == 12
+    assert totals["total"]["total_tokens"] == sum(s["usage"]["total_tokens"] for s in statuses)
+    assert totals["total"]["cost"] == pytest.approx(expected / 1e9)
+    assert list(totals["models"]) == ["gpt-4o-mini"]
