@@ -290,6 +290,11 @@ def test_event_filters_live_in_the_url(console_env, queue, drain):
     leave_and_return(at, "Events")
     assert at.multiselect(key="events_types").value == ["task.failed"]
     assert at.query_params["types"] == "task.failed"
+    # A hand-edited link: a type this console does not know is kept (a newer engine's),
+    # a "keep" it does not offer reads as the default.
+    odd = page("Events", types="task.custom_thing", keep="7")
+    assert odd.multiselect(key="events_types").value == ["task.custom_thing"]
+    assert odd.selectbox(key="events_keep").value == 500 and "keep" not in odd.query_params
 
 
 def test_failed_task_filters_and_open_group_live_in_the_url(console_env, queue, drain):
