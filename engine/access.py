@@ -111,7 +111,7 @@ STORE_VERBS = {"submit": "submit", "submit_streamed": "submit", "open_batch": "s
                "remove_schedule": "schedule",
                # A console never runs a worker's calls: refused to anyone below admin.
                "claim": "purge", "wait_and_claim": "purge", "complete": "purge", "fail": "purge",
-               "release": "purge", "heartbeat": "purge", "worker_stop": "purge",
+               "release": "purge", "heartbeat": "purge", "worker_stop": "purge", "usage": "purge",
                "promote": "requeue", "reap": "requeue"}
 
 

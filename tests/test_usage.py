@@ -215,6 +215,10 @@ def test_only_an_admin_sets_a_budget_and_it_is_audited(queue):
     assert queue.budgets()[0]["tokens"] == 5
     assert [(e["action"], e["outcome"]) for e in read_audit(queue)] == \
         [("set_budget", "ok"), ("set_budget", "denied")]
+    operator = acting_as(queue, Identity("op@example.com", Role.OPERATOR))
+    with pytest.raises(AccessDenied):          # counting spend is a worker's call, not a console's
+        operator.store.usage([item(query(queue))])
+    assert queue.usage()["calls"] == 0
 
 
 def test_minute_totals_expire_like_the_stats_and_batches_leave_the_index_with_their_totals(
