@@ -4,7 +4,8 @@ Roles, each with the verbs of the one before:
 
 - ``viewer``: reads only;
 - ``operator``: submit, cancel, retry, requeue (``OPERATOR_VERBS``);
-- ``admin``: also delete, purge, recurring schedules and budgets (``ADMIN_VERBS``).
+- ``admin``: also delete, purge, recurring schedules, budgets and provider limits
+  (``ADMIN_VERBS``).
 
 A console maps a signed-in identity to a role with :func:`role_for` (``CONSOLE_ADMINS``,
 ``CONSOLE_OPERATORS``, ``CONSOLE_VIEWERS``: emails, ``*@example.com``, ``group:<name>``,
@@ -46,7 +47,7 @@ class Role(enum.IntEnum):
 
 
 OPERATOR_VERBS = frozenset({"submit", "cancel", "retry", "requeue"})
-ADMIN_VERBS = frozenset({"delete", "purge", "schedule", "budget"})
+ADMIN_VERBS = frozenset({"delete", "purge", "schedule", "budget", "limit"})
 
 
 def required_role(verb: str) -> Role:
@@ -103,7 +104,7 @@ def role_for(settings: Settings, email: str | None, groups: Iterable[str] = ()) 
 QUEUE_VERBS = {"submit_task": "submit", "submit_tasks": "submit", "cancel_task": "cancel",
                "retry_task": "retry", "requeue_task": "requeue", "delete_task": "delete",
                "delete_tasks": "delete", "purge": "purge", "promote_due": "requeue",
-               "reap_expired_leases": "requeue", "set_budget": "budget"}
+               "reap_expired_leases": "requeue", "set_budget": "budget", "set_limit": "limit"}
 STORE_VERBS = {"submit": "submit", "submit_streamed": "submit", "open_batch": "submit",
                "cancel": "cancel", "retry": "retry", "requeue": "requeue", "delete": "delete",
                "add_schedule": "schedule", "fire_schedule": "schedule",
@@ -112,7 +113,8 @@ STORE_VERBS = {"submit": "submit", "submit_streamed": "submit", "open_batch": "s
                # A console never runs a worker's calls: refused to anyone below admin.
                "claim": "purge", "wait_and_claim": "purge", "complete": "purge", "fail": "purge",
                "release": "purge", "heartbeat": "purge", "worker_stop": "purge", "usage": "purge",
-               "promote": "requeue", "reap": "requeue"}
+               "settle": "purge", "defer": "purge", "progress": "purge", "append_turn": "purge",
+               "wake": "purge", "promote": "requeue", "reap": "requeue"}
 
 
 class _Guarded:

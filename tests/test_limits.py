@@ -256,3 +256,18 @@ def test_the_default_key_names_backend_host_and_model_never_credentials():
     assert backend_limit_key("openai", None, "gpt-4o-mini") == "openai api.openai.com gpt-4o-mini"
     key = backend_limit_key("openai", "http://user:secret@127.0.0.1:8080/v1", "m")
     assert key == "openai 127.0.0.1:8080 m"
+
+
+def test_only_an_admin_sets_a_limit_and_a_console_cannot_run_the_workers_calls(queue):
+    from engine.access import AccessDenied, Identity, Role, acting_as, read_audit
+    operator = acting_as(queue, Identity("op@example.com", Role.OPERATOR))
+    with pytest.raises(AccessDenied):
+        operator.set_limit(KEY, rpm=10)
+    assert queue.limit_states() == []
+    for verb, args in (("settle", ([],)), ("defer", ([],))):
+        with pytest.raises(AccessDenied):
+            getattr(operator.store, verb)(*args)
+    acting_as(queue, Identity("root@example.com", Role.ADMIN)).set_limit(KEY, rpm=10)
+    assert queue.limit_states()[0]["configured"]["rpm"] == 10
+    assert [(e["action"], e["outcome"]) for e in read_audit(queue)] == \
+        [("set_limit", "ok"), ("defer", "denied"), ("settle", "denied"), ("set_limit", "denied")]
