@@ -369,6 +369,19 @@ def test_task_detail_shows_payload_result_error_timeline(console_env, queue, mix
     assert not button(at, "Retry task").disabled and button(at, "Cancel task").disabled
     open_task(at, mixed_tasks["done"][0])
     assert any("demo agent" in str(j.value) for j in at.json)     # the result
+    assert any("Why: completed" in c.value for c in at.caption)
+
+
+def test_task_detail_says_why_a_task_ended_and_who_cancelled_it(console_env, queue, mixed_tasks):
+    at = open_page("Tasks")
+    open_task(at, mixed_tasks["failed"])
+    assert any("Why: error" in c.value for c in at.caption)
+    task_id = mixed_tasks["low"][0]
+    queue.cancel_task(task_id, reason="duplicate of an earlier query", by="ops@example.com")
+    open_task(at, task_id)
+    shown = [c.value.replace("\u2060", "") for c in at.caption]   # md() keeps @ from linking
+    assert any("Why: cancelled" in c and
+               "Cancelled by ops@example.com: duplicate of an earlier query" in c for c in shown)
 
 
 def test_task_actions_cancel_retry_requeue_delete(console_env, queue, mixed_tasks):

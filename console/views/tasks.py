@@ -364,9 +364,18 @@ def _facts(record: dict[str, Any]) -> None:
         st.caption(" · ".join(f"{label} {md(local_text(value))}" for label, value in shown),
                    help=" · ".join(f"{label}: {utc_text(value)}" for label, value in shown))
     extra = ([f"Parent batch {md(record['parent_id'])}"] if record.get("parent_id") else []) + \
-        ([f"Stalls: {md(record['stalls'])}"] if record.get("stalls") else [])
+        ([f"Stalls: {md(record['stalls'])}"] if record.get("stalls") else []) + _why(record)
     if extra:
         st.caption(" · ".join(extra))
+
+
+def _why(record: dict[str, Any]) -> list[str]:
+    """Why the task ended, or why it waits (the engine's reason), and who cancelled it."""
+    lines = [f"Why: {md(record['reason'])}"] if record.get("reason") else []
+    if record.get("cancelled_by") or record.get("cancel_reason"):
+        lines.append(f"Cancelled by {md(record.get('cancelled_by') or 'someone unnamed')}: "
+                     f"{md(record.get('cancel_reason') or 'no reason given')}")
+    return lines
 
 
 def _run_time(seconds: float | None) -> str:
