@@ -66,8 +66,15 @@ def require_chromium() -> str:
     return CHROMIUM
 
 
+EXPECT_TIMEOUT_MS = 15_000   # an expect() assertion's wait (Playwright's default: 5 s)
+
+
 def launch_chromium(playwright: Any) -> Any:
-    """Headless Debian Chromium through Playwright (never a downloaded browser)."""
+    """Headless Debian Chromium through Playwright (never a downloaded browser). Its
+    assertions wait up to EXPECT_TIMEOUT_MS: with the whole suite loading a 2-core machine
+    (load average ~11), a page's redraw was seen to take longer than Playwright's 5 s."""
+    from playwright.sync_api import expect
+    expect.set_options(timeout=EXPECT_TIMEOUT_MS)
     return playwright.chromium.launch(executable_path=require_chromium(), headless=True,
                                       args=list(CHROMIUM_ARGS))
 
