@@ -66,7 +66,11 @@ def run_level(url: str, port: int, level: int, rounds: int, raw: bool) -> dict:
     env = {"AGENT_BACKEND": "openai", "AGENT_OPENAI_BASE_URL": f"http://127.0.0.1:{port}/v1",
            "AGENT_MODEL": "bench-model", "AGENT_TIMEOUT": "30",
            # The stand-in server answers in one JSON reply, not server-sent events.
-           "AGENT_STREAM": "false"}
+           "AGENT_STREAM": "false",
+           # It has no limit and sends no rate headers: a cap far above the rate keeps the
+           # provider limiter in the path but out of the way (uncapped, the key would
+           # slow-start from one call a second, as for any provider that sends no headers).
+           "AGENT_LIMIT_RPM": "100000000"}
     code = WORKER.format(root=str(ROOT), env=env, url=url, level=level, raw=raw, port=port)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=ROOT, check=True).stdout

@@ -41,6 +41,7 @@ import importlib
 import json
 import math
 import re
+import ssl
 from typing import Any, Callable, Mapping, Sequence
 
 
@@ -96,6 +97,7 @@ class OpenAIBackend:
         # [client, calls in flight] each; only touched on the loop's thread.
         self._async_clients: list[list[Any]] = [[async_client, 0]] if async_client else []
         self._async_loop: Any = None         # the loop the async clients were made on
+        self._tls: ssl.SSLContext | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "OpenAIBackend":
@@ -232,10 +234,26 @@ class OpenAIBackend:
             self._async_loop = loop
         entry = min(self._async_clients, key=lambda e: e[1], default=None)
         if entry is None or entry[1] >= CALLS_PER_CLIENT:
-            entry = [_openai().AsyncOpenAI(api_key=self._secret or NO_KEY, base_url=self.base_url,
-                                           timeout=self.timeout, max_retries=0), 0]
+            openai = _openai()
+            # One TLS context for all of them: each client would otherwise load the CA
+            # bundle again (54 ms of CPU a client, measured: 3.4 s for the 63 clients of a
+            # worker with 1,000 calls in flight).
+            http = openai.DefaultAsyncHttpxClient(verify=self._tls_context())
+            entry = [openai.AsyncOpenAI(api_key=self._secret or NO_KEY, base_url=self.base_url,
+                                        timeout=self.timeout, max_retries=0, http_client=http), 0]
             self._async_clients.append(entry)
         return entry
+
+    def _tls_context(self) -> ssl.SSLContext:
+        """The TLS context every async client of this backend shares, made once the way
+        the client's HTTP library makes its default one (its CA bundle, SSL_CERT_FILE)."""
+        if self._tls is None:
+            try:
+                http = importlib.import_module("httpx2")     # what openai 3 is built on
+            except ImportError:
+                http = importlib.import_module("httpx")
+            self._tls = http.create_ssl_context()
+        return self._tls
 
     def _translated(self, exc: Exception, timeout: float | None) -> Exception:
         """The queue's error for a provider's failure (``exc`` itself when unknown)."""
