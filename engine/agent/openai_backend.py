@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import functools
 import importlib
 import json
 import math
@@ -97,7 +98,6 @@ class OpenAIBackend:
         # [client, calls in flight] each; only touched on the loop's thread.
         self._async_clients: list[list[Any]] = [[async_client, 0]] if async_client else []
         self._async_loop: Any = None         # the loop the async clients were made on
-        self._tls: ssl.SSLContext | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "OpenAIBackend":
@@ -238,22 +238,11 @@ class OpenAIBackend:
             # One TLS context for all of them: each client would otherwise load the CA
             # bundle again (54 ms of CPU a client, measured: 3.4 s for the 63 clients of a
             # worker with 1,000 calls in flight).
-            http = openai.DefaultAsyncHttpxClient(verify=self._tls_context())
+            http = openai.DefaultAsyncHttpxClient(verify=shared_tls_context())
             entry = [openai.AsyncOpenAI(api_key=self._secret or NO_KEY, base_url=self.base_url,
                                         timeout=self.timeout, max_retries=0, http_client=http), 0]
             self._async_clients.append(entry)
         return entry
-
-    def _tls_context(self) -> ssl.SSLContext:
-        """The TLS context every async client of this backend shares, made once the way
-        the client's HTTP library makes its default one (its CA bundle, SSL_CERT_FILE)."""
-        if self._tls is None:
-            try:
-                http = importlib.import_module("httpx2")     # what openai 3 is built on
-            except ImportError:
-                http = importlib.import_module("httpx")
-            self._tls = http.create_ssl_context()
-        return self._tls
 
     def _translated(self, exc: Exception, timeout: float | None) -> Exception:
         """The queue's error for a provider's failure (``exc`` itself when unknown)."""
@@ -375,6 +364,17 @@ def _is_event_stream(headers: Any) -> bool:
     """Whether a reply is server-sent events (a server may ignore ``stream`` and answer
     with one JSON reply: Ollama's older versions, the queue's own test servers)."""
     return (headers.get("content-type") or "").startswith("text/event-stream")
+
+
+@functools.lru_cache(maxsize=1)
+def shared_tls_context() -> ssl.SSLContext:
+    """The TLS context every async client in this process shares, made once the way the
+    client's HTTP library makes its default one (its CA bundle, SSL_CERT_FILE)."""
+    try:
+        http = importlib.import_module("httpx2")     # what openai 3 is built on
+    except ImportError:
+        http = importlib.import_module("httpx")
+    return http.create_ssl_context()
 
 
 def _tell(on_signal: Callable[[Any], None] | None, headers: Any) -> None:
