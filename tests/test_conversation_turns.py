@@ -80,3 +80,31 @@ def test_two_worker_processes_keep_each_conversation_in_order(queue, redis_url, 
     starts = sorted(e["at"] for e in log if e["edge"] == "start")
     ends = sorted(e["at"] for e in log if e["edge"] == "end")
     assert starts[1] < ends[0]                      # the two sessions ran side by side
+
+
+def test_every_waiting_conversation_is_looked_at_in_turn(queue):
+    """More conversations wait than one claim looks at (20): each still gets its turn."""
+    sessions = [f"user-{i:02d}" for i in range(30)]
+    seconds = {}
+    for session in sessions:
+        queue.submit_task(turn_task(session, 0))
+        seconds[session] = queue.submit_task(turn_task(session, 1))
+    first = claim(queue, count=100)
+    assert len(first) == 30                     # one a session; 30 wait their turn
+    last_session = queue.get_task(first[-1][0])["session_id"]
+    for task_id, token in first:
+        if queue.get_task(task_id)["session_id"] == last_session:
+            complete(queue, task_id, token)
+    got = []
+    for _ in range(3):                          # 20 sessions looked at a claim, busy ones to the back
+        got += [t for t, _ in claim(queue, count=100)]
+    assert got == [seconds[last_session]]
+
+
+def test_a_damaged_turn_record_lets_the_task_run(queue):
+    queue.client.set(queue.keys.serial_prefix + "s:waiting", "not a list")
+    queue.client.hset(queue.keys.serial_prefix + "s", "not", "a string")
+    ids = [queue.submit_task(turn_task("s", i)) for i in range(2)]
+    claimed = [t for t, _ in claim(queue, count=10)]
+    assert ids[0] in claimed
+    assert queue.get_queue_stats().pending_tasks == 2 - len(claimed)

@@ -146,37 +146,60 @@ local function holds_turn(holder)
   return type(status) == 'string' and UNFINISHED[status] == true
 end
 
+-- A session's turn holder and waiting count; a damaged key (another type) reads as none,
+-- and the task then runs rather than wait on a record that cannot be kept.
+local function turn_of(turn)
+  local holder = redis.pcall('GET', turn)
+  local waiting = redis.pcall('LLEN', turn .. ':waiting')
+  return type(holder) == 'string' and holder or nil, type(waiting) == 'number' and waiting or 0
+end
+
+-- The score that puts a session at the back of `serials` (a count, not a time: the order
+-- holds however many are re-scored in one call, or on a test's frozen clock).
+local function back_of_serials()
+  local last = redis.call('ZRANGE', SERIALS, -1, -1, 'WITHSCORES')
+  return string.format('%d', (tonumber(last[2]) or 0) + 1)
+end
+
 local function waits_for_turn(id, session)
   local turn = SERIAL_PREFIX .. session
-  local holder = redis.call('GET', turn)
+  local holder, waiting = turn_of(turn)
   if holder == id then return false end
-  if (holder and holds_turn(holder)) or redis.call('LLEN', turn .. ':waiting') > 0 then
-    redis.call('RPUSH', turn .. ':waiting', id)
-    redis.call('ZADD', SERIALS, 'NX', NOW_TEXT, session)
-    return true
+  if (holder and holds_turn(holder)) or waiting > 0 then
+    local queued = redis.pcall('RPUSH', turn .. ':waiting', id)
+    if type(queued) == 'number' then
+      if not redis.call('ZSCORE', SERIALS, session) then
+        redis.call('ZADD', SERIALS, back_of_serials(), session)
+      end
+      return true
+    end
   end
-  redis.call('SET', turn, id, 'EX', 86400)
+  redis.pcall('SET', turn, id, 'EX', 86400)
   return false
 end
 
 -- Sessions whose turn has ended hand it to their next waiting task, which goes back to
--- the front of its line (a few sessions a claim: each costs a few reads).
+-- the front of its line. A few sessions a claim, those looked at longest ago first: a
+-- session still busy goes to the back, so every waiting session is looked at in turn.
 local function pass_turns()
   for _, session in ipairs(redis.call('ZRANGE', SERIALS, 0, 19)) do
     local turn = SERIAL_PREFIX .. session
-    local holder = redis.call('GET', turn)
-    if not (holder and holds_turn(holder)) then
-      local nxt = redis.call('LPOP', turn .. ':waiting')
-      while nxt do
+    local holder = turn_of(turn)
+    if holder and holds_turn(holder) then
+      redis.call('ZADD', SERIALS, back_of_serials(), session)
+    else
+      local nxt = redis.pcall('LPOP', turn .. ':waiting')
+      while type(nxt) == 'string' do
         local f = read_task(TASK_PREFIX .. nxt, { 'status', 'priority', 'group' })
         if f and f[1] == 'pending' then
-          redis.call('SET', turn, nxt, 'EX', 86400)
+          redis.pcall('SET', turn, nxt, 'EX', 86400)
           enqueue(f[2], nxt, true, f[3])
           break
         end
-        nxt = redis.call('LPOP', turn .. ':waiting')    -- cancelled or deleted meanwhile
+        nxt = redis.pcall('LPOP', turn .. ':waiting')    -- cancelled or deleted meanwhile
       end
-      if redis.call('LLEN', turn .. ':waiting') == 0 then redis.call('ZREM', SERIALS, session) end
+      local _, waiting = turn_of(turn)
+      if waiting == 0 then redis.call('ZREM', SERIALS, session) end
     end
   end
 end
