@@ -59,12 +59,12 @@ SCRIPT_KEYS: dict[str, Callable[[Keys, str], list[str]]] = {
     "reap": lambda k, _: [
         k.task_prefix, *k.queues, k.leases, k.status["running"], k.status["pending"],
         k.status["failed"], k.result_prefix, k.done_prefix, k.marker, k.events_log, k.events,
-        k.stats, k.workers, k.worker(""), *k.batch_keys],
+        k.stats, k.workers, k.worker(""), k.limit_prefix, *k.batch_keys],
     "cancel": lambda k, task_id: [
         k.task(task_id), *k.queues, k.scheduled, k.leases, k.status["pending"],
         k.status["scheduled"], k.status["retry"], k.status["running"], k.status["cancelled"],
         k.result(task_id), k.done(task_id), k.events_log, k.events, k.stats, k.routed,
-        k.cancels, *k.batch_keys],
+        k.cancels, k.limit_prefix, *k.batch_keys],
     "retry": lambda k, task_id: [
         k.task(task_id), *k.queues, k.status["failed"], k.status["cancelled"], k.status["pending"],
         k.result(task_id), k.marker, k.events_log, k.events, k.done(task_id), *k.batch_keys],

@@ -271,3 +271,22 @@ def test_only_an_admin_sets_a_limit_and_a_console_cannot_run_the_workers_calls(q
     assert queue.limit_states()[0]["configured"]["rpm"] == 10
     assert [(e["action"], e["outcome"]) for e in read_audit(queue)] == \
         [("set_limit", "ok"), ("defer", "denied"), ("settle", "denied"), ("set_limit", "denied")]
+
+
+def test_a_cancelled_or_reaped_call_frees_its_place_at_once(clocked_queue, fixed_clock, make_worker):
+    clocked_queue.set_limit(KEY, concurrency=2)
+    ids = submit(clocked_queue, 4)
+    worker = limited_worker(make_worker, clocked_queue)
+    assert [t.task_id for t in worker.claim(4)] == ids[:2]
+
+    def in_flight():
+        return next(s for s in clocked_queue.limit_states() if s["key"] == KEY)["in_flight"]
+
+    assert in_flight() == 2
+    clocked_queue.cancel_task(ids[0])                 # an operator, while its call runs
+    assert in_flight() == 1
+    fixed_clock.advance(5)                            # its worker died: the lease runs out
+    clocked_queue.reap_expired_leases()
+    assert in_flight() == 0
+    again = claim_ids(worker, 4)                      # two places free again
+    assert len(again) == 2 and ids[0] not in again and in_flight() == 2

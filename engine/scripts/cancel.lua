@@ -7,6 +7,7 @@
   KEYS[12] status:cancelled KEYS[13] result key      KEYS[14] waiter list
   KEYS[15] events:log       KEYS[16] events (channel) KEYS[17] stats
   KEYS[18] routed           KEYS[19] cancels (channel)
+  KEYS[20] limit key prefix (a running call's place under its provider limit key is freed)
   KEYS[-9..-1] the nine batch keys (see lib.lua)
   ARGV[1] now override in ms ('' = Redis TIME)   ARGV[2] events stream max length
   ARGV[3] TTL of the cancelled task in ms   ARGV[4] task id   ARGV[5] result document
@@ -17,11 +18,12 @@
 ]]
 local TASK_KEY, SCHEDULED, LEASES, STATUS_CANCELLED = KEYS[1], KEYS[6], KEYS[7], KEYS[12]
 local RESULT_KEY, WAITERS_KEY, EVENTS_LOG, CHANNEL = KEYS[13], KEYS[14], KEYS[15], KEYS[16]
-local STATS, ROUTED, CANCELS = KEYS[17], KEYS[18], KEYS[19]
+local STATS, ROUTED, CANCELS, LIMIT_PREFIX = KEYS[17], KEYS[18], KEYS[19], KEYS[20]
 local now_arg, maxlen, ttl, id = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local doc, by, why = ARGV[5], ARGV[6], ARGV[7]
 local now = now_ms(now_arg)
-local f = read_task(TASK_KEY, { 'status', 'priority', 'waiters', 'parent', 'total', 'group' })
+local f = read_task(TASK_KEY, { 'status', 'priority', 'waiters', 'parent', 'total', 'group',
+  'limit_key' })
 if not f then return { -4, '' } end   -- not a task hash: only delete can clear it
 local status = f[1]
 if not status then return { -1, '' } end
@@ -29,7 +31,10 @@ local index = { pending = 8, scheduled = 9, retry = 10, running = 11 }
 if not index[status] or f[5] then return { -2, status } end   -- a batch: cancel its children
 if status == 'pending' then dequeue(f[2], id, ROUTED, f[6]) end
 if status == 'scheduled' or status == 'retry' then redis.call('ZREM', SCHEDULED, id) end
-if status == 'running' then redis.call('ZREM', LEASES, id) end
+if status == 'running' then
+  redis.call('ZREM', LEASES, id)
+  if f[7] then redis.pcall('ZREM', LIMIT_PREFIX .. f[7] .. ':inflight', id) end
+end
 redis.call('ZREM', KEYS[index[status]], id)
 redis.call('HSET', TASK_KEY, 'status', 'cancelled', 'finished_at', now, 'reason', 'cancelled',
   'cancelled_by', by, 'cancel_reason', why)

@@ -290,7 +290,8 @@ local function take(id, key, f, K, cost)
   redis.call('HSET', key, 'status', 'running', 'attempt', attempt, 'fence', token,
     'worker', worker, 'started_at', NOW_TEXT)
   if K then
-    if cost > 0 then redis.call('HSET', key, 'limit_cost', cost) end   -- settle.lua reads it
+    -- reap.lua and cancel.lua free the call's place by this key; settle.lua reads the cost
+    redis.call('HSET', key, 'limit_key', K, 'limit_cost', cost)
     if f[15] then redis.call('HDEL', key, 'limited_by', 'limited_until') end  -- waits no more
     local calls = states[K].calls
     calls[#calls + 1] = INFLIGHT_UNTIL

@@ -7,6 +7,7 @@
   KEYS[9]  status:failed     KEYS[10] result key prefix  KEYS[11] waiter list prefix
   KEYS[12] marker            KEYS[13] events:log      KEYS[14] events (channel)
   KEYS[15] stats             KEYS[16] workers         KEYS[17] worker hash prefix
+  KEYS[18] limit key prefix (a reaped call's place under its provider limit key is freed)
   KEYS[-9..-1] the nine batch keys (see lib.lua)
   ARGV[1] now override in ms ('' = Redis TIME)   ARGV[2] events stream max length
   ARGV[3] most stalls before a task fails   ARGV[4] most leases handled in one call
@@ -17,7 +18,7 @@
 local TASK_PREFIX, LEASES, STATUS_RUNNING, STATUS_PENDING = KEYS[1], KEYS[6], KEYS[7], KEYS[8]
 local STATUS_FAILED, RESULT_PREFIX, WAITERS_PREFIX, MARKER = KEYS[9], KEYS[10], KEYS[11], KEYS[12]
 local EVENTS_LOG, CHANNEL, STATS, WORKERS = KEYS[13], KEYS[14], KEYS[15], KEYS[16]
-local WORKER_PREFIX = KEYS[17]
+local WORKER_PREFIX, LIMIT_PREFIX = KEYS[17], KEYS[18]
 local now_arg, maxlen, max_stalls, limit = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local ttl, silence_ms = ARGV[5], ARGV[6]
 local now = now_ms(now_arg)
@@ -41,7 +42,7 @@ end
 for _, id in ipairs(expired) do
   local key = TASK_PREFIX .. id
   local f = read_task(key, { 'status', 'priority', 'attempt', 'worker', 'waiters', 'parent', 'stalls',
-    'group' })
+    'group', 'limit_key' })
   redis.call('ZREM', LEASES, id)
   local field = misfit(key, f, 'running')
   if field == 'ok' then
@@ -51,6 +52,7 @@ for _, id in ipairs(expired) do
   end
   if field == 'ok' then
     redis.call('ZREM', STATUS_RUNNING, id)
+    if f[9] then redis.pcall('ZREM', LIMIT_PREFIX .. f[9] .. ':inflight', id) end
     local stalls = tonumber(f[7] or '0') + 1
     redis.call('HSET', key, 'stalls', stalls)
     local why = { reason = 'lease expired', worker_id = f[4] or '' }
