@@ -224,8 +224,9 @@ local function claimable(id, key, f)
 end
 
 -- Provider limits --------------------------------------------------------------------
--- A call under way holds its place in `inflight` until the worker settles it
--- (settle.lua, defer.lua) or, for a worker that died, until the entry lapses.
+-- A call under way holds its place in `inflight` until the worker settles it (settle.lua,
+-- defer.lua), the task is cancelled (cancel.lua) or reaped (reap.lua), or, should all of
+-- those miss it, until the entry lapses.
 local INFLIGHT_HOLD_MS = 600000
 local INFLIGHT_UNTIL = string.format('%d', now + INFLIGHT_HOLD_MS)
 -- Limit key K's state, read once per call (GCRA: a call conforms when the theoretical
