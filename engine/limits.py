@@ -30,7 +30,7 @@ from typing import Any, Mapping
 from urllib.parse import urlsplit
 
 from . import clock
-from .errors import ValidationError
+from .errors import ValidationError, translate_redis_errors
 from .validation import check_text
 
 MAX_LIMIT_KEY_CHARS = 200
@@ -178,31 +178,33 @@ class LimitVerbs:
         values = {"rpm": _cap(rpm, "rpm"), "tpm": _cap(tpm, "tpm"),
                   "concurrency": _cap(concurrency, "concurrency", whole=True)}
         name = self.keys.limit(key)
-        pipe = self.client.pipeline(transaction=True)
-        present = {f: v for f, v in values.items() if v}
-        if present:
-            pipe.hset(name, mapping=present)
-        absent = [f for f, v in values.items() if not v]
-        if absent:
-            pipe.hdel(name, *absent)
-        pipe.zadd(self.keys.limits, {key: self._now_ms()})
-        pipe.execute()
+        with translate_redis_errors():
+            pipe = self.client.pipeline(transaction=True)
+            present = {f: v for f, v in values.items() if v}
+            if present:
+                pipe.hset(name, mapping=present)
+            absent = [f for f, v in values.items() if not v]
+            if absent:
+                pipe.hdel(name, *absent)
+            pipe.zadd(self.keys.limits, {key: self._now_ms()})
+            pipe.execute()
 
     def limit_states(self) -> list[dict[str, Any]]:
         """Every limit key the workers have used or an operator configured, most recently
         active first: its configured and learned limits, the pace in use, calls in flight,
         tasks deferred and until when, any pause, and the last 429s."""
-        names = self.client.zrevrange(self.keys.limits, 0, 199)
-        now = self._now_ms()
-        pipe = self.client.pipeline(transaction=False)
-        for name in names:
-            base = self.keys.limit(name)
-            pipe.hgetall(base)
-            pipe.zcount(base + ":inflight", now, "+inf")
-            pipe.zcard(base + ":parked")
-            pipe.zscore(self.keys.limits_due, name)
-            pipe.lrange(base + ":429s", 0, 19)
-        replies = pipe.execute(raise_on_error=False)
+        with translate_redis_errors():
+            names = self.client.zrevrange(self.keys.limits, 0, 199)
+            now = self._now_ms()
+            pipe = self.client.pipeline(transaction=False)
+            for name in names:
+                base = self.keys.limit(name)
+                pipe.hgetall(base)
+                pipe.zcount(base + ":inflight", now, "+inf")
+                pipe.zcard(base + ":parked")
+                pipe.zscore(self.keys.limits_due, name)
+                pipe.lrange(base + ":429s", 0, 19)
+            replies = pipe.execute(raise_on_error=False)
         return [_state(name, now, *replies[i * 5:i * 5 + 5]) for i, name in enumerate(names)]
 
 

@@ -144,3 +144,6 @@ def test_tokens_cost_and_budgets_through_the_cluster_client(cluster_queue):
     assert totals["sessions"]["s"]["total_tokens"] == 1500 and len(totals["minutes"]) == 5
     assert cluster_queue.budgets()[0]["exhausted"]
     assert cluster_queue.get_task_status(task_id)["usage"]["total_tokens"] == 1500
+    cluster_queue.set_limit("openai api.openai.com m", rpm=600, concurrency=4)
+    [state] = cluster_queue.limit_states()
+    assert state["configured"] == {"rpm": 600.0, "tpm": None, "concurrency": 4}

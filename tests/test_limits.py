@@ -290,3 +290,16 @@ def test_a_cancelled_or_reaped_call_frees_its_place_at_once(clocked_queue, fixed
     assert in_flight() == 0
     again = claim_ids(worker, 4)                      # two places free again
     assert len(again) == 2 and ids[0] not in again and in_flight() == 2
+
+
+def test_limit_verbs_speak_the_queues_errors_when_redis_is_away(namespace, settings):
+    from engine import TaskQueue
+    from engine.connection import connect
+    from engine.embedded import free_port
+    from engine.errors import QueueUnavailable
+    away = TaskQueue(connect(f"redis://127.0.0.1:{free_port()}/0"), settings=settings,
+                     namespace=namespace)
+    with pytest.raises(QueueUnavailable):
+        away.set_limit(KEY, rpm=60)
+    with pytest.raises(QueueUnavailable):
+        away.limit_states()
