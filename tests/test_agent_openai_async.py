@@ -7,13 +7,33 @@ import asyncio
 import pytest
 
 from engine import Settings
-from engine.agent import AgentExecutor, build_backend, register_handlers
+from engine.agent import AgentExecutor, build_backend, openai_backend, register_handlers
 from engine.async_runner import AsyncRunner
 from engine.errors import PermanentError, RetryableError
 from tests.fixtures_engine import TEST_SETTINGS
 from tests.support.openai_server import FakeOpenAIServer, Reply, openai_server  # noqa: F401 (fixture)
 
 SECRET = "sk-test-Zq8cKp2Lw9RkSECRET0123456789"
+
+
+@pytest.fixture(autouse=True, params=["aiohttp", "httpx"])
+def transport(request, monkeypatch):
+    """Every test here runs on both HTTP transports: the client's aiohttp one (the
+    default, requirements.txt installs ``openai[aiohttp]``) and its httpx one (the
+    fallback where aiohttp is missing)."""
+    import openai
+    if request.param == "httpx":
+        monkeypatch.setattr(openai_backend, "async_http_client",
+                            lambda: (openai.DefaultAsyncHttpxClient,
+                                     openai_backend.HTTPX_CALLS_PER_CLIENT))
+    return request.param
+
+
+@pytest.mark.parametrize("transport", ["aiohttp"], indirect=True)
+def test_the_async_path_runs_on_the_clients_aiohttp_transport_when_installed(transport):
+    import openai
+    assert openai_backend.async_http_client() == (
+        openai.DefaultAioHttpClient, openai.DEFAULT_CONNECTION_LIMITS.max_connections)
 
 
 def backend_for(server: FakeOpenAIServer, **extra: str):
@@ -73,3 +93,16 @@ def test_a_worker_runs_agent_queries_on_its_event_loop(openai_server, queue, mak
     assert stats["processed"] == 40
     answers = [queue.get_task_result(t)["result"]["answer"] for t in ids]
     assert answers == [f"echo: question {i}" for i in range(40)]
+
+
+def test_calls_in_flight_share_clients_as_their_transport_allows(openai_server, transport):
+    backend = backend_for(openai_server)
+    openai_server.push(*[Reply.slow(0.3)] * 40)
+
+    async def forty_at_once():
+        return await asyncio.gather(*(backend.run_async(f"q{i}") for i in range(40)))
+
+    assert [r["answer"] for r in asyncio.run(forty_at_once())] == [f"echo: q{i}" for i in range(40)]
+    # aiohttp's pool carries them all on one client; httpx's is kept to 16 calls a client
+    assert len(backend._async_clients) == (1 if transport == "aiohttp" else 3)
+    assert all(calls == 0 for _, calls in backend._async_clients)

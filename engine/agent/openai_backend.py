@@ -18,12 +18,18 @@ see the answer grow, and ``cancelled()`` is asked between pieces: a cancelled ta
 stream is closed at once.
 
 ``run_async`` is the same call on ``openai.AsyncOpenAI`` for ``async def`` handlers (a
-worker keeps hundreds of them in flight on one event loop). Its clients are made on first
-use, on the loop that awaits them, one per CALLS_PER_CLIENT calls in flight: the HTTP
-pool under each client looks at every one of its connections on each request, so one
-client with a thousand connections spends more CPU per call than the call itself
-(measured with bench/async_concurrency.py: 6.6 ms a call at 500 in flight on one client,
-2.2 ms on sixteen).
+worker keeps a thousand of them in flight on one event loop). Its clients are made on
+first use, on the loop that awaits them. Their HTTP transport is the client's own aiohttp
+one (``openai.DefaultAioHttpClient``, the ``openai[aiohttp]`` extra) when aiohttp is
+installed: at a thousand calls in flight it spends about a third less CPU a call than the
+default httpx transport, which is what lets one process pass 600 calls a second
+(bench/async_concurrency.py; figures in the README). Without aiohttp the default
+transport is used, one client per HTTPX_CALLS_PER_CLIENT calls in flight: its pool looks
+at every one of its connections on each request, so one client with a thousand
+connections would spend more CPU per call than the call itself (measured: 6.6 ms a call
+at 500 in flight on one client, 2.2 ms on sixteen). aiohttp's pool takes an idle
+connection without such a scan, so one of its clients holds as many calls as its
+connection limit.
 
 Every answer's ``x-ratelimit-*`` headers (and a 429's ``Retry-After``) are handed to the
 caller's ``on_signal`` as an :class:`engine.limits.ProviderSignal`: the worker teaches
@@ -53,7 +59,7 @@ from ..limits import backend_limit_key, signal_from_headers
 
 DEFAULT_MODEL = "gpt-4o-mini"
 NO_KEY = "no-key"                 # local servers (Ollama, vLLM...) ignore the key but the client wants one
-CALLS_PER_CLIENT = 16            # calls in flight on one AsyncOpenAI client (see above)
+HTTPX_CALLS_PER_CLIENT = 16       # calls in flight on one AsyncOpenAI client over httpx (see above)
 RAW_RESPONSE = {"X-Stainless-Raw-Response": "true"}   # the client then returns headers too
 MAX_RETRY_AFTER = 24 * 3600.0     # a provider asking for more than a day is not believed
 _KEY_SHAPED = re.compile(r"\b(?:sk|rk|pk|key)-[A-Za-z0-9_*.\-]{6,}")
@@ -233,14 +239,15 @@ class OpenAIBackend:
                 self._async_clients = []
             self._async_loop = loop
         entry = min(self._async_clients, key=lambda e: e[1], default=None)
-        if entry is None or entry[1] >= CALLS_PER_CLIENT:
-            openai = _openai()
+        http_client, calls_per_client = async_http_client()
+        if entry is None or entry[1] >= calls_per_client:
             # One TLS context for all of them: each client would otherwise load the CA
             # bundle again (54 ms of CPU a client, measured: 3.4 s for the 63 clients of a
-            # worker with 1,000 calls in flight).
-            http = openai.DefaultAsyncHttpxClient(verify=shared_tls_context())
-            entry = [openai.AsyncOpenAI(api_key=self._secret or NO_KEY, base_url=self.base_url,
-                                        timeout=self.timeout, max_retries=0, http_client=http), 0]
+            # worker with 1,000 calls in flight over httpx).
+            http = http_client(verify=shared_tls_context())
+            entry = [_openai().AsyncOpenAI(api_key=self._secret or NO_KEY, base_url=self.base_url,
+                                           timeout=self.timeout, max_retries=0,
+                                           http_client=http), 0]
             self._async_clients.append(entry)
         return entry
 
@@ -364,6 +371,20 @@ def _is_event_stream(headers: Any) -> bool:
     """Whether a reply is server-sent events (a server may ignore ``stream`` and answer
     with one JSON reply: Ollama's older versions, the queue's own test servers)."""
     return (headers.get("content-type") or "").startswith("text/event-stream")
+
+
+@functools.lru_cache(maxsize=1)
+def async_http_client() -> tuple[Any, int]:
+    """The HTTP client class the async path's ``AsyncOpenAI`` clients are built on, and how
+    many calls one of them carries: the client's aiohttp transport when aiohttp is
+    installed (its connection limit's worth), else its default httpx one (see the module's
+    docstring for why that one is kept to HTTPX_CALLS_PER_CLIENT)."""
+    openai = _openai()
+    try:
+        importlib.import_module("aiohttp")
+    except ImportError:
+        return openai.DefaultAsyncHttpxClient, HTTPX_CALLS_PER_CLIENT
+    return openai.DefaultAioHttpClient, openai.DEFAULT_CONNECTION_LIMITS.max_connections
 
 
 @functools.lru_cache(maxsize=1)

@@ -83,6 +83,12 @@ class Reply:
         return cls(200, raw=b"<html><body>Welcome</body></html>", content_type="text/html")
 
 
+class _Server(ThreadingHTTPServer):
+    # http.server's backlog of 5 refuses a burst of connections (a worker opening forty
+    # calls at once); a provider's front end takes them.
+    request_queue_size = 128
+
+
 class FakeOpenAIServer:
     """``http.server`` on 127.0.0.1, a free port, in a daemon thread."""
 
@@ -91,7 +97,7 @@ class FakeOpenAIServer:
         self._replies: collections.deque[Reply] = collections.deque()
         self._lock = threading.Lock()
         self._closing = threading.Event()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
+        self._httpd = _Server(("127.0.0.1", 0), _handler_for(self))
         self._httpd.daemon_threads = True
         # A short poll interval: shutdown() waits up to one interval.
         self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.02,),
