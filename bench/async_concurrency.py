@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Iterator
 
 from engine import Settings, TaskQueue
 from engine.connection import connect
@@ -80,6 +81,29 @@ def run_level(url: str, port: int, level: int, rounds: int, raw: bool) -> dict:
     return figures
 
 
+def async_levels(url: str, levels: list[int], rounds: int, delay: float = 1.0,
+                 raw: bool = False) -> Iterator[dict]:
+    """Each level's figures, measured against a stand-in server answering after ``delay``
+    s, started here in a process of its own."""
+    port = free_port()
+    chat = subprocess.Popen([sys.executable, "-m", "bench.slow_chat_server", str(port),
+                             str(delay)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        chat.stdout.readline()     # "listening"
+        for level in levels:
+            yield run_level(url, port, level, rounds, raw)
+    finally:
+        chat.terminate()
+        chat.wait(timeout=10)
+
+
+def describe(f: dict) -> str:
+    """One level's figures on a line."""
+    return (f"{f['rate']:7.0f} tasks/s ({f['stats']['processed']} of {f['tasks']} in "
+            f"{f['wall']:.1f} s, worker CPU {f['cpu'] / f['tasks'] * 1e3:.2f} ms/task), "
+            f"RSS {f['rss_mb']:.0f} MB (peak {f['peak_mb']:.0f} MB)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=5, help="tasks per level = rounds x level")
@@ -89,22 +113,15 @@ def main() -> None:
                         help="AsyncOpenAI (the agent's handler) or a plain asyncio request")
     args = parser.parse_args()
     redis_server = RedisServerProcess(data_dir=tempfile.mkdtemp()).start()
-    port = free_port()
-    chat = subprocess.Popen([sys.executable, "-m", "bench.slow_chat_server", str(port),
-                             str(args.delay)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
-        chat.stdout.readline()     # "listening"
         how = "AGENT_QUERY via AsyncOpenAI" if args.client == "openai" else "a plain asyncio request"
         print(f"one worker, {how}, server answers after {args.delay:g} s; "
               f"{os.cpu_count()} cores")
-        for level in (int(v) for v in args.levels.split(",")):
-            f = run_level(redis_server.url, port, level, args.rounds, args.client == "raw")
-            print(f"concurrency {level:>5}: {f['rate']:7.0f} tasks/s ({f['stats']['processed']} of "
-                  f"{f['tasks']} in {f['wall']:.1f} s, worker CPU {f['cpu'] / f['tasks'] * 1e3:.2f} "
-                  f"ms/task), RSS {f['rss_mb']:.0f} MB (peak {f['peak_mb']:.0f} MB)", flush=True)
+        levels = [int(v) for v in args.levels.split(",")]
+        for f in async_levels(redis_server.url, levels, args.rounds, args.delay,
+                              args.client == "raw"):
+            print(f"concurrency {f['level']:>5}: {describe(f)}", flush=True)
     finally:
-        chat.terminate()
-        chat.wait(timeout=10)
         redis_server.stop()
 
 

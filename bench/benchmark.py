@@ -2,7 +2,9 @@
 
 Reports enqueue rate (one call at a time, and bulk), the drain rate of one worker process
 on no-op tasks, submit→result latency at light load, Redis CPU per task over its whole
-life, and (with --sleep) scaling with handlers that sleep 1 s like an LLM call.
+life, one worker's agent calls through ``AsyncOpenAI`` at 100, 500 and 1,000 in flight
+against a local server answering after 1 s (bench/async_concurrency.py; ``--no-async``
+skips them), and (with --sleep) scaling with handlers that sleep 1 s like an LLM call.
 Figures go in the README with the date and machine; nothing here is a pass/fail test.
 """
 from __future__ import annotations
@@ -144,6 +146,8 @@ def main() -> None:
     parser.add_argument("--redis-url", help="benchmark this Redis instead of a private one")
     parser.add_argument("--sleep", action="store_true", help="also run the 1 s sleeper scaling runs (~1 min)")
     parser.add_argument("-n", type=int, default=50_000, help="tasks per throughput run")
+    parser.add_argument("--no-async", action="store_true",
+                        help="skip the async agent runs (bench/async_concurrency.py, ~50 s)")
     args = parser.parse_args()
     server, socket_url = None, None
     if not args.redis_url:
@@ -172,6 +176,11 @@ def main() -> None:
         print(f"  the same under a limit key: {rate:>9,.0f} tasks/s, {cpu_us:.1f} µs Redis CPU a task")
         p50, p99 = bench_latency(make_queue(url, "b4"), url, 2000)
         print(f"latency submit→result       : p50 {p50:.2f} ms, p99 {p99:.2f} ms (light load)")
+        if not args.no_async:
+            from bench.async_concurrency import async_levels, describe
+            for f in async_levels(url, [100, 500, 1000], rounds=5):
+                print(f"async, AsyncOpenAI, {f['level']:>4} in flight, 1 s answers: {describe(f)}",
+                      flush=True)
         if args.sleep:
             for workers in (1, 2, 4):
                 rate = bench_sleepers(make_queue(url, f"s{workers}"), url, workers, 1, 10 * workers)
