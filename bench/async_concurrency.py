@@ -1,5 +1,5 @@
 """Async handlers by the hundred: ``python -m bench.async_concurrency [--rounds N]
-[--levels 100,500,1000] [--client openai|raw]``.
+[--levels 100,500,1000] [--client openai|raw] [--stream]``.
 
 One worker process runs tasks whose ``async def`` handler awaits a local chat-completions
 server in a process of its own that answers every call after 1 s
@@ -10,7 +10,9 @@ plain asyncio connection, which shows what the queue costs without the client li
 For each concurrency level it submits ``rounds`` × level tasks, drains them with one
 worker (``--concurrency`` = level) and prints tasks/s, the worker's CPU per task and its
 memory (resident set at the end, and its peak). With a 1 s answer, level tasks/s is the
-ceiling. Nothing here is a pass/fail test.
+ceiling. ``--stream`` has the answers streamed (``AGENT_STREAM``, the agent's default) in
+ten pieces over the second, each going to the task's progress as a live reader would see
+it. Nothing here is a pass/fail test.
 """
 from __future__ import annotations
 
@@ -59,15 +61,17 @@ print(json.dumps({{"wall": wall, "cpu": cpu, "stats": stats,
 """
 
 
-def run_level(url: str, port: int, level: int, rounds: int, raw: bool) -> dict:
+def run_level(url: str, port: int, level: int, rounds: int, raw: bool,
+              stream: bool = False) -> dict:
     """Submit rounds × level agent queries and drain them with one worker of ``level`` slots."""
     queue = TaskQueue(connect(url), settings=Settings.from_mapping({}), namespace="asyncbench")
     count = level * rounds
     queue.submit_tasks([AgentTask(payload={"query": f"question {i}"}) for i in range(count)])
     env = {"AGENT_BACKEND": "openai", "AGENT_OPENAI_BASE_URL": f"http://127.0.0.1:{port}/v1",
            "AGENT_MODEL": "bench-model", "AGENT_TIMEOUT": "30",
-           # The stand-in server answers in one JSON reply, not server-sent events.
-           "AGENT_STREAM": "false",
+           # Streamed (the agent's default): the answer comes in ten pieces over the second,
+           # each handed to the task's progress; or one JSON reply.
+           "AGENT_STREAM": "true" if stream else "false",
            # It has no limit and sends no rate headers: a cap far above the rate keeps the
            # provider limiter in the path but out of the way (uncapped, the key would
            # slow-start from one call a second, as for any provider that sends no headers).
@@ -82,7 +86,7 @@ def run_level(url: str, port: int, level: int, rounds: int, raw: bool) -> dict:
 
 
 def async_levels(url: str, levels: list[int], rounds: int, delay: float = 1.0,
-                 raw: bool = False) -> Iterator[dict]:
+                 raw: bool = False, stream: bool = False) -> Iterator[dict]:
     """Each level's figures, measured against a stand-in server answering after ``delay``
     s, started here in a process of its own."""
     port = free_port()
@@ -91,7 +95,7 @@ def async_levels(url: str, levels: list[int], rounds: int, delay: float = 1.0,
     try:
         chat.stdout.readline()     # "listening"
         for level in levels:
-            yield run_level(url, port, level, rounds, raw)
+            yield run_level(url, port, level, rounds, raw, stream)
     finally:
         chat.terminate()
         chat.wait(timeout=10)
@@ -111,15 +115,18 @@ def main() -> None:
     parser.add_argument("--delay", type=float, default=1.0, help="the server's answer time, s")
     parser.add_argument("--client", choices=("openai", "raw"), default="openai",
                         help="AsyncOpenAI (the agent's handler) or a plain asyncio request")
+    parser.add_argument("--stream", action="store_true",
+                        help="the answer streamed in ten pieces over the second (AGENT_STREAM)")
     args = parser.parse_args()
     redis_server = RedisServerProcess(data_dir=tempfile.mkdtemp()).start()
     try:
         how = "AGENT_QUERY via AsyncOpenAI" if args.client == "openai" else "a plain asyncio request"
+        how += ", streamed" if args.stream else ""
         print(f"one worker, {how}, server answers after {args.delay:g} s; "
               f"{os.cpu_count()} cores")
         levels = [int(v) for v in args.levels.split(",")]
         for f in async_levels(redis_server.url, levels, args.rounds, args.delay,
-                              args.client == "raw"):
+                              args.client == "raw", args.stream):
             print(f"concurrency {f['level']:>5}: {describe(f)}", flush=True)
     finally:
         redis_server.stop()

@@ -1,6 +1,9 @@
 """A chat-completions server that answers every request after a fixed delay, for the async
 concurrency benchmark: ``python -m bench.slow_chat_server PORT [DELAY_SECONDS]``.
 
+A request with ``"stream": true`` is answered as a provider streams: server-sent events,
+the answer's PIECES pieces spread over the delay, then the usage and ``[DONE]``.
+
 Loopback only. asyncio streams with keep-alive, so a thousand requests in flight cost the
 server a thousand coroutines, not a thousand threads: the benchmark measures the worker,
 not this stand-in. It speaks just enough of the protocol for the ``openai`` client.
@@ -19,6 +22,35 @@ BODY = json.dumps({
     "usage": {"prompt_tokens": 10, "completion_tokens": 4, "total_tokens": 14}}).encode()
 HEAD = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
         % len(BODY))
+STREAM_HEAD = (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+               b"Transfer-Encoding: chunked\r\n\r\n")
+PIECES = 10
+
+
+def _event(chunk: dict) -> bytes:
+    """One server-sent event as one HTTP chunk."""
+    data = b"data: " + json.dumps(chunk).encode() + b"\n\n"
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+def _piece(delta: dict, finish: str | None = None, usage: dict | None = None) -> bytes:
+    choices = [] if usage else [{"index": 0, "delta": delta, "finish_reason": finish}]
+    return _event({"id": "chatcmpl-bench", "object": "chat.completion.chunk",
+                   "created": 1_800_000_000, "model": "bench-model", "choices": choices,
+                   "usage": usage})
+
+
+async def stream_answer(writer: asyncio.StreamWriter, delay: float) -> None:
+    """The answer as PIECES events over ``delay`` seconds, then its usage and [DONE]."""
+    writer.write(STREAM_HEAD)
+    for n in range(PIECES):
+        await asyncio.sleep(delay / PIECES)
+        writer.write(_piece({"content": f"piece {n} "}, "stop" if n == PIECES - 1 else None))
+    writer.write(_piece({}, usage={"prompt_tokens": 10, "completion_tokens": PIECES,
+                                   "total_tokens": 10 + PIECES}))
+    data = b"data: [DONE]\n\n"
+    writer.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(data), data))
+    await writer.drain()
 
 
 async def serve_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
@@ -31,8 +63,10 @@ async def serve_connection(reader: asyncio.StreamReader, writer: asyncio.StreamW
             for line in head.split(b"\r\n"):
                 if line[:15].lower() == b"content-length:":
                     length = int(line[15:])
-            if length:
-                await reader.readexactly(length)
+            body = await reader.readexactly(length) if length else b"{}"
+            if json.loads(body).get("stream"):
+                await stream_answer(writer, delay)
+                continue
             await asyncio.sleep(delay)
             writer.write(HEAD + BODY)
             await writer.drain()
