@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import contextlib
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterator, Sequence
 
 import pandas as pd
+import pyarrow as pa
 import redis
 import streamlit as st
 from streamlit.errors import StreamlitAPIException
@@ -140,7 +142,41 @@ def clear_selection(key: str) -> None:
     st.session_state[f"{key}__generation"] = st.session_state.get(f"{key}__generation", 0) + 1
 
 
-def selectable_table(key: str, fetch: Callable[[], Any], to_frame: Callable[[Any], Any], *,
+@dataclass(frozen=True)
+class TableView:
+    """A table ready to draw: the ``data`` it shows (a page of tasks...), its rows as an
+    Arrow table with times in the operator's zone, and its column settings. Built once
+    per tick and time zone (:func:`table_view` inside ``console.shared.shared_object``),
+    it is drawn by every session as it is: converting a frame to Arrow, per session and
+    tick, was most of what a live table cost the server."""
+
+    data: Any
+    table: Any                  # a pyarrow Table (a pandas frame when Arrow could not type it)
+    column_config: dict
+    column_order: list | None
+
+    @property
+    def rows(self) -> int:
+        """How many rows the table has."""
+        return len(self.table)
+
+
+def table_view(data: Any, frame: pd.DataFrame, column_config: dict | None = None,
+               column_order: Sequence[str] | None = None,
+               short_ids: Sequence[str] = ()) -> TableView:
+    """``frame`` (showing ``data``) as it is drawn: times in the operator's zone
+    (:func:`local_times`), statuses coloured and ``short_ids`` narrow (:func:`table_config`)."""
+    frame, column_config, column_order = local_times(frame, column_config, column_order)
+    column_config = table_config(frame, column_config, short_ids)
+    try:
+        table: Any = pa.Table.from_pandas(frame, preserve_index=False)
+    except (pa.ArrowTypeError, pa.ArrowInvalid):
+        table = frame       # a column Arrow cannot type (mixed values): Streamlit mends it
+    return TableView(data, table, column_config, column_order)
+
+
+def selectable_table(key: str, fetch: Callable[[], Any],
+                     to_frame: Callable[[Any], Any] | None = None, *,
                      column_config: dict | None = None, column_order: Sequence[str] | None = None,
                      short_ids: Sequence[str] = (),
                      height: int | str = "auto") -> tuple[Any, list[int], bool]:
@@ -149,7 +185,8 @@ def selectable_table(key: str, fetch: Callable[[], Any], to_frame: Callable[[Any
     While rows are selected the table keeps the rows it showed (no Redis read), so a
     refresh can never move the selection onto other tasks; clearing the selection
     resumes live updates. Statuses are coloured and ``short_ids`` columns narrow
-    (see :func:`table_config`).
+    (see :func:`table_config`). Without ``to_frame``, ``fetch`` returns a
+    :class:`TableView` (shared between sessions), drawn as it is.
     """
     rows = selected_rows(key)
     snapshot_key = f"{key}__snapshot"
@@ -158,12 +195,12 @@ def selectable_table(key: str, fetch: Callable[[], Any], to_frame: Callable[[Any
     st.session_state[snapshot_key] = data
     if not paused:
         st.session_state[f"{key}__paused_since"] = clock_text()   # the rows shown are this fresh
-    frame, column_config, column_order = local_times(to_frame(data), column_config, column_order)
-    column_config = table_config(frame, column_config, short_ids)
-    st.dataframe(frame, key=table_key(key), on_select="rerun",
-                 selection_mode="multi-row", hide_index=True, column_config=column_config,
-                 column_order=column_order, width="stretch", height=height)
-    return data, [r for r in rows if r < len(frame)], paused
+    view = data if to_frame is None else table_view(data, to_frame(data), column_config,
+                                                    column_order, short_ids)
+    st.dataframe(view.table, key=table_key(key), on_select="rerun",
+                 selection_mode="multi-row", hide_index=True, column_config=view.column_config,
+                 column_order=view.column_order, width="stretch", height=height)
+    return view.data, [r for r in rows if r < view.rows], paused
 
 
 def page_link(key: str, label: str, icon: str | None = None,

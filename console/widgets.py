@@ -12,11 +12,11 @@ from engine.agent import AgentExecutor
 
 from .components import (form_generation, live, next_form_generation, plain_table, redis_guard,
                          submission_key, updated_caption)
-from .data import load_counts, query_preview, record_status, summary_numbers
+from .data import query_preview, record_status, summary_numbers
 from .forms import PRIORITY_OPTIONS, Checked, check_common, check_query
 from .progress_view import task_progress
 from .runtime import default_queue
-from .shared import shared_read
+from .shared import shared_counts, shared_drawing
 from .text import md
 from .theme import FINISHED, status_label
 
@@ -54,17 +54,23 @@ def _dashboard_body(queue: TaskQueue, key: str, title: str) -> None:
     with st.container(key=key, border=True):
         st.markdown(f"**{md(title)}**")
         with redis_guard("the queue summary"):
-            numbers = summary_numbers(shared_read(queue, "counts", lambda: load_counts(queue)))
-            cells = list(numbers.items())
-            for row in range(0, len(cells), 2):
-                pair = cells[row:row + 2]
-                # A sidebar column is narrow: the row with the success rate gives it the
-                # wider share (Workers is a small number), so "99.9%" is never cut off.
-                widths = ([2, 3] if any(label == "Success rate" for label, _ in pair)
-                          else 2 if len(pair) == 2 else 1)
-                for column, (label, value) in zip(st.columns(widths), pair):
-                    column.metric(label, value, help=SUMMARY_HELP.get(label))
-            updated_caption()
+            # Drawn once per tick for every session showing this summary.
+            shared_drawing(queue, "summary", lambda: _summary_cells(queue), key, title)
+
+
+def _summary_cells(queue: TaskQueue) -> None:
+    """The summary's numbers, two a row, and when they were read."""
+    numbers = summary_numbers(shared_counts(queue))
+    cells = list(numbers.items())
+    for row in range(0, len(cells), 2):
+        pair = cells[row:row + 2]
+        # A sidebar column is narrow: the row with the success rate gives it the
+        # wider share (Workers is a small number), so "99.9%" is never cut off.
+        widths = ([2, 3] if any(label == "Success rate" for label, _ in pair)
+                  else 2 if len(pair) == 2 else 1)
+        for column, (label, value) in zip(st.columns(widths), pair):
+            column.metric(label, value, help=SUMMARY_HELP.get(label))
+    updated_caption()
 
 
 # -- submit and watch ---------------------------------------------------------------------------

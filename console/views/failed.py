@@ -14,8 +14,8 @@ import streamlit as st
 from ..actions import retry_all_failed
 from ..components import (REDIS_DOWN, clear_selection, flash, live, page_link, redis_guard,
                           run_action, selectable_table, show_flash, updated_caption)
-from ..data import count_text, failed_groups_frame, failed_tasks_frame, load_counts
-from ..shared import queue_changed, shared_read
+from ..data import count_text, failed_groups_frame, failed_tasks_frame
+from ..shared import queue_changed, shared_counts, shared_read
 from ..runtime import ConsoleContext
 from ..text import md
 from ..url_state import UrlParam, UrlState
@@ -111,7 +111,7 @@ def _reset() -> None:
 def _live_body(ctx: ConsoleContext, task_type: str, error: str) -> None:
     show_flash(KEY)
     with redis_guard("the failed tasks"):
-        counts = shared_read(ctx.queue, "counts", lambda: load_counts(ctx.queue))
+        counts = shared_counts(ctx.queue)
         groups, picked, paused = selectable_table(
             GROUPS, lambda: [g for g in shared_read(
                 ctx.queue, "failed_groups",

@@ -7,8 +7,9 @@ from ..charts import latency_figure, throughput_figure, totals
 from ..components import live, page_link, plain_table, redis_guard, updated_caption
 from ..data import OverviewSnapshot, count_text, failures_frame, format_rate, load_overview
 from ..runtime import ConsoleContext
-from ..shared import shared_object, shared_read
+from ..shared import shared_counts, shared_drawing, shared_object, shared_read
 from ..spend import spend_frame, spend_summary
+from ..timefmt import operator_zone, zone_label
 
 KEY = "overview"
 
@@ -22,13 +23,19 @@ def render(ctx: ConsoleContext) -> None:
 
 def _live_body(ctx: ConsoleContext) -> None:
     with st.container(key=f"{KEY}_live"), redis_guard("the queue overview"):
-        # The numbers and the figures are read and built once per tick for every session.
-        snapshot, figures = shared_object(ctx.queue, "overview", lambda: _build(ctx))
-        _numbers(snapshot)
-        _charts(snapshot, figures)
-        _spend(ctx)
-        _failures(snapshot)
-        updated_caption()
+        # Drawn once per tick for every session in the same time zone (the failures'
+        # times are shown in it); the others get the same elements replayed.
+        shared_drawing(ctx.queue, "overview", lambda: _draw(ctx), zone_label(operator_zone()))
+
+
+def _draw(ctx: ConsoleContext) -> None:
+    # Read once per tick for every time zone.
+    snapshot, figures = shared_object(ctx.queue, "overview", lambda: _build(ctx))
+    _numbers(snapshot)
+    _charts(snapshot, figures)
+    _spend(ctx)
+    _failures(snapshot)
+    updated_caption()
 
 
 def _numbers(snapshot: OverviewSnapshot) -> None:
@@ -71,7 +78,7 @@ def _numbers(snapshot: OverviewSnapshot) -> None:
 
 
 def _build(ctx: ConsoleContext) -> tuple[OverviewSnapshot, tuple]:
-    snapshot = load_overview(ctx.queue)
+    snapshot = load_overview(ctx.queue, counts=shared_counts(ctx.queue))
     return snapshot, (throughput_figure(snapshot.throughput), latency_figure(snapshot.throughput))
 
 

@@ -15,8 +15,8 @@ from engine import AgentTask, TaskScheduler, ValidationError, clock
 from ..components import (REDIS_DOWN, clear_selection, flash, live, redis_guard, run_action,
                           selectable_table, selected_rows, selection_header, show_flash, turn_page,
                           updated_caption)
-from ..data import load_counts, query_preview, scheduled_frame
-from ..shared import queue_changed, shared_read
+from ..data import query_preview, scheduled_frame
+from ..shared import queue_changed, shared_counts, shared_read
 from ..forms import PRIORITY_OPTIONS, check_query
 from ..runtime import ConsoleContext
 from ..text import md
@@ -61,7 +61,7 @@ def _live_body(ctx: ConsoleContext) -> None:
     show_flash(KEY)
     with redis_guard("the scheduled tasks"):
         page = st.session_state.get(f"{KEY}_page", 0)
-        stats = shared_read(ctx.queue, "counts", lambda: load_counts(ctx.queue)).stats
+        stats = shared_counts(ctx.queue).stats
         waiting = stats.scheduled_tasks + stats.retry_tasks
         st.metric("Waiting for a due time", f"{waiting:,}",
                   help=f"{stats.scheduled_tasks:,} scheduled, {stats.retry_tasks:,} retries waiting")

@@ -16,19 +16,20 @@ from engine.keys import PRIORITY_NAMES, STATUS_NAMES
 
 from ..actions import ACTIONS, BULK_LIMIT, matching_ids
 from ..batch_jobs import batch_progress
-from ..components import (REDIS_DOWN, clear_selection, clock_text, facts, flash, flash_message,
-                          live, page_link, plain_table, redis_guard, run_action, selectable_table,
-                          selection_header, show_flash, status_badge, turn_page)
+from ..components import (REDIS_DOWN, TableView, clear_selection, clock_text, facts, flash,
+                          flash_message, live, page_link, plain_table, redis_guard, run_action,
+                          selectable_table, selection_header, show_flash, status_badge,
+                          table_view, turn_page)
 from ..conversation_view import task_conversation
 from ..data import (PAGE_SIZES, SEARCH_SCAN, TIME_RANGES, QueueCounts, TaskFilters, TaskPage,
-                    allowed_actions, attempts_text, count_text, describe_age, load_counts,
-                    load_task_page, record_status, task_timeline, tasks_frame)
+                    allowed_actions, attempts_text, count_text, describe_age, load_task_page,
+                    record_status, task_timeline, tasks_frame)
 from ..progress_view import task_progress
 from ..runtime import ConsoleContext
-from ..shared import shared_read
+from ..shared import shared_counts, shared_object
 from ..spend import usage_cells
 from ..text import md
-from ..timefmt import local_text, utc_text
+from ..timefmt import local_text, operator_zone, utc_text, zone_label
 from ..url_state import UrlParam, UrlState
 
 KEY = "tasks"
@@ -141,13 +142,14 @@ def _live_body(ctx: ConsoleContext, filters: TaskFilters, page_size: int) -> Non
     summary = st.empty()
     with redis_guard("the tasks"):
         page_no = st.session_state.get(PAGE, 0)
+        zone = zone_label(operator_zone())
+        # The page is read, and its table built, once per tick for every session that
+        # shows the same page in the same time zone.
         page, rows, paused = selectable_table(
-            KEY, lambda: shared_read(ctx.queue, "task_page",
-                                     lambda: load_task_page(ctx.queue, filters, page_no, page_size),
-                                     filters, page_no, page_size),
-            lambda p: tasks_frame(p.records), column_config=COLUMNS, column_order=COLUMN_ORDER,
-            short_ids=("Task id",))
-        counts = shared_read(ctx.queue, "counts", lambda: load_counts(ctx.queue))
+            KEY, lambda: shared_object(ctx.queue, "task_table",
+                                       lambda: _task_table(ctx, filters, page_no, page_size),
+                                       filters, page_no, page_size, zone))
+        counts = shared_counts(ctx.queue)
         summary.markdown(_summary(page, filters, counts))
         _pager(page)
         selected = [page.ids[i] for i in rows]
@@ -165,6 +167,13 @@ def _live_body(ctx: ConsoleContext, filters: TaskFilters, page_size: int) -> Non
         with redis_guard("the task"):
             _detail(ctx, task_id)
     URL.publish()
+
+
+def _task_table(ctx: ConsoleContext, filters: TaskFilters, page_no: int,
+                page_size: int) -> TableView:
+    page = load_task_page(ctx.queue, filters, page_no, page_size)
+    return table_view(page, tasks_frame(page.records), COLUMNS, COLUMN_ORDER,
+                      short_ids=("Task id",))
 
 
 def _summary(page: TaskPage, filters: TaskFilters, counts: QueueCounts) -> str:
