@@ -2,6 +2,7 @@
 one page never collide, and find the queue themselves when not given one."""
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import pandas as pd
@@ -62,15 +63,24 @@ def _summary_cells(queue: TaskQueue) -> None:
     """The summary's numbers, two a row, and when they were read."""
     numbers = summary_numbers(shared_counts(queue))
     cells = list(numbers.items())
-    for row in range(0, len(cells), 2):
-        pair = cells[row:row + 2]
-        # A sidebar column is narrow: the row with the success rate gives it the
-        # wider share (Workers is a small number), so "99.9%" is never cut off.
-        widths = ([2, 3] if any(label == "Success rate" for label, _ in pair)
-                  else 2 if len(pair) == 2 else 1)
-        for column, (label, value) in zip(st.columns(widths), pair):
-            column.metric(label, value, help=SUMMARY_HELP.get(label))
+    rows = [cells[start:start + 2] for start in range(0, len(cells), 2)]
+    # Rows that share widths share one set of columns, each column holding its cell of
+    # every row: it looks the same, with fewer containers to send on every tick.
+    for widths, same in itertools.groupby(rows, key=_summary_widths):
+        same = list(same)
+        for position, column in enumerate(st.columns(widths)):
+            for pair in same:
+                label, value = pair[position]
+                column.metric(label, value, help=SUMMARY_HELP.get(label))
     updated_caption()
+
+
+def _summary_widths(pair: list[tuple[str, str]]) -> list[int] | int:
+    # A sidebar column is narrow: the row with the success rate gives it the wider share
+    # (Workers is a small number), so "99.9%" is never cut off.
+    if any(label == "Success rate" for label, _ in pair):
+        return [2, 3]
+    return 2 if len(pair) == 2 else 1
 
 
 # -- submit and watch ---------------------------------------------------------------------------

@@ -454,6 +454,79 @@ def test_sessions_on_the_same_page_share_one_read_per_refresh(monkeypatch, redis
         st.cache_data.clear()
 
 
+@pytest.fixture
+def sharing_console(monkeypatch, redis_url, namespace):
+    """The app on this test's namespace with sharing on and one tick lasting the test."""
+    for name in ("CONSOLE_PASSWORD", "REDIS_HOST", "REDIS_PASSWORD"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    monkeypatch.setenv("QUEUE_NAMESPACE", namespace)
+    monkeypatch.setenv("CONSOLE_REFRESH_SECONDS", "30")
+    monkeypatch.setattr("console.shared.ENABLED", True)
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    yield
+    st.cache_resource.clear()
+    st.cache_data.clear()
+
+
+def test_two_sessions_in_one_tick_draw_the_overview_once(monkeypatch, sharing_console, queue):
+    from console import widgets
+    from console.views import overview
+    queue.submit_task(AgentTask({"query": "drawn once"}))
+    drawn = {"overview": 0, "summary": 0}
+
+    def counted(name, original):
+        def draw(*args):
+            drawn[name] += 1
+            return original(*args)
+        return draw
+    monkeypatch.setattr(overview, "_draw", counted("overview", overview._draw))
+    monkeypatch.setattr(widgets, "_summary_cells", counted("summary", widgets._summary_cells))
+    first, second = page("Overview"), page("Overview")
+    # The second session got the first one's elements, replayed: nothing was built again.
+    assert drawn == {"overview": 1, "summary": 1}
+    for where in ("main", "sidebar"):
+        cards = [{m.label: m.value for m in getattr(at, where).metric} for at in (first, second)]
+        assert cards[0] == cards[1] and cards[0]["Pending"] == "1"
+    assert len(second.get("plotly_chart")) == len(first.get("plotly_chart")) == 2
+    # An action from this console starts a new generation: the next tick draws anew.
+    from console.runtime import connect_console
+    shared.queue_changed(connect_console().queue)
+    second.run()
+    assert drawn == {"overview": 2, "summary": 2}
+
+
+def test_two_sessions_in_one_tick_read_and_build_the_tasks_table_once(monkeypatch,
+                                                                      sharing_console, queue):
+    from console.views import tasks
+    ids = [queue.submit_task(Task(task_type="custom", payload={"query": f"row {n}"}))
+           for n in range(3)]
+    built = []
+    original = tasks._task_table
+
+    def counted(*args):
+        built.append(args[1:])
+        return original(*args)
+    monkeypatch.setattr(tasks, "_task_table", counted)
+    first = page("Tasks")
+    from console.runtime import connect_console
+    with count_redis_calls(connect_console().queue.client) as calls:
+        second = page("Tasks")
+    assert len(built) == 1 and calls.round_trips == 0, calls.names
+    shown = [at.dataframe[0].value for at in (first, second)]
+    assert shown[0].equals(shown[1]) and set(shown[1]["Task id"]) == set(ids)
+    # A row selected in one session opens that task there, and only there.
+    picked = shown[0]["Task id"][0]
+    state = first.session_state
+    generation = state["tasks__generation"] if "tasks__generation" in state else 0
+    state[f"tasks_table_{generation}"] = {"selection": {"rows": [0], "columns": [], "cells": []}}
+    first.run()
+    second.run()
+    assert f"Task {picked}" in [h.value for h in first.subheader]
+    assert not [h.value for h in second.subheader if h.value.startswith("Task ")]
+
+
 def test_the_server_runs_without_a_full_collection_after_every_rerun():
     config = (ROOT / ".streamlit" / "config.toml").read_text()
     assert re.search(r"^postScriptGC\s*=\s*false", config, re.M)

@@ -1,6 +1,8 @@
 """Overview: the live numbers, the last hour's throughput and latency, recent failures."""
 from __future__ import annotations
 
+from typing import Any
+
 import streamlit as st
 
 from ..charts import latency_figure, throughput_figure, totals
@@ -54,9 +56,8 @@ def _numbers(snapshot: OverviewSnapshot) -> None:
          "completed / (completed + failed) tasks"),
     ]
     # Three cards a row: six in one row cut their labels in a 1024 px window.
-    for start in range(0, len(cells), 3):
-        for column, (label, value, help_text) in zip(st.columns(3), cells[start:start + 3]):
-            column.metric(label, value, help=help_text, border=True)
+    for column, (label, value, help_text) in _grid(cells, 3):
+        column.metric(label, value, help=help_text, border=True)
     depth = stats.depth_by_priority
     st.markdown("**Waiting** · pending tasks by priority, then tasks waiting for a time or a "
                 "retry, and failed tasks stored")
@@ -65,9 +66,8 @@ def _numbers(snapshot: OverviewSnapshot) -> None:
             ("Set aside", stats.routed_tasks),      # pending, for a worker of their type
             ("Scheduled", stats.scheduled_tasks), ("Retry waiting", stats.retry_tasks),
             ("Dead letters", counts.dead_letter_tasks)]
-    for start in range(0, len(more), 4):
-        for column, (label, value) in zip(st.columns(4), more[start:start + 4]):
-            column.metric(label, f"{value:,}")
+    for column, (label, value) in _grid(more, 4):
+        column.metric(label, f"{value:,}")
     batches = [(name.capitalize(), count_text(counts.batches_in(name), counts.batches_exact(name)))
                for name in ("running", "completed", "failed", "cancelled")]
     left, right = st.columns([3, 1.4], vertical_alignment="center")
@@ -75,6 +75,16 @@ def _numbers(snapshot: OverviewSnapshot) -> None:
                                                       for label, value in batches))
     with right:
         page_link("batches", "All batches", ":material/stacks:")
+
+
+def _grid(cells: list, per_row: int) -> list[tuple[Any, Any]]:
+    """``(column, cell)`` pairs that lay ``cells`` out ``per_row`` a row, row after row:
+    one set of columns, each holding its cell of every row. Rows of their own would look
+    the same and draw ``1 + per_row`` more containers a row, on every tick of every
+    open page."""
+    columns = st.columns(per_row)
+    return [(columns[i % per_row], cell) for i, cell in
+            sorted(enumerate(cells), key=lambda pair: pair[0] % per_row)]
 
 
 def _build(ctx: ConsoleContext) -> tuple[OverviewSnapshot, tuple]:
@@ -98,10 +108,8 @@ def _spend(ctx: ConsoleContext) -> None:
     if not totals["total"]["calls"]:
         st.caption("No model call has been counted yet.")
         return
-    cells = spend_summary(totals)
-    for start in range(0, len(cells), 3):      # three a row, as the cards above
-        for column, (label, value, help_text) in zip(st.columns(3), cells[start:start + 3]):
-            column.metric(label, value, help=help_text)
+    for column, (label, value, help_text) in _grid(spend_summary(totals), 3):
+        column.metric(label, value, help=help_text)     # three a row, as the cards above
     # One table under the other: side by side they would not fit a 1024 px window.
     st.caption("Per model")
     plain_table(f"{KEY}_spend_models", spend_frame(totals["models"], "Model"))

@@ -74,6 +74,10 @@ def render(ctx: ConsoleContext) -> None:
     filters, page_size = _filter_bar()
     if filters.batch:
         _batch_filter_note(filters.batch)
+    # What does not change by itself stays out of the live part: every widget in it is
+    # sent again on each tick of each open page.
+    _open_by_id()
+    _bulk_matching(ctx, filters)
     live(_live_body, ctx, filters, page_size, seconds=ctx.refresh_seconds)
 
 
@@ -159,11 +163,9 @@ def _live_body(ctx: ConsoleContext, filters: TaskFilters, page_size: int) -> Non
             st.session_state[OPEN] = page.exact_id
         if selected:
             _selection_bar(ctx, selected, paused)
-        _bulk_matching(ctx, filters, page)
-    st.divider()
-    _open_by_id()
     task_id = st.session_state.get(OPEN)
     if task_id:
+        st.divider()
         with redis_guard("the task"):
             _detail(ctx, task_id)
     URL.publish()
@@ -226,7 +228,7 @@ def _selection_bar(ctx: ConsoleContext, selected: list[str], paused: bool) -> No
                           args=(KEY,), width="stretch")
 
 
-def _bulk_matching(ctx: ConsoleContext, filters: TaskFilters, page: TaskPage) -> None:
+def _bulk_matching(ctx: ConsoleContext, filters: TaskFilters) -> None:
     with st.expander("Bulk action on every task matching the filters"):
         st.caption(f"Acts on the newest {BULK_LIMIT:,} matching tasks per click; tasks the "
                    "action does not apply to (say, retrying a completed task) are skipped.")
@@ -280,11 +282,10 @@ def _act_on_matching(ctx: ConsoleContext, action: str, filters: TaskFilters) -> 
 
 # -- one task ------------------------------------------------------------------------------------
 def _open_by_id() -> None:
-    left, middle, right = st.columns([3, 1, 1], vertical_alignment="bottom")
-    left.text_input("Task id", key=f"{KEY}_open_input", placeholder="paste a task id to open it")
-    middle.button("Open task", key=f"{KEY}_open_button", on_click=_open_typed, width="stretch")
-    if st.session_state.get(OPEN):
-        right.button("Close task", key=f"{KEY}_close", on_click=_close, width="stretch")
+    left, right = st.columns([3, 1], vertical_alignment="bottom")
+    left.text_input("Open a task by its id", key=f"{KEY}_open_input",
+                    placeholder="paste a task id to open it below the table")
+    right.button("Open task", key=f"{KEY}_open_button", on_click=_open_typed, width="stretch")
 
 
 def _open_typed() -> None:
@@ -311,10 +312,11 @@ def _detail(ctx: ConsoleContext, task_id: str) -> None:
     status = record_status(record)
     is_batch = record.get("task_type") == "batch_query"
     with st.container(border=True, key=f"{KEY}_detail"):
-        title, badge = st.columns([5, 1], vertical_alignment="center")
+        title, badge, close = st.columns([4, 1, 1.5], vertical_alignment="center")
         title.subheader(f"Task {md(task_id)}")
         with badge:
             status_badge(status)
+        close.button("Close task", key=f"{KEY}_close", on_click=_close, width="stretch")
         st.caption(f"Live: read {clock_text()}, again every {ctx.refresh_seconds:g} s. The "
                    "buttons act on the task as it is then: the engine's answer shows here.")
         _outcome_line(task_id)
