@@ -8,12 +8,16 @@ Chromium takes from opening each page until its script run has finished drawing.
 
 ``python -m bench.console_scale --sessions 1,5,10,20 -n 60000``: a team keeping the console
 open. With a trickle of ``--trickle`` tasks/s (20) run by a worker in this process, it
-opens that many headless Chromium pages (half Overview, half Tasks) on one console server
-and, for each count, prints the server's CPU (per cent of one core, and per page), its
-memory, the health check's answer time and the time to navigate (sidebar link, then a
-filter) on one of the pages. ``--seconds`` sets each measuring window (60), ``--gc`` runs
-the server with Streamlit's full garbage collection after every rerun
-(``runner.postScriptGC``, which ``.streamlit/config.toml`` turns off).
+opens that many sessions (half Overview, half Tasks) on one console server: one headless
+Chromium page, on which navigation is timed, and browserless websocket sessions that
+speak Streamlit's protocol for the others (bench/streamlit_sessions.py: to the server
+they are open pages; twenty Chromiums would take the two cores for themselves). For each
+count it prints the server's CPU (per cent of one core, per page, and as a multiple of
+one page's), its memory, the health check's answer time and the time to navigate
+(sidebar link, then a filter) on the Chromium page. ``--chromium-sessions`` makes every
+session a Chromium page, as this benchmark first did. ``--seconds`` sets each measuring
+window (60), ``--gc`` runs the server with Streamlit's full garbage collection after
+every rerun (``runner.postScriptGC``, which ``.streamlit/config.toml`` turns off).
 
 Figures go in the README; nothing here asserts.
 """
@@ -26,6 +30,7 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from engine import PermanentError, Settings, Task, TaskQueue, TaskWorker
 from engine.connection import connect
@@ -197,31 +202,58 @@ def navigation_seconds(page, server) -> dict[str, float]:
     return {name: statistics.median(values) for name, values in samples.items()}
 
 
-def session_bench(url: str, counts: list[int], seconds: float, gc: bool, log_dir: Path) -> None:
-    """Open ``counts`` Chromium sessions in turn and print what the server spends."""
+def _open_session(browser, wire, server, index: int) -> tuple[Any, float]:
+    """Open page number ``index`` (even: the Overview, odd: Tasks), in Chromium when
+    ``wire`` is None, else as a browserless session; returns it and the seconds it took."""
+    path, ready, name = ("/", "Completed", "") if index % 2 == 0 else ("/Tasks", "Showing", "Tasks")
+    if wire is not None:
+        return None, wire.open(server.url, name)
+    page = browser.new_context(viewport={"width": 1400, "height": 900}).new_page()
+    page.set_default_timeout(180_000)     # a saturated server is slow, not gone
+    return page, _drawn(page, lambda: page.goto(server.page_url(path)), ready)
+
+
+def session_bench(url: str, counts: list[int], seconds: float, gc: bool, log_dir: Path,
+                  chromium_only: bool = False) -> None:
+    """Open ``counts`` sessions in turn and print what the server spends on them.
+
+    The first session is a headless Chromium page, on which navigation is timed; the
+    others are browserless websocket sessions (bench/streamlit_sessions.py), which cost
+    the server what a browser's do while costing the machine little, so the navigation
+    figure is the server's and not that of N Chromiums sharing the cores with it. With
+    ``chromium_only`` every session is a Chromium page."""
     from playwright.sync_api import sync_playwright
 
+    from bench.streamlit_sessions import WireSessions
     from tests.support.browser import ConsoleServer, console_env, launch_chromium, wait_idle
     extra = () if gc else ("--runner.postScriptGC", "false")
     env = console_env(url, NAMESPACE, CONSOLE_REFRESH_SECONDS="3")
     server = ConsoleServer.start(env, log_dir / "console-sessions.log", extra_args=extra)
     pid = server.proc.pid
-    print(f"# sessions: postScriptGC {'on' if gc else 'off'}, refresh 3 s, window {seconds:g} s")
-    print(f"{'pages':>5} {'server CPU':>10} {'per page':>9} {'RSS MB':>14} {'health':>8} "
-          f"{'open':>7} {'nav link':>9} {'filter':>7}")
+    kind = ("every page a headless Chromium page" if chromium_only else
+            "1 headless Chromium page (navigation timed there) + browserless sessions")
+    print(f"# sessions: {kind}; postScriptGC {'on' if gc else 'off'}, refresh 3 s, "
+          f"window {seconds:g} s")
+    print(f"{'pages':>5} {'server CPU':>10} {'per page':>9} {'x 1 page':>8} {'RSS MB':>14} "
+          f"{'health':>8} {'open':>7} {'nav link':>9} {'filter':>7}")
+    wire = None
+    one_page = None
     try:
         with sync_playwright() as playwright:
             browser = launch_chromium(playwright)
-            pages = []
+            pages: list[Any] = []
+            opened_count = 0
             for count in counts:
                 opened = []
-                while len(pages) < count:
-                    page = browser.new_context(viewport={"width": 1400, "height": 900}).new_page()
-                    page.set_default_timeout(180_000)     # a saturated server is slow, not gone
-                    path, ready = (("/", "Completed") if len(pages) % 2 == 0
-                                   else ("/Tasks", "Showing"))
-                    opened.append(_drawn(page, lambda: page.goto(server.page_url(path)), ready))
-                    pages.append(page)
+                while opened_count < count:
+                    if not chromium_only and pages and wire is None:
+                        wire = WireSessions()
+                    page, took = _open_session(browser, wire if pages else None, server,
+                                               opened_count)
+                    if page is not None:
+                        pages.append(page)
+                    opened.append(took)
+                    opened_count += 1
                 time.sleep(5)                       # let the new pages settle into their ticks
                 rss_start = rss_mb(pid)
                 cpu_start, started = cpu_seconds(pid), time.monotonic()
@@ -230,6 +262,7 @@ def session_bench(url: str, counts: list[int], seconds: float, gc: bool, log_dir
                     time.sleep(min(5.0, seconds))
                     peak = max(peak, rss_mb(pid))
                 cpu = (cpu_seconds(pid) - cpu_start) / (time.monotonic() - started) * 100
+                one_page = cpu if count == 1 else one_page
                 health = health_ms(server.url)
                 try:
                     nav = navigation_seconds(pages[0], server)
@@ -237,12 +270,15 @@ def session_bench(url: str, counts: list[int], seconds: float, gc: bool, log_dir
                 except Exception as exc:      # a figure missing says more than a crash
                     print(f"# navigation with {count} pages failed: {type(exc).__name__}")
                     nav = {"sidebar link": float("nan"), "filter": float("nan")}
-                print(f"{count:>5} {cpu:>9.1f}% {cpu / count:>8.1f}% "
+                ratio = f"{cpu / one_page:>7.1f}x" if one_page else f"{'—':>8}"
+                print(f"{count:>5} {cpu:>9.1f}% {cpu / count:>8.2f}% {ratio} "
                       f"{rss_start:>6.0f}→{rss_mb(pid):>4.0f}/{peak:<4.0f}"
                       f"{health:>7.1f}ms {max(opened or [0]):>6.2f}s {nav['sidebar link']:>8.2f}s "
                       f"{nav['filter']:>6.2f}s", flush=True)
             browser.close()
     finally:
+        if wire is not None:
+            wire.close()
         server.stop()
 
 
@@ -255,6 +291,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0, help="each measuring window")
     parser.add_argument("--trickle", type=float, default=20.0, help="tasks/s submitted meanwhile")
     parser.add_argument("--gc", action="store_true", help="keep runner.postScriptGC on")
+    parser.add_argument("--chromium-sessions", action="store_true",
+                        help="with --sessions: every session a Chromium page (default: one "
+                             "Chromium page, the others browserless websocket sessions)")
     args = parser.parse_args()
     if args.sessions:
         run_sessions(args)
@@ -294,7 +333,7 @@ def main() -> None:
 def run_sessions(args: argparse.Namespace) -> None:
     """``--sessions``: fill, start the trickle, measure each session count."""
     import tempfile
-    server = RedisServerProcess().start()
+    server = RedisServerProcess(data_dir=tempfile.mkdtemp(prefix="console-scale-")).start()
     try:
         settings = Settings.from_mapping({}, max_finished_index=0)
         queue = TaskQueue(connect(server.url), settings=settings, namespace=NAMESPACE)
@@ -303,7 +342,8 @@ def run_sessions(args: argparse.Namespace) -> None:
               f"{seconds:.0f} s; trickle {args.trickle:g} tasks/s")
         counts = [int(c) for c in args.sessions.split(",")]
         with Trickle(queue, args.trickle):
-            session_bench(server.url, counts, args.seconds, args.gc, Path(tempfile.mkdtemp()))
+            session_bench(server.url, counts, args.seconds, args.gc, Path(tempfile.mkdtemp()),
+                          chromium_only=args.chromium_sessions)
     finally:
         server.stop()
 
