@@ -21,7 +21,7 @@ stream is closed at once.
 worker keeps a thousand of them in flight on one event loop). Its clients are made on
 first use, on the loop that awaits them. Their HTTP transport is the client's own aiohttp
 one (``openai.DefaultAioHttpClient``, the ``openai[aiohttp]`` extra) when aiohttp is
-installed: at a thousand calls in flight it spends about a third less CPU a call than the
+installed: at a thousand calls in flight it spends about 40% less CPU a call than the
 default httpx transport, which is what lets one process pass 600 calls a second
 (bench/async_concurrency.py; figures in the README). Without aiohttp the default
 transport is used, one client per HTTPX_CALLS_PER_CLIENT calls in flight: its pool looks
