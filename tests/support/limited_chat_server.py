@@ -35,8 +35,10 @@ import math
 import threading
 import time
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, Callable, NamedTuple
+
+from tests.support.local_http import LocalHTTPServer
 
 ROUTES = ("/v1/chat/completions", "/chat/completions")
 CHARS_PER_TOKEN = 4
@@ -128,7 +130,7 @@ class Decision:
     completion: int = 0
 
 
-class LimitedChatServer:
+class LimitedChatServer(LocalHTTPServer):
     """A rate-limited chat-completions server (see the module docstring).
 
     ``rpm`` / ``tpm``: the limits (None: no such limit). ``burst_seconds``: how many
@@ -151,33 +153,7 @@ class LimitedChatServer:
         self.tokens = TokenBucket(tpm, tpm / 60.0 * burst_seconds, now) if tpm else None
         self.log: list[Logged] = []
         self._lock = threading.Lock()
-        self._closing = threading.Event()
-        self._httpd = _Server(("127.0.0.1", 0), _handler_for(self))
-        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.02,),
-                                        name="limited-chat", daemon=True)
-
-    # -- lifecycle ---------------------------------------------------------------------
-    @property
-    def url(self) -> str:
-        """The base URL for the client: ``http://127.0.0.1:<port>/v1``."""
-        return "http://127.0.0.1:%d/v1" % self._httpd.server_address[1]
-
-    def start(self) -> "LimitedChatServer":
-        """Serve in the background."""
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving (answers still waiting out their latency are dropped)."""
-        self._closing.set()
-        self._httpd.shutdown()
-        self._httpd.server_close()
-
-    def __enter__(self) -> "LimitedChatServer":
-        return self.start()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
+        super().__init__(_handler_for(self), "limited-chat")
 
     def wait_latency(self) -> bool:
         """Wait out the answer latency; True when the server is stopping meanwhile."""
@@ -262,13 +238,6 @@ class LimitedChatServer:
             return 0.0
         begin = times[0] if start is None else start
         return self.count_between(begin, begin + seconds) / seconds
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    # listen()'s backlog: a fleet opens a hundred connections at once, and the default of 5
-    # makes the kernel reset the ones that do not fit (a provider never does that).
-    request_queue_size = 1024
 
 
 def max_in_window(times: list[float], seconds: float) -> int:

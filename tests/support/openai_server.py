@@ -19,10 +19,12 @@ import collections
 import json
 import threading
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, Iterator
 
 import pytest
+
+from tests.support.local_http import LocalHTTPServer
 
 
 @dataclass
@@ -83,30 +85,14 @@ class Reply:
         return cls(200, raw=b"<html><body>Welcome</body></html>", content_type="text/html")
 
 
-class _Server(ThreadingHTTPServer):
-    # http.server's backlog of 5 refuses a burst of connections (a worker opening forty
-    # calls at once); a provider's front end takes them.
-    request_queue_size = 128
-
-
-class FakeOpenAIServer:
+class FakeOpenAIServer(LocalHTTPServer):
     """``http.server`` on 127.0.0.1, a free port, in a daemon thread."""
 
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
         self._replies: collections.deque[Reply] = collections.deque()
         self._lock = threading.Lock()
-        self._closing = threading.Event()
-        self._httpd = _Server(("127.0.0.1", 0), _handler_for(self))
-        self._httpd.daemon_threads = True
-        # A short poll interval: shutdown() waits up to one interval.
-        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.02,),
-                                        name="fake-openai", daemon=True)
-
-    @property
-    def url(self) -> str:
-        """The base URL to give the client (``http://127.0.0.1:<port>/v1``)."""
-        return "http://127.0.0.1:%d/v1" % self._httpd.server_address[1]
+        super().__init__(_handler_for(self), "fake-openai")
 
     def push(self, *replies: Reply) -> None:
         """Answer the next requests with ``replies``, in order; then the default success."""
@@ -116,21 +102,6 @@ class FakeOpenAIServer:
     def next_reply(self) -> Reply:
         with self._lock:
             return self._replies.popleft() if self._replies else Reply.success()
-
-    def start(self) -> "FakeOpenAIServer":
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._closing.set()          # wakes handlers sleeping in a slow reply
-        self._httpd.shutdown()
-        self._httpd.server_close()
-
-    def __enter__(self) -> "FakeOpenAIServer":
-        return self.start()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
 
 
 def _handler_for(server: FakeOpenAIServer) -> type[BaseHTTPRequestHandler]:
