@@ -1,12 +1,23 @@
 """Operations console for the agent task queue: ``streamlit run app.py``.
 
-This entry script is the Overview page. Every page, this one included, draws the shared
-frame first (page config, login, connection, sidebar), so none can be reached around it.
+This file has two roles. Run by ``streamlit run app.py``, it is first imported as a
+module: Streamlit finds ``app``, an ``st.App`` that serves the console with its live
+channel beside Streamlit's own routes (console/live_channel.py: open pages poll it for
+their live panels). Each session then runs it as a script, the Overview page. Every
+page, this one included, draws the shared frame first (page config, login, connection,
+sidebar), so none can be reached around it.
 """
-from console.frame import render_frame
+import streamlit as st
 
-ctx = render_frame("overview")
+if __name__ == "__main__":          # a session's run of the Overview page
+    from console.frame import render_frame
 
-from console.views import overview  # noqa: E402 - after the frame, which may stop the page
+    ctx = render_frame("overview")
 
-overview.render(ctx)
+    from console.views import overview
+
+    overview.render(ctx)
+else:                               # imported by `streamlit run app.py` to serve the console
+    from console.live_channel import live_routes
+
+    app = st.App("app.py", routes=live_routes())

@@ -6,19 +6,23 @@ on it, so twenty of them on two cores measure Chromium, not the console. A
 and nothing more: it opens ``/_stcore/stream``, asks for one run of a page (as a browser
 does on opening it), and when the server announces a live fragment (an ``auto_rerun``
 message, from ``st.fragment(run_every=...)``) it asks for that fragment's rerun at that
-interval, as the browser's timer does. The server cannot tell it from a browser's
-session: each one is an ``AppSession`` that runs the page's script and its fragments and
-sends every element it draws.
+interval, as the browser's timer does. When the page draws a live panel
+(console/live_panel.py) it polls the panel's route with its token every interval, with
+the headers the browser's component sends (the last ETag, gzip accepted). The server
+cannot tell it from a browser's session: each one is an ``AppSession`` that runs the
+page's script and its fragments and sends every element it draws.
 
 :class:`WireSessions` runs any number of them on one asyncio loop in a thread.
 """
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from typing import Any
 
+import aiohttp
 import websockets
 from streamlit.proto.BackMsg_pb2 import BackMsg
 from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
@@ -39,6 +43,9 @@ class WireSession:
         self.messages_received = 0
         self.first_run = asyncio.Event()
         self.first_run_seconds: float | None = None
+        self.panel_answers = 0          # live panel polls the server answered (200 or 304)
+        self._http_url = url.rstrip("/")
+        self._http: aiohttp.ClientSession | None = None
         self._timers: dict[str, asyncio.Task] = {}
         self._socket: Any = None
 
@@ -48,12 +55,14 @@ class WireSession:
         async with websockets.connect(self.ws_url, subprotocols=["streamlit"],
                                       max_size=None, open_timeout=120) as socket:
             self._socket = socket
+            self._http = aiohttp.ClientSession()
             await self._request_run()
             receiver = asyncio.create_task(self._receive(started))
             await stopping.wait()
             for timer in self._timers.values():
                 timer.cancel()
             receiver.cancel()
+            await self._http.close()
 
     async def _request_run(self, fragment_id: str = "") -> None:
         message = BackMsg()
@@ -82,6 +91,8 @@ class WireSession:
                     timer = self._timers.pop(fragment_id, None)
                     if timer is not None:
                         timer.cancel()
+            elif kind == "delta":
+                self._watch_panel(message)
             elif kind == "script_finished":
                 self.runs_finished += 1
                 if not self.first_run.is_set():
@@ -94,6 +105,34 @@ class WireSession:
         if fragment_id in self._timers or not fragment_id or interval <= 0:
             return
         self._timers[fragment_id] = asyncio.create_task(self._tick(fragment_id, interval))
+
+    def _watch_panel(self, message: ForwardMsg) -> None:
+        """Start polling a live panel the page drew, as its browser-side component does."""
+        delta = message.delta
+        if delta.WhichOneof("type") != "new_element":
+            return
+        element = delta.new_element
+        if element.WhichOneof("type") != "bidi_component":
+            return
+        source = (json.loads(element.bidi_component.json or "{}") or {}).get("source")
+        if not source or source["token"] in self._timers:
+            return
+        self._timers[source["token"]] = asyncio.create_task(self._poll(source))
+
+    async def _poll(self, source: dict[str, Any]) -> None:
+        etag = None
+        while True:
+            await asyncio.sleep(source["seconds"])
+            headers = {source["header"]: source["token"], "Accept-Encoding": "gzip"}
+            if etag:
+                headers["If-None-Match"] = etag
+            async with self._http.get(self._http_url + source["path"], headers=headers) as answer:
+                await answer.read()
+                if answer.status == 401:
+                    return
+                if answer.status in (200, 304):
+                    self.panel_answers += 1
+                    etag = answer.headers.get("ETag", etag)
 
     async def _tick(self, fragment_id: str, interval: float) -> None:
         while True:
@@ -126,6 +165,10 @@ class WireSessions:
     def runs_finished(self) -> int:
         """Script and fragment runs finished, over every session so far."""
         return sum(s.runs_finished for s in self.sessions)
+
+    def panel_answers(self) -> int:
+        """Live panel polls answered, over every session so far."""
+        return sum(s.panel_answers for s in self.sessions)
 
     def close(self) -> None:
         """Close every session and stop the loop."""

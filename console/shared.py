@@ -79,6 +79,7 @@ def shared_read(queue: TaskQueue, what: str, read: Callable[[], Any], *key: Any,
 
 # -- objects drawn by every session: built once per tick, never copied ---------------------------
 _objects: dict[tuple, tuple[float, Any]] = {}
+_building: dict[tuple, threading.Lock] = {}
 MAX_OBJECTS = 64
 
 
@@ -94,19 +95,42 @@ def shared_object(queue: TaskQueue, what: str, build: Callable[[], Any], *key: A
         return build()
     scope = _scope(queue)
     entry = (scope, what, repr(key), _generations.get(scope, 0))
-    now = time.monotonic()
+    held = _held(entry)
+    if held is not None:
+        return held[1]
+    # One build per entry at a time: the sessions whose ticks fall together wait for the
+    # first one's value instead of each reading Redis (the global lock is not held, so a
+    # slow read does not stall other entries).
+    with _building_lock(entry):
+        held = _held(entry)
+        if held is not None:
+            return held[1]
+        value = build()
+        _keep(entry, value, seconds)
+    return value
+
+
+def _held(entry: tuple) -> tuple[float, Any] | None:
     with _lock:
         held = _objects.get(entry)
-        if held is not None and held[0] > now:
-            return held[1]
-    value = build()            # outside the lock: a slow read must not stall other keys
+    return held if held is not None and held[0] > time.monotonic() else None
+
+
+def _building_lock(entry: tuple) -> threading.Lock:
+    with _lock:
+        if len(_building) > 4 * MAX_OBJECTS:
+            _building.clear()       # locks of old generations; one held now stays referenced
+        return _building.setdefault(entry, threading.Lock())
+
+
+def _keep(entry: tuple, value: Any, seconds: float) -> None:
+    now = time.monotonic()
     with _lock:
         if len(_objects) >= MAX_OBJECTS:
             expired = [k for k, (expires, _) in _objects.items() if expires <= now]
             for stale in expired or list(_objects)[:len(_objects) // 2]:
                 _objects.pop(stale, None)
         _objects[entry] = (now + seconds, value)
-    return value
 
 
 def shared_counts(queue: TaskQueue) -> QueueCounts:

@@ -66,9 +66,48 @@ def button(at, label: str):
     return matches[0]
 
 
+def panels(node) -> list[dict]:
+    """The live panels (console/live_panel.py) drawn under ``node`` (an AppTest page, or
+    its ``main`` or ``sidebar``), as the browser gets them: their data's ``panel``."""
+    import json
+    found = []
+    for element in node.get("bidi_component"):
+        data = json.loads(element.proto.json or "{}")
+        if element.proto.component_name.endswith("live_panel") and "panel" in data:
+            found.append(data["panel"])
+    return found
+
+
+def cards(node) -> dict[str, str]:
+    """``label -> value`` of every card under ``node``: ``st.metric`` elements and the
+    cards of live panels."""
+    from .panel import panel_values
+    values = {m.label: m.value for m in node.get("metric")}
+    for panel in panels(node):
+        values.update(panel_values(panel))
+    return values
+
+
+def panel_table(node, column: str):
+    """The first table of a live panel under ``node`` that has ``column``, as a
+    DataFrame of its cells' text (hover text left out)."""
+    import pandas as pd
+
+    from .panel import _walk
+    for panel in panels(node):
+        for block in _walk(panel["blocks"]):
+            if block["kind"] == "table" and column in block["columns"]:
+                rows = [[c["title"] if isinstance(c, dict) and "…" in c["text"] else
+                         (c["text"] if isinstance(c, dict) else c) for c in row]
+                        for row in block["rows"]]
+                return pd.DataFrame(rows, columns=block["columns"])
+    raise LookupError(f"no live table with a {column!r} column")
+
+
 def texts(at) -> str:
     """Every piece of text on the AppTest page, joined: to assert what is (not) shown."""
-    parts = []
+    from .panel import panel_text
+    parts = [panel_text(panel) for panel in panels(at)]
     for kind in ("title", "header", "subheader", "markdown", "caption", "text", "code", "info",
                  "success", "warning", "error", "exception"):
         parts.extend(str(getattr(node, "value", "")) for node in at.get(kind))

@@ -2,7 +2,6 @@
 one page never collide, and find the queue themselves when not given one."""
 from __future__ import annotations
 
-import itertools
 from typing import Any
 
 import pandas as pd
@@ -17,7 +16,9 @@ from .data import query_preview, record_status, summary_numbers
 from .forms import PRIORITY_OPTIONS, Checked, check_common, check_query
 from .progress_view import task_progress
 from .runtime import default_queue
-from .shared import shared_counts, shared_drawing
+from .live_panel import live_panel
+from .panel import Panel
+from .shared import shared_counts
 from .text import md
 from .theme import FINISHED, status_label
 
@@ -46,41 +47,19 @@ def render_task_queue_dashboard(queue: TaskQueue | None = None, *, key: str = "t
     queue = queue if queue is not None else default_queue()
     seconds = queue.settings.console_refresh_seconds if refresh_seconds is None else refresh_seconds
     with container if container is not None else st.sidebar:
-        live(_dashboard_body, queue, key, title, seconds=seconds)
+        # The container key becomes a CSS class (st-key-<key>): a browser test can find
+        # this copy of the summary among others.
+        with st.container(key=key, border=True):
+            live_panel(queue, f"{key}_panel", "the queue summary",
+                       lambda: summary_panel(queue, title), title, seconds=seconds)
 
 
-def _dashboard_body(queue: TaskQueue, key: str, title: str) -> None:
-    # The container key becomes a CSS class (st-key-<key>): a browser test can find
-    # this copy of the summary among others.
-    with st.container(key=key, border=True):
-        st.markdown(f"**{md(title)}**")
-        with redis_guard("the queue summary"):
-            # Drawn once per tick for every session showing this summary.
-            shared_drawing(queue, "summary", lambda: _summary_cells(queue), key, title)
-
-
-def _summary_cells(queue: TaskQueue) -> None:
-    """The summary's numbers, two a row, and when they were read."""
+def summary_panel(queue: TaskQueue, title: str = "Queue") -> Panel:
+    """The summary's numbers, two a row, under ``title``."""
     numbers = summary_numbers(shared_counts(queue))
-    cells = list(numbers.items())
-    rows = [cells[start:start + 2] for start in range(0, len(cells), 2)]
-    # Rows that share widths share one set of columns, each column holding its cell of
-    # every row: it looks the same, with fewer containers to send on every tick.
-    for widths, same in itertools.groupby(rows, key=_summary_widths):
-        same = list(same)
-        for position, column in enumerate(st.columns(widths)):
-            for pair in same:
-                label, value = pair[position]
-                column.metric(label, value, help=SUMMARY_HELP.get(label))
-    updated_caption()
-
-
-def _summary_widths(pair: list[tuple[str, str]]) -> list[int] | int:
-    # A sidebar column is narrow: the row with the success rate gives it the wider share
-    # (Workers is a small number), so "99.9%" is never cut off.
-    if any(label == "Success rate" for label, _ in pair):
-        return [2, 3]
-    return 2 if len(pair) == 2 else 1
+    return Panel().heading(title).metrics(
+        [(label, value, SUMMARY_HELP.get(label, "")) for label, value in numbers.items()],
+        per_row=2)
 
 
 # -- submit and watch ---------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from console.auth import fingerprint, password_matches
-from console.testing import APP, ROOT, button, texts
+from console.testing import APP, ROOT, button, cards, texts
 from engine import AgentTask
 
 PASSWORD = "correct horse battery"
@@ -41,7 +41,7 @@ def test_password_gate_on_the_entry_page(locked_console, queue):
     at.text_input(key="login_password").input(PASSWORD)
     button(at, "Sign in").click().run()
     assert [t.value for t in at.title] == ["Overview"]
-    assert {m.label for m in at.main.metric} >= {"Pending", "Completed", "Failed"}
+    assert set(cards(at.main)) >= {"Pending", "Completed", "Failed"}
     assert "Signed in" in texts(at.sidebar)
     assert PASSWORD not in texts(at)
     button(at, "Sign out").click().run()

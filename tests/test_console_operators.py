@@ -12,8 +12,8 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from console import shared
-from console.testing import (APP, PAGE_FILES, ROOT, button, count_redis_calls, facts_of,
-                             plain_texts, unescape)
+from console.testing import (APP, PAGE_FILES, ROOT, button, cards, count_redis_calls, facts_of,
+                             panels, plain_texts, unescape)
 from engine import AgentTask, PermanentError, Task, TaskScheduler
 from engine.agent import AgentExecutor, DemoBackend
 
@@ -159,16 +159,16 @@ def test_every_place_that_counts_agrees_with_redis(console_env, queue, drain):
     assert expected_tasks["running"] == 0 and expected_tasks["pending"] == 3
 
     overview = page("Overview")
-    cards = {m.label: m.value for m in overview.main.metric}
-    sidebar = {m.label: m.value for m in overview.sidebar.metric}
-    for where in (cards, sidebar):
+    main = cards(overview.main)
+    sidebar = cards(overview.sidebar)
+    for where in (main, sidebar):
         assert where["Pending"] == str(expected_tasks["pending"])
         assert where["Running"] == str(expected_tasks["running"])
         assert where["Completed"] == str(counters["completed"]) == str(expected_tasks["completed"])
         assert where["Failed"] == str(counters["failed"]) == str(expected_tasks["failed"])
     assert sidebar["Batches running"] == str(batches["running"])
-    assert cards["Dead letters"] == str(expected_tasks["failed"])
-    assert cards["Scheduled"] == str(index["scheduled"])
+    assert main["Dead letters"] == str(expected_tasks["failed"])
+    assert main["Scheduled"] == str(index["scheduled"])
     batches_line = words(overview)
     assert f"Running {batches['running']}" in batches_line
     assert f"Completed {batches['completed']}" in batches_line
@@ -183,7 +183,7 @@ def test_every_place_that_counts_agrees_with_redis(console_env, queue, drain):
     failed = page("Failed tasks")
     assert f"{expected_tasks['failed']} failed tasks stored" in plain_texts(failed)
     schedules = page("Schedules")
-    assert {m.label: m.value for m in schedules.main.metric}["Waiting for a due time"] == \
+    assert cards(schedules.main)["Waiting for a due time"] == \
         str(index["scheduled"] + index["retry"])
     view = page("Batches", batch=running_batch)
     assert "0 of 3 queries done" in words(view)
@@ -440,7 +440,7 @@ def test_sessions_on_the_same_page_share_one_read_per_refresh(monkeypatch, redis
         with count_redis_calls(console_queue.client) as calls:
             second.run()
         assert not second.exception
-        assert {m.label: m.value for m in second.main.metric}["Pending"] == "1"
+        assert cards(second.main)["Pending"] == "1"
         # Only what is not shared: nothing of the Overview's or the sidebar's numbers.
         assert calls.round_trips == 0, calls.names
         # An action from this console starts a new generation: the next read is fresh.
@@ -470,31 +470,33 @@ def sharing_console(monkeypatch, redis_url, namespace):
     st.cache_data.clear()
 
 
-def test_two_sessions_in_one_tick_draw_the_overview_once(monkeypatch, sharing_console, queue):
+def test_two_sessions_in_one_tick_build_the_overview_once(monkeypatch, sharing_console, queue):
     from console import widgets
     from console.views import overview
     queue.submit_task(AgentTask({"query": "drawn once"}))
-    drawn = {"overview": 0, "summary": 0}
+    built = {"overview": 0, "summary": 0}
 
     def counted(name, original):
-        def draw(*args):
-            drawn[name] += 1
+        def build(*args):
+            built[name] += 1
             return original(*args)
-        return draw
-    monkeypatch.setattr(overview, "_draw", counted("overview", overview._draw))
-    monkeypatch.setattr(widgets, "_summary_cells", counted("summary", widgets._summary_cells))
+        return build
+    monkeypatch.setattr(overview, "overview_panel", counted("overview", overview.overview_panel))
+    monkeypatch.setattr(widgets, "summary_panel", counted("summary", widgets.summary_panel))
     first, second = page("Overview"), page("Overview")
-    # The second session got the first one's elements, replayed: nothing was built again.
-    assert drawn == {"overview": 1, "summary": 1}
+    # The second session got the panels the first one's run built: nothing was built again.
+    assert built == {"overview": 1, "summary": 1}
     for where in ("main", "sidebar"):
-        cards = [{m.label: m.value for m in getattr(at, where).metric} for at in (first, second)]
-        assert cards[0] == cards[1] and cards[0]["Pending"] == "1"
-    assert len(second.get("plotly_chart")) == len(first.get("plotly_chart")) == 2
-    # An action from this console starts a new generation: the next tick draws anew.
+        shown = [cards(getattr(at, where)) for at in (first, second)]
+        assert shown[0] == shown[1] and shown[0]["Pending"] == "1"
+    figures = [[b for b in panels(at.main)[0]["blocks"] if b["kind"] == "row"] for at in
+               (first, second)]
+    assert figures[0] == figures[1] and len(figures[0][0]["columns"]) == 2
+    # An action from this console starts a new generation: the next tick builds anew.
     from console.runtime import connect_console
     shared.queue_changed(connect_console().queue)
     second.run()
-    assert drawn == {"overview": 2, "summary": 2}
+    assert built == {"overview": 2, "summary": 2}
 
 
 def test_two_sessions_in_one_tick_read_and_build_the_tasks_table_once(monkeypatch,

@@ -17,7 +17,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from console.batch_jobs import results_csv
-from console.testing import APP, PAGE_FILES, button, facts_of, texts
+from console.testing import APP, PAGE_FILES, button, cards, facts_of, panel_table, texts
 from engine import AgentTask, PermanentError, Task, TaskScheduler
 from engine.agent import AgentExecutor, DemoBackend, register_handlers
 from tests.support.steps import claim, wait_until
@@ -81,14 +81,14 @@ def test_overview_shows_live_numbers_sidebar_and_recent_failures(console_env, qu
 
     at = open_app()
     assert not at.exception
-    metrics = {m.label: m.value for m in at.main.metric}
+    metrics = cards(at.main)
     assert metrics["Completed"] == "3" and metrics["Failed"] == "1"
     assert metrics["Pending"] == "1" and metrics["High"] == "1" and metrics["Scheduled"] == "1"
     assert metrics["Success rate"] == "75%"
-    failures = table(at, "overview_failures_table")
+    failures = panel_table(at.main, "Task id")
     assert failures["Task id"].tolist() == [failed_id]
     assert "content policy" in failures["Error"][0]
-    sidebar = {m.label: m.value for m in at.sidebar.metric}
+    sidebar = cards(at.sidebar)
     assert sidebar == {"Pending": "1", "Running": "0", "Completed": "3", "Failed": "1",
                        "Workers": "0", "Success rate": "75%", "Batches running": "0"}
     side_text = " ".join(c.value for c in at.sidebar.caption)
@@ -101,7 +101,7 @@ def test_overview_shows_live_numbers_sidebar_and_recent_failures(console_env, qu
 def test_every_page_draws_the_frame_and_its_title(console_env, name):
     at = open_page(name)
     assert [t.value for t in at.title] == [name]
-    assert {m.label for m in at.sidebar.metric} >= {"Pending", "Completed", "Success rate"}
+    assert set(cards(at.sidebar)) >= {"Pending", "Completed", "Success rate"}
 
 
 # -- submit --------------------------------------------------------------------------------
@@ -461,7 +461,7 @@ def test_workers_page_lists_running_and_stopped_workers(console_env, queue, make
         assert row["Name"] == "steady" and row["State"] == "● running"
         assert row["Concurrency"] == 2 and row["Heartbeat age"].endswith("ago")
         assert (workers["State"] == "● stopped").sum() == 1
-        metrics = {m.label: m.value for m in at.main.metric}
+        metrics = cards(at.main)
         assert metrics["Running"] == "1" and metrics["Stopped"] == "1"
     finally:
         worker.stop()
@@ -498,7 +498,7 @@ def test_schedules_page_runs_now_cancels_and_deletes(console_env, queue):
     frame = table(at, "schedules_table")
     assert frame["Task id"].tolist() == [ids[1], ids[2], ids[0]]      # soonest first
     assert frame["Due in"].tolist()[0].endswith("min")
-    assert {m.label: m.value for m in at.main.metric}["Waiting for a due time"] == "3"
+    assert cards(at.main)["Waiting for a due time"] == "3"
     select_rows(at, "schedules", [0])
     button(at, "Run selected now").click().run()
     assert queue.get_task(ids[1])["status"] == "pending"

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from console.spend import cost_text, limit_cells, rate_text, recent_429s, tokens_text, usage_cells
-from console.testing import facts_of, texts
+from console.testing import cards, facts_of, panel_table, texts
 from console.text import md
 from engine import AgentTask, TaskQueue
 from tests.test_console_pages import open_app, open_page, open_task, table
@@ -56,10 +56,10 @@ def test_the_overview_shows_spend_per_model_and_per_batch(console_env, queue):
     metered(queue)
     metered(queue, model="llama3", cost=None)
     at.run()
-    metrics = {m.label: m.value for m in at.main.metric}
+    metrics = cards(at.main)
     assert metrics["Tokens"] == "3,000" and metrics["Cost"] == "$0.00045"
     assert metrics["Model calls"] == "2" and metrics["Tokens, last hour"] == "3,000"
-    models = table(at, "overview_spend_models")
+    models = panel_table(at.main, "Model")
     assert dict(zip(models["Model"], models["Cost"])) == {"gpt-4o-mini": "$0.00045", "llama3": "—"}
     assert "No batch has spent anything yet." in texts(at)
 

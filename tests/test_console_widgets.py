@@ -7,7 +7,7 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from console import components, theme
-from console.testing import button
+from console.testing import button, cards
 from engine import AgentTask
 from engine.agent import AgentExecutor, DemoBackend, register_handlers
 
@@ -45,8 +45,8 @@ def test_dashboard_twice_on_one_page_with_the_cached_default_queue(bare_env, que
     queue.submit_tasks([AgentTask({"query": "a"}), AgentTask({"query": "b"})])
     at = AppTest.from_function(dashboard_script, default_timeout=30).run()
     assert not at.exception, [e.value for e in at.exception]
-    sidebar = {m.label: m.value for m in at.sidebar.metric}
-    main = {m.label: m.value for m in at.main.metric}
+    sidebar = cards(at.sidebar)
+    main = cards(at.main)
     expected = {"Pending": "2", "Running": "0", "Completed": "0", "Failed": "0", "Workers": "0",
                 "Success rate": "—", "Batches running": "0"}
     assert sidebar == expected and main == expected

@@ -1,0 +1,204 @@
+"""The live channel: the HTTP route that open pages poll for their live panels.
+
+``app.py`` serves the console as ``st.App("app.py", routes=live_routes())``, so the
+console's own server answers ``GET /_live/panel`` beside Streamlit's routes. A page that
+shows a live panel (console/live_panel.py) *subscribes* it here while its script runs:
+the subscription holds what to build (a function of the queue, fixed by the page: its
+filters, the operator's time zone) under a random token, and the browser-side component
+asks for the panel with that token in a header, every refresh interval.
+
+Every subscription to the same panel shares one build per tick (``shared_object``): with
+twenty pages open, one reads Redis and encodes the JSON, the others get the same bytes,
+gzipped once. An answer that has not changed since the browser's last one is a 304.
+
+Who may read: only a token handed to a Streamlit session that drew the panel after the
+console's sign-in, and only while that session is connected; signing out forgets the
+session's tokens. A token is sent as a header, so it never lands in an access log.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from engine import TaskQueue
+
+from .shared import shared_object
+
+PANEL_PATH = "/_live/panel"
+PLOTLY_PATH = "/_live/plotly.min.js"
+TOKEN_HEADER = "X-Live-Token"
+MAX_PER_SESSION = 16             # panels a session keeps subscribed (a page shows a few)
+SWEEP_EVERY = 60.0               # seconds between sweeps for closed sessions
+
+_lock = threading.Lock()
+_serving = False
+
+
+def serving() -> bool:
+    """Whether this process answers the live channel's route (the console run by
+    ``streamlit run app.py``; not an app that only embeds the console's widgets, nor
+    AppTest)."""
+    return _serving
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One built panel: its JSON, gzipped once, and a tag for conditional requests."""
+
+    body: bytes
+    gzipped: bytes
+    etag: str
+
+    @classmethod
+    def of(cls, body: bytes) -> "Answer":
+        """The answer for ``body`` (JSON bytes)."""
+        return cls(body, gzip.compress(body, compresslevel=5),
+                   '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"')
+
+
+@dataclass
+class Subscription:
+    """What one session's panel shows: ``build()`` returns the panel's JSON bytes, and
+    ``share`` names everything the build depends on, so sessions with the same share
+    get the same answer."""
+
+    session_id: str
+    queue: TaskQueue
+    what: str
+    build: Callable[[], bytes]
+    share: tuple
+    seconds: float
+    used: float = field(default_factory=time.monotonic)
+
+    def answer(self) -> Answer:
+        """This tick's answer, built once for every subscription sharing it."""
+        return shared_object(self.queue, f"live:{self.what}", lambda: Answer.of(self.build()),
+                             *self.share, seconds=self.seconds)
+
+
+class Subscriptions:
+    """Tokens of the panels open pages show, and the sessions that hold them."""
+
+    def __init__(self, session_alive: Callable[[str], bool]) -> None:
+        self._session_alive = session_alive
+        self._by_token: dict[str, Subscription] = {}
+        self._tokens: dict[tuple[str, str], str] = {}      # (session, panel key) -> token
+        self._swept = time.monotonic()
+
+    def subscribe(self, key: str, subscription: Subscription) -> str:
+        """Hold ``subscription`` under the session's panel ``key`` and return its token.
+        Drawing the same panel again (a rerun, new filters) keeps the token and replaces
+        what it shows, so a polling page switches to the new view on its next tick."""
+        with _lock:
+            self._sweep_if_due()
+            slot = (subscription.session_id, key)
+            token = self._tokens.get(slot)
+            if token is None:
+                self._drop_oldest_of(subscription.session_id)
+                token = self._tokens[slot] = secrets.token_urlsafe(24)
+            self._by_token[token] = subscription
+            return token
+
+    def find(self, token: str) -> Subscription | None:
+        """The subscription behind ``token``, while its session is connected."""
+        with _lock:
+            subscription = self._by_token.get(token)
+        if subscription is None:
+            return None
+        if not self._session_alive(subscription.session_id):
+            self.forget_session(subscription.session_id)
+            return None
+        subscription.used = time.monotonic()
+        return subscription
+
+    def forget_session(self, session_id: str) -> None:
+        """Drop every token of ``session_id`` (it signed out, or closed)."""
+        with _lock:
+            for slot in [s for s in self._tokens if s[0] == session_id]:
+                self._by_token.pop(self._tokens.pop(slot), None)
+
+    def __len__(self) -> int:
+        return len(self._by_token)
+
+    def _drop_oldest_of(self, session_id: str) -> None:
+        mine = [(self._by_token[t].used, slot) for slot, t in self._tokens.items()
+                if slot[0] == session_id]
+        for _, slot in sorted(mine)[:max(0, len(mine) - MAX_PER_SESSION + 1)]:
+            self._by_token.pop(self._tokens.pop(slot), None)
+
+    def _sweep_if_due(self) -> None:
+        now = time.monotonic()
+        if now - self._swept < SWEEP_EVERY:
+            return
+        self._swept = now
+        for session_id in {slot[0] for slot in self._tokens}:
+            if not self._session_alive(session_id):
+                for slot in [s for s in self._tokens if s[0] == session_id]:
+                    self._by_token.pop(self._tokens.pop(slot), None)
+
+
+def _streamlit_session_alive(session_id: str) -> bool:
+    from streamlit.runtime import Runtime
+    return Runtime.exists() and Runtime.instance().is_active_session(session_id)
+
+
+SUBSCRIPTIONS = Subscriptions(_streamlit_session_alive)
+
+
+# -- the routes -------------------------------------------------------------------------------
+def live_routes(subscriptions: Subscriptions | None = None) -> list[Any]:
+    """The channel's Starlette routes: the panels, and the Plotly library the Overview's
+    charts are drawn with (from the installed ``plotly`` package, cached by browsers)."""
+    from starlette.routing import Route
+    global _serving
+    _serving = True
+    table = subscriptions or SUBSCRIPTIONS
+
+    async def panel(request: Any) -> Any:
+        return await _panel_response(table, request)
+
+    return [Route(PANEL_PATH, panel, methods=["GET"]),
+            Route(PLOTLY_PATH, _plotly_response, methods=["GET"])]
+
+
+async def _panel_response(table: Subscriptions, request: Any) -> Any:
+    from starlette.concurrency import run_in_threadpool
+    from starlette.responses import JSONResponse, Response
+    subscription = table.find(request.headers.get(TOKEN_HEADER, ""))
+    if subscription is None:
+        return JSONResponse({"error": "This page's live updates have ended: reload the page."},
+                            status_code=401, headers={"Cache-Control": "no-store"})
+    try:
+        answer = await run_in_threadpool(subscription.answer)
+    except Exception as exc:        # Redis down, or a record the build could not read
+        from .components import REDIS_DOWN
+        reason = ("Redis did not answer" if isinstance(exc, REDIS_DOWN)
+                  else "the read failed")
+        return JSONResponse({"error": f"Could not read {subscription.what}: {reason} "
+                                      f"({type(exc).__name__}). Retrying."},
+                            status_code=503, headers={"Cache-Control": "no-store"})
+    headers = {"ETag": answer.etag, "Cache-Control": "no-cache", "Vary": "Accept-Encoding"}
+    if request.headers.get("If-None-Match") == answer.etag:
+        return Response(status_code=304, headers=headers)
+    if "gzip" in request.headers.get("Accept-Encoding", ""):
+        return Response(answer.gzipped, media_type="application/json",
+                        headers={**headers, "Content-Encoding": "gzip"})
+    return Response(answer.body, media_type="application/json", headers=headers)
+
+
+def plotly_js_path() -> Path:
+    """The Plotly library shipped inside the ``plotly`` package."""
+    import plotly
+    return Path(plotly.__file__).resolve().parent / "package_data" / "plotly.min.js"
+
+
+async def _plotly_response(request: Any) -> Any:
+    from starlette.responses import FileResponse
+    return FileResponse(plotly_js_path(), media_type="text/javascript",
+                        headers={"Cache-Control": "public, max-age=86400"})

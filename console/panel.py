@@ -1,0 +1,151 @@
+"""A live panel: what a live part of a page shows, as plain JSON the browser draws.
+
+A page's live part used to be a Streamlit fragment that reran every tick in every open
+session; each rerun costs the server a script run and a websocket message per element,
+so twenty idle pages cost four times one. A live panel is built once per tick for every
+session (console/live.py), sent as JSON, and drawn by a small browser-side component
+(console/static/live_panel.js) that polls for the next one: an idle page costs the
+server one small HTTP answer a tick.
+
+Every value in a panel is text or a number, drawn by the browser as text
+(``textContent``), never as markup: task ids, queries and errors come from outside.
+
+No Streamlit here: panels are built in the server's request threads as well as in
+scripts, and tests read them as dicts.
+"""
+from __future__ import annotations
+
+import json
+import math
+from datetime import tzinfo
+from typing import Any, Sequence
+
+import pandas as pd
+
+from .timefmt import EMPTY, local_text, utc_text
+
+
+class Panel:
+    """Blocks drawn top to bottom. Each method appends one block and returns the panel."""
+
+    def __init__(self) -> None:
+        self.blocks: list[dict[str, Any]] = []
+
+    def heading(self, title: str, note: str = "") -> "Panel":
+        """A bold title, with a quieter note after it on the same line."""
+        return self._add("heading", title=title, note=note)
+
+    def line(self, *parts: str | tuple[str, bool]) -> "Panel":
+        """One line of text; a ``(text, True)`` part is drawn bold."""
+        return self._add("line", parts=[_part(p) for p in parts])
+
+    def caption(self, text: str) -> "Panel":
+        """A small grey line."""
+        return self._add("caption", text=text)
+
+    def warning(self, text: str) -> "Panel":
+        """A yellow line: part of the panel could not be read."""
+        return self._add("warning", text=text)
+
+    def metrics(self, cells: Sequence[tuple[str, str] | tuple[str, str, str]], per_row: int,
+                border: bool = False) -> "Panel":
+        """Label-over-value cards, ``per_row`` a row; a third item is the hover help."""
+        return self._add("metrics", per_row=per_row, border=border,
+                         cells=[{"label": c[0], "value": c[1], "help": c[2] if len(c) > 2 else ""}
+                                for c in cells])
+
+    def table(self, frame: pd.DataFrame, zone: tzinfo, *, empty: str = "Nothing to show.",
+              widths: dict[str, int] | None = None, ids: Sequence[str] | None = None,
+              selectable: bool = False, short_ids: Sequence[str] = ()) -> "Panel":
+        """``frame`` as a table of text: times in ``zone`` (UTC on hover), "—" for what is
+        missing. ``ids`` name the rows (a selectable table reports them); a column in
+        ``short_ids`` shows the first 12 characters and keeps the whole id on hover."""
+        columns = [str(c) for c in frame.columns]
+        rows = [[_cell(value, zone, column in short_ids) for column, value in zip(columns, row)]
+                for row in frame.itertuples(index=False, name=None)]
+        return self._add("table", columns=[_header(c) for c in columns], rows=rows,
+                         widths=[(widths or {}).get(c) for c in columns], empty=empty,
+                         ids=list(ids) if ids is not None else None, selectable=selectable)
+
+    def figure(self, figure: Any) -> "Panel":
+        """A Plotly figure, drawn in the browser with Plotly (its JSON, as plotly makes it)."""
+        return self._add("figure", figure=json.loads(figure.to_json()))
+
+    def row(self, *panels: "Panel") -> "Panel":
+        """Panels side by side, in equal columns (one under the other when narrow)."""
+        return self._add("row", columns=[p.blocks for p in panels])
+
+    def to_dict(self) -> dict[str, Any]:
+        """The panel as the browser gets it."""
+        return {"blocks": self.blocks}
+
+    def _add(self, kind: str, **fields: Any) -> "Panel":
+        self.blocks.append({"kind": kind, **fields})
+        return self
+
+
+def _part(part: str | tuple[str, bool]) -> dict[str, Any]:
+    if isinstance(part, tuple):
+        return {"text": str(part[0]), "strong": bool(part[1])}
+    return {"text": str(part), "strong": False}
+
+
+def _header(column: str) -> str:
+    # Tables made for st.dataframe name their time columns "... (UTC)"; here a time is
+    # shown in the operator's zone, with UTC on hover.
+    return column.removesuffix(" (UTC)")
+
+
+def _cell(value: Any, zone: tzinfo, short: bool) -> str | dict[str, str]:
+    """A table cell: text, or ``{"text", "title"}`` when it has hover text."""
+    if isinstance(value, pd.Timestamp) or (hasattr(value, "tzinfo") and hasattr(value, "year")):
+        text = local_text(value, zone)
+        return {"text": text, "title": utc_text(value)} if text != EMPTY else EMPTY
+    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NaT:
+        return EMPTY
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    text = str(value)
+    if short and len(text) > 12:
+        return {"text": text[:12] + "…", "title": text}
+    return text
+
+
+def panel_values(panel: dict[str, Any]) -> dict[str, str]:
+    """Every card's ``label -> value`` in a panel dict (for tests and the counts check)."""
+    values: dict[str, str] = {}
+    for block in _walk(panel.get("blocks", [])):
+        if block["kind"] == "metrics":
+            values.update({cell["label"]: cell["value"] for cell in block["cells"]})
+    return values
+
+
+def panel_text(panel: dict[str, Any]) -> str:
+    """Every piece of text in a panel dict, one per line."""
+    lines: list[str] = []
+    for block in _walk(panel.get("blocks", [])):
+        kind = block["kind"]
+        if kind == "heading":
+            lines.append(f"{block['title']} {block['note']}".strip())
+        elif kind == "line":
+            lines.append("".join(part["text"] for part in block["parts"]))
+        elif kind in ("caption", "warning"):
+            lines.append(block["text"])
+        elif kind == "metrics":
+            lines.extend(f"{cell['label']} {cell['value']}" for cell in block["cells"])
+        elif kind == "table" and not block["rows"]:
+            lines.append(block["empty"])
+        elif kind == "table":
+            lines.append(" | ".join(block["columns"]))
+            lines.extend(" | ".join(c["text"] if isinstance(c, dict) else c for c in row)
+                         for row in block["rows"])
+    return "\n".join(lines)
+
+
+def _walk(blocks: list[dict[str, Any]]):
+    for block in blocks:
+        if block["kind"] == "row":
+            for column in block["columns"]:
+                yield from _walk(column)
+        else:
+            yield block
