@@ -140,6 +140,7 @@ def clear_selection(key: str) -> None:
     """Drop the table's selection (a fresh widget key: selection state cannot be
     written back to a dataframe)."""
     st.session_state[f"{key}__generation"] = st.session_state.get(f"{key}__generation", 0) + 1
+    st.session_state.pop(f"{key}__selected", None)     # a live panel's ticked rows
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from .components import page_link, show_toasts
 from .registry import PAGES, page
 from .connection import EMBEDDED_CONCURRENCY, describe_mode
 from .identity import guard_context, require_identity
+from .live_panel import forget_session
 from .redis_health import render_redis_health
 from .runtime import ConsoleContext, connect_console, load_settings
 from .sign_in import attempt_sign_in
@@ -83,6 +84,7 @@ def _require_login(password: str | None) -> None:
 
 def _sign_out() -> None:
     st.session_state.pop(AUTH_KEY, None)
+    forget_session()        # this session's live panels stop answering at once
 
 
 # -- sidebar -----------------------------------------------------------------------------------

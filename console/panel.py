@@ -22,6 +22,7 @@ from typing import Any, Sequence
 
 import pandas as pd
 
+from .theme import STATUS_COLUMNS, TEXT_HEX
 from .timefmt import EMPTY, local_text, utc_text
 
 
@@ -61,7 +62,8 @@ class Panel:
         missing. ``ids`` name the rows (a selectable table reports them); a column in
         ``short_ids`` shows the first 12 characters and keeps the whole id on hover."""
         columns = [str(c) for c in frame.columns]
-        rows = [[_cell(value, zone, column in short_ids) for column, value in zip(columns, row)]
+        rows = [[_colored(_cell(value, zone, column in short_ids), column)
+                 for column, value in zip(columns, row)]
                 for row in frame.itertuples(index=False, name=None)]
         return self._add("table", columns=[_header(c) for c in columns], rows=rows,
                          widths=[(widths or {}).get(c) for c in columns], empty=empty,
@@ -98,17 +100,27 @@ def _header(column: str) -> str:
 
 def _cell(value: Any, zone: tzinfo, short: bool) -> str | dict[str, str]:
     """A table cell: text, or ``{"text", "title"}`` when it has hover text."""
+    if value is None or value is pd.NaT or (isinstance(value, float) and math.isnan(value)):
+        return EMPTY
     if isinstance(value, pd.Timestamp) or (hasattr(value, "tzinfo") and hasattr(value, "year")):
         text = local_text(value, zone)
         return {"text": text, "title": utc_text(value)} if text != EMPTY else EMPTY
-    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NaT:
-        return EMPTY
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     text = str(value)
     if short and len(text) > 12:
         return {"text": text[:12] + "…", "title": text}
     return text
+
+
+def _colored(cell: str | dict[str, str], column: str) -> str | dict[str, str]:
+    """A status cell ("● failed") with its status's colour, as the console's tables show it."""
+    colors = STATUS_COLUMNS.get(column)
+    word = (cell["text"] if isinstance(cell, dict) else cell).split(" ")[-1]
+    if not colors or word not in colors:
+        return cell
+    cell = dict(cell) if isinstance(cell, dict) else {"text": cell}
+    return {**cell, "color": TEXT_HEX.get(colors[word], "")}
 
 
 def panel_values(panel: dict[str, Any]) -> dict[str, str]:
@@ -121,14 +133,15 @@ def panel_values(panel: dict[str, Any]) -> dict[str, str]:
 
 
 def panel_text(panel: dict[str, Any]) -> str:
-    """Every piece of text in a panel dict, one per line."""
+    """Every piece of text in a panel dict, one per line (bold parts between ``**``)."""
     lines: list[str] = []
     for block in _walk(panel.get("blocks", [])):
         kind = block["kind"]
-        if kind == "heading":
-            lines.append(f"{block['title']} {block['note']}".strip())
+        if kind == "heading":       # bold as Markdown writes it, so text checks read alike
+            lines.append(f"**{block['title']}**" + (f" · {block['note']}" if block["note"] else ""))
         elif kind == "line":
-            lines.append("".join(part["text"] for part in block["parts"]))
+            lines.append("".join(f"**{part['text']}**" if part["strong"] else part["text"]
+                                 for part in block["parts"]))
         elif kind in ("caption", "warning"):
             lines.append(block["text"])
         elif kind == "metrics":

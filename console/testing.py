@@ -66,13 +66,16 @@ def button(at, label: str):
     return matches[0]
 
 
-def panels(node) -> list[dict]:
+def panels(node, key: str | None = None) -> list[dict]:
     """The live panels (console/live_panel.py) drawn under ``node`` (an AppTest page, or
-    its ``main`` or ``sidebar``), as the browser gets them: their data's ``panel``."""
+    its ``main`` or ``sidebar``), as the browser gets them: their data's ``panel``; only
+    those whose component key starts with ``key``, when given."""
     import json
     found = []
     for element in node.get("bidi_component"):
         data = json.loads(element.proto.json or "{}")
+        if key is not None and not (element.key or "").startswith(key):
+            continue
         if element.proto.component_name.endswith("live_panel") and "panel" in data:
             found.append(data["panel"])
     return found
@@ -88,20 +91,53 @@ def cards(node) -> dict[str, str]:
     return values
 
 
-def panel_table(node, column: str):
-    """The first table of a live panel under ``node`` that has ``column``, as a
-    DataFrame of its cells' text (hover text left out)."""
+def panel_table(node, column: str | None = None, key: str | None = None):
+    """The first table of a live panel under ``node`` (whose component key starts with
+    ``key``, when given) that has ``column``, as a DataFrame of its cells' text; a cut id
+    ("0a1b2c3d4e5f…") is given whole, from its hover text. The row ids are the frame's
+    ``attrs["ids"]``."""
     import pandas as pd
 
     from .panel import _walk
-    for panel in panels(node):
+    for panel in panels(node, key):
         for block in _walk(panel["blocks"]):
-            if block["kind"] == "table" and column in block["columns"]:
+            if block["kind"] == "table" and (column is None or column in block["columns"]):
                 rows = [[c["title"] if isinstance(c, dict) and "…" in c["text"] else
                          (c["text"] if isinstance(c, dict) else c) for c in row]
                         for row in block["rows"]]
-                return pd.DataFrame(rows, columns=block["columns"])
-    raise LookupError(f"no live table with a {column!r} column")
+                frame = pd.DataFrame(rows, columns=block["columns"])
+                frame.attrs["ids"] = block["ids"] or []
+                return frame
+    raise LookupError(f"no live table with a {column!r} column (key {key!r})")
+
+
+def table(at, key: str):
+    """The table ``key`` on the AppTest page, as a DataFrame: a selectable ``st.dataframe``
+    (its widget key starts with ``key``), a read-only one (inside the container keyed
+    ``key``) or a live panel's table (its component key starts with ``key``)."""
+    frames = [d for d in at.dataframe if (d.key or "").startswith(key)]
+    if not frames:
+        try:
+            frames = list(at.get_by_key(key).dataframe)
+        except KeyError:
+            frames = []
+    if frames:
+        return frames[0].value
+    return panel_table(at, key=key)
+
+
+def select_rows(at, key: str, rows: list[int]):
+    """Select rows (by position) of the selectable table ``key`` as a click in the browser
+    would, and run the page."""
+    if any((d.key or "").startswith(key) for d in at.dataframe):
+        generation = (at.session_state[f"{key}__generation"]
+                      if f"{key}__generation" in at.session_state else 0)
+        at.session_state[f"{key}_table_{generation}"] = {
+            "selection": {"rows": rows, "columns": [], "cells": []}}
+    else:       # a live panel: its on-change callback keeps the ticked ids here
+        ids = panel_table(at, key=f"{key}_table").attrs["ids"]
+        at.session_state[f"{key}__selected"] = [ids[r] for r in rows]
+    return at.run()
 
 
 def texts(at) -> str:

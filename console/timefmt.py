@@ -39,7 +39,8 @@ def zone_label(zone: tzinfo) -> str:
 
 def _moment(value: Any) -> datetime | None:
     """An ISO string, a datetime, a pandas Timestamp or epoch ms as an aware datetime."""
-    if value is None or value == "" or (isinstance(value, float) and value != value):
+    if value is None or value is pd.NaT or value == "" or (isinstance(value, float)
+                                                           and value != value):
         return None
     try:
         if isinstance(value, (int, float)):

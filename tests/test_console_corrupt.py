@@ -14,7 +14,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from console import data
-from console.testing import APP, PAGE_FILES, ROOT, markup_in, page_exceptions, plain_texts
+from console.testing import (APP, PAGE_FILES, ROOT, markup_in, page_exceptions, plain_texts,
+                             table)
 from engine import AgentTask
 
 TIMEOUT = 30
@@ -144,8 +145,7 @@ def test_a_corrupt_task_opened_in_tasks_says_corrupt_with_its_id(console_env, co
     assert not at.exception, [e.value for e in at.exception]
     shown = plain_texts(at)
     assert "bad-payload" in shown and "corrupt" in shown and "payload" in shown
-    frames = [d.value for d in at.dataframe]
-    rows = frames[0]
+    rows = table(at, "tasks_table")
     assert rows.loc[rows["Task id"] == "wrong-type", "Status"].tolist() == ["● corrupt"]
 
 

@@ -17,7 +17,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from console.batch_jobs import results_csv
-from console.testing import APP, PAGE_FILES, button, cards, facts_of, panel_table, texts
+from console.testing import (APP, PAGE_FILES, button, cards, facts_of, panel_table, select_rows,
+                             table, texts)
 from engine import AgentTask, PermanentError, Task, TaskScheduler
 from engine.agent import AgentExecutor, DemoBackend, register_handlers
 from tests.support.steps import claim, wait_until
@@ -39,14 +40,6 @@ def drain(queue, make_worker):
     return run
 
 
-def select_rows(at: AppTest, key: str, rows: list[int]) -> AppTest:
-    """Select rows of the selectable table ``key`` as a click in the browser would."""
-    generation = at.session_state[f"{key}__generation"] if f"{key}__generation" in at.session_state else 0
-    at.session_state[f"{key}_table_{generation}"] = {"selection": {"rows": rows, "columns": [],
-                                                                   "cells": []}}
-    return at.run()
-
-
 def open_app() -> AppTest:
     return AppTest.from_file(str(APP), default_timeout=TIMEOUT).run()
 
@@ -56,19 +49,6 @@ def open_page(name: str) -> AppTest:
     at.switch_page(PAGE_FILES[name]).run()
     assert not at.exception, [e.value for e in at.exception]
     return at
-
-
-def table(at: AppTest, key: str) -> pd.DataFrame:
-    """A selectable table (its widget key starts with ``key``) or a read-only one (inside
-    the container keyed ``key``)."""
-    frames = [d for d in at.dataframe if (d.key or "").startswith(key)]
-    if not frames:
-        try:
-            frames = list(at.get_by_key(key).dataframe)
-        except KeyError:
-            frames = []
-    assert frames, f"no table {key!r}: {[d.key for d in at.dataframe]}"
-    return frames[0].value
 
 
 # -- frame and overview -------------------------------------------------------------------

@@ -32,6 +32,7 @@ function cellNode(tag, value) {
   if (value && typeof value === "object") {
     node.textContent = String(value.text);
     if (value.title) node.title = String(value.title);
+    if (value.color) node.style.color = String(value.color);
   } else {
     node.textContent = value === null || value === undefined ? "—" : String(value);
   }

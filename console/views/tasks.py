@@ -7,23 +7,25 @@ to the page from elsewhere.
 """
 from __future__ import annotations
 
+from datetime import tzinfo
 from typing import Any, Sequence
 
 import streamlit as st
 
-from engine import ValidationError, clock
+from engine import TaskQueue, ValidationError, clock
 from engine.keys import PRIORITY_NAMES, STATUS_NAMES
 
 from ..actions import ACTIONS, BULK_LIMIT, matching_ids
 from ..batch_jobs import batch_progress
-from ..components import (REDIS_DOWN, TableView, clear_selection, clock_text, facts, flash,
-                          flash_message, live, page_link, plain_table, redis_guard, run_action,
-                          selectable_table, selection_header, show_flash, status_badge,
-                          table_view, turn_page)
+from ..components import (REDIS_DOWN, clear_selection, clock_text, facts, flash, flash_message,
+                          live, page_link, plain_table, redis_guard, run_action,
+                          selection_header, show_flash, status_badge, table_key, turn_page)
 from ..conversation_view import task_conversation
 from ..data import (PAGE_SIZES, SEARCH_SCAN, TIME_RANGES, QueueCounts, TaskFilters, TaskPage,
                     allowed_actions, attempts_text, count_text, describe_age, load_task_page,
                     record_status, task_timeline, tasks_frame)
+from ..live_panel import live_panel
+from ..panel import Panel
 from ..progress_view import task_progress
 from ..runtime import ConsoleContext
 from ..shared import shared_counts, shared_object
@@ -39,27 +41,14 @@ KEEP_PRIORITY = "keep current"
 TABLE_TIME = "MM-DD HH:mm:ss"       # the year is in the task's details
 DEFAULT_PAGE_SIZE = 50
 # Widths that fit the status, id, query and error in the main area of a 1024 px window
-# with the sidebar open (about 560 px, the selection boxes included); a wider window
-# shares what is left among the columns. The session and the worker are left to the
-# task's details; the Task id column shows the first 12 characters (the cell keeps the
-# full id: copy it, or select the row).
-COLUMNS = {
-    "Status": st.column_config.TextColumn(width=100),
-    "Task id": st.column_config.TextColumn(
-        width=112, help="The first 12 characters of the id. Select the row to open the task "
-                        "with its full id below; copying the cell copies the full id."),
-    "Query": st.column_config.TextColumn(width=150),
-    "Type": st.column_config.TextColumn(width=96),
-    "Priority": st.column_config.TextColumn(width=64),
-    "Attempts": st.column_config.TextColumn(width=68, help="Attempts made / allowed"),
-    "Created (UTC)": st.column_config.DatetimeColumn(format=TABLE_TIME, width=112),
-    "Updated (UTC)": st.column_config.DatetimeColumn(format=TABLE_TIME, width=112),
-    "Error": st.column_config.TextColumn(width=150),
-}
+# with the sidebar open (about 560 px, the selection boxes included); the other columns
+# scroll. The session and the worker are left to the task's details; the Task id column
+# shows the first 12 characters (the whole id on hover; select the row to open it).
+COLUMN_WIDTHS = {"Status": 100, "Task id": 112, "Query": 150, "Error": 150, "Updated (UTC)": 150,
+                 "Type": 96, "Priority": 64, "Attempts": 68, "Created (UTC)": 150}
 # The query and the error before the times: in a 1024 px window the columns after the
 # error scroll (tests/test_browser_e2e.py checks which ones show).
-COLUMN_ORDER = ["Status", "Task id", "Query", "Error", "Updated (UTC)", "Type", "Priority",
-                "Attempts", "Created (UTC)"]
+COLUMN_ORDER = list(COLUMN_WIDTHS)
 
 CHOICES = {"status": (ANY, *STATUS_NAMES), "priority": (ANY, *PRIORITY_NAMES),
            "range": tuple(TIME_RANGES), "size": PAGE_SIZES}
@@ -74,11 +63,15 @@ def render(ctx: ConsoleContext) -> None:
     filters, page_size = _filter_bar()
     if filters.batch:
         _batch_filter_note(filters.batch)
-    # What does not change by itself stays out of the live part: every widget in it is
-    # sent again on each tick of each open page.
     _open_by_id()
     _bulk_matching(ctx, filters)
-    live(_live_body, ctx, filters, page_size, seconds=ctx.refresh_seconds)
+    _table_part(ctx, filters, page_size)
+    if st.session_state.get(OPEN):
+        # Only an open task's detail reruns every tick; the table above is a live panel
+        # the browser polls.
+        st.divider()
+        live(_detail_part, ctx, seconds=ctx.refresh_seconds)
+    URL.publish()
 
 
 # -- the URL -----------------------------------------------------------------------------------
@@ -140,85 +133,103 @@ def _batch_filter_note(batch_id: str) -> None:
                   query_params={"batch": batch_id})
 
 
-# -- the live part -------------------------------------------------------------------------------
-def _live_body(ctx: ConsoleContext, filters: TaskFilters, page_size: int) -> None:
+# -- the table: a live panel ---------------------------------------------------------------------
+SELECTED = f"{KEY}__selected"       # ids ticked in the table (console/live_panel.py)
+ACTED = f"{KEY}__acted"             # an action from the detail: redraw the whole page
+
+
+def _table_part(ctx: ConsoleContext, filters: TaskFilters, page_size: int) -> None:
     show_flash(KEY)
-    summary = st.empty()
+    page_no = st.session_state.get(PAGE, 0)
+    zone = operator_zone()
     with redis_guard("the tasks"):
-        page_no = st.session_state.get(PAGE, 0)
-        zone = zone_label(operator_zone())
-        # The page is read, and its table built, once per tick for every session that
-        # shows the same page in the same time zone.
-        page, rows, paused = selectable_table(
-            KEY, lambda: shared_object(ctx.queue, "task_table",
-                                       lambda: _task_table(ctx, filters, page_no, page_size),
-                                       filters, page_no, page_size, zone))
-        counts = shared_counts(ctx.queue)
-        summary.markdown(_summary(page, filters, counts))
+        # Read once a tick for every session showing the same page in the same zone.
+        page = shared_object(ctx.queue, "task_page", lambda: load_task_page(
+            ctx.queue, filters, page_no, page_size), filters, page_no, page_size)
+        selected = list(st.session_state.get(SELECTED, []))
+        live_panel(ctx.queue, table_key(KEY), "the tasks",
+                   lambda: _table_panel(ctx.queue, filters, page_no, page_size, zone),
+                   filters, page_no, page_size, zone_label(zone), seconds=ctx.refresh_seconds,
+                   on_select=lambda: _picked(table_key(KEY)), selected=selected)
         _pager(page)
-        selected = [page.ids[i] for i in rows]
         if len(selected) == 1:
             st.session_state[OPEN] = selected[0]
         if page.exact_id and st.session_state.get(OPEN) != page.exact_id:
             st.session_state[OPEN] = page.exact_id
         if selected:
-            _selection_bar(ctx, selected, paused)
+            _selection_bar(ctx, selected)
+
+
+def _picked(component_key: str) -> None:
+    """The table's ticked rows changed in the browser: keep them as the page's selection."""
+    state = st.session_state.get(component_key) or {}
+    st.session_state[SELECTED] = [str(i) for i in (state.get("selected") or [])][:BULK_LIMIT]
+
+
+def _table_panel(queue: TaskQueue, filters: TaskFilters, page_no: int, page_size: int,
+                 zone: tzinfo) -> Panel:
+    """What the table shows this tick: how many match, the rows, where the page is."""
+    page = shared_object(queue, "task_page", lambda: load_task_page(
+        queue, filters, page_no, page_size), filters, page_no, page_size)
+    panel = Panel().line(*_summary(page, filters, shared_counts(queue)))
+    frame = tasks_frame(page.records)
+    panel.table(frame[COLUMN_ORDER], zone, ids=page.ids, selectable=True, widths=COLUMN_WIDTHS,
+                short_ids=("Task id",), empty="No tasks match these filters.")
+    return panel.caption(f"Page {page.page + 1:,} of {page.pages:,}")
+
+
+def _detail_part(ctx: ConsoleContext) -> None:
+    if st.session_state.pop(ACTED, False):
+        st.rerun(scope="app")       # the table, the selection and the URL follow the action
     task_id = st.session_state.get(OPEN)
     if task_id:
-        st.divider()
         with redis_guard("the task"):
             _detail(ctx, task_id)
-    URL.publish()
 
 
-def _task_table(ctx: ConsoleContext, filters: TaskFilters, page_no: int,
-                page_size: int) -> TableView:
-    page = load_task_page(ctx.queue, filters, page_no, page_size)
-    return table_view(page, tasks_frame(page.records), COLUMNS, COLUMN_ORDER,
-                      short_ids=("Task id",))
-
-
-def _summary(page: TaskPage, filters: TaskFilters, counts: QueueCounts) -> str:
+def _summary(page: TaskPage, filters: TaskFilters, counts: QueueCounts) -> list:
+    """The line above the table: what it shows, as panel parts (``(text, True)`` bold)."""
     if page.exact_id:
-        return f"Task id **{md(page.exact_id)}** found."
+        return ["Task id ", (page.exact_id, True), " found."]
     if not page.records:
-        return "**No tasks match these filters.**"
+        return [("No tasks match these filters.", True)]
     last = page.first_row + len(page.records) - 1
-    shown = f"Showing **{page.first_row:,}–{last:,}** of "
+    parts: list = ["Showing ", (f"{page.first_row:,}–{last:,}", True), " of "]
     if filters.batch:
-        return shown + f"**{page.total:,}** queries of the batch" + (
-            "" if page.exact else f" (among its first {SEARCH_SCAN:,})")
+        return parts + [(f"{page.total:,}", True), " queries of the batch" + (
+            "" if page.exact else f" (among its first {SEARCH_SCAN:,})")]
     if page.exact and not filters.scans and not TIME_RANGES.get(filters.time_range):
         # Whole indexes: say how many of them are batches (a batch waits in "running"
         # while its queries run, and ends like a task).
         tasks, batches = counts.index_split(filters.status, page.total)
         exact = counts.batches_exact(filters.status)
-        text = (shown + f"**{page.total:,}** entries: **{count_text(tasks, exact)}** tasks and "
-                f"**{count_text(batches, exact)}** batches")
+        parts += [(f"{page.total:,}", True), " entries: ", (count_text(tasks, exact), True),
+                  " tasks and ", (count_text(batches, exact), True), " batches"]
     elif page.exact:
-        text = shown + f"**{page.total:,}** entries (tasks and batches)"
+        parts += [(f"{page.total:,}", True), " entries (tasks and batches)"]
     else:
-        text = (shown + f"**{page.total:,}** matches among the newest {SEARCH_SCAN:,} entries "
-                "(narrow the status or time range to look further)")
+        parts += [(f"{page.total:,}", True), f" matches among the newest {SEARCH_SCAN:,} "
+                  "entries (narrow the status or time range to look further)"]
     if page.max_rows is not None and page.total > page.max_rows:
-        text += f" · paging reaches {page.max_rows:,} rows: pick a status to go deeper"
-    return text
+        parts.append(f" · paging reaches {page.max_rows:,} rows: pick a status to go deeper")
+    return parts
 
 
 def _pager(page: TaskPage) -> None:
-    previous, where, following = st.columns([1, 2, 1], vertical_alignment="center")
+    # "Page 3 of 1,200" is in the live panel, where the page count stays current.
+    previous, _, following = st.columns([1, 2, 1], vertical_alignment="center")
     previous.button("Previous page", key=f"{KEY}_prev", disabled=page.page <= 0,
                     on_click=turn_page, args=(KEY, -1), width="stretch")
-    where.markdown(f"<div style='text-align:center'>Page {page.page + 1:,} of {page.pages:,}</div>",
-                   unsafe_allow_html=True)
     following.button("Next page", key=f"{KEY}_next", disabled=page.page + 1 >= page.pages,
                      on_click=turn_page, args=(KEY, 1), width="stretch")
 
 
 # -- actions -------------------------------------------------------------------------------------
-def _selection_bar(ctx: ConsoleContext, selected: list[str], paused: bool) -> None:
+def _selection_bar(ctx: ConsoleContext, selected: list[str]) -> None:
     with st.container(border=True, key=f"{KEY}_selection"):
-        selection_header(len(selected), paused, KEY)
+        # Rows are selected by task id: the table keeps updating, and a selected task
+        # stays selected when new tasks push it down or off the page.
+        selection_header(len(selected), False, KEY)
         columns = st.columns(5)
         for column, action in zip(columns, ACTIONS):
             column.button(f"{action.capitalize()} selected", key=f"{KEY}_sel_{action}",
@@ -297,6 +308,7 @@ def _open_typed() -> None:
 def _close() -> None:
     st.session_state.pop(OPEN, None)
     clear_selection(KEY)
+    st.session_state[ACTED] = True
 
 
 def _detail(ctx: ConsoleContext, task_id: str) -> None:
@@ -426,6 +438,7 @@ def _detail_actions(ctx: ConsoleContext, record: dict[str, Any], allowed: set[st
 
 
 def _act_on_open_task(ctx: ConsoleContext, action: str, task_id: str) -> None:
+    st.session_state[ACTED] = True
     # Read the priority now: arguments bound when the button was drawn would be stale.
     chosen = st.session_state.get(f"{KEY}_detail_priority", KEEP_PRIORITY)
     priority = None if chosen == KEEP_PRIORITY or action not in ("retry", "requeue") else chosen
