@@ -158,7 +158,7 @@ def live_routes(subscriptions: Subscriptions | None = None) -> list[Any]:
     from starlette.routing import Route
     global _serving
     _serving = True
-    table = subscriptions or SUBSCRIPTIONS
+    table = subscriptions if subscriptions is not None else SUBSCRIPTIONS
 
     async def panel(request: Any) -> Any:
         return await _panel_response(table, request)

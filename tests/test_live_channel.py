@@ -99,14 +99,8 @@ def table(alive: Alive) -> Subscriptions:
 
 @pytest.fixture
 def client(table: Subscriptions) -> Iterator[TestClient]:
-    """The channel's routes alone, served from ``table``. An empty table is falsy (it has
-    ``__len__``) and ``live_routes`` would serve the process's table instead (see
-    ``test_live_routes_serves_an_empty_table_it_is_given``): it gets one subscription of
-    a closed session while the routes are made, dropped at once."""
-    table.subscribe("seed", subscription("seed-session", CountedBuild()))
-    routes = live_routes(table)
-    table.forget_session("seed-session")
-    with TestClient(Starlette(routes=routes)) as test_client:
+    """The channel's routes alone, served from ``table``."""
+    with TestClient(Starlette(routes=live_routes(table))) as test_client:
         yield test_client
 
 
@@ -367,8 +361,6 @@ def test_plotly_is_served_as_cached_javascript(client) -> None:
     assert len(answer.content) > 1_000_000          # the whole library, not a stub
 
 
-@pytest.mark.xfail(strict=True, reason="console/live_channel.py live_routes: "
-                   "`subscriptions or SUBSCRIPTIONS` drops an empty table (falsy by __len__)")
 def test_live_routes_serves_an_empty_table_it_is_given(queue) -> None:
     table = Subscriptions(Alive("s1"))
     with TestClient(Starlette(routes=live_routes(table))) as test_client:

@@ -257,9 +257,6 @@ def test_live_numbers_change_by_polling_not_by_rerunning(console, new_page, queu
     no_tracebacks_logged(console)
 
 
-@pytest.mark.xfail(strict=True, reason="console/static/live_panel.js drawTable: "
-                   "table.append(el('thead')).append(head) - Element.append returns undefined, "
-                   "so a table with rows throws and the whole panel is not drawn")
 def test_markup_in_a_failure_is_drawn_as_text(console, new_page, queue, make_worker) -> None:
     """HTML and Markdown in an error are shown as typed, in the page's first drawing and
     in a polled one; no element is made from them and no script of theirs runs."""

@@ -33,6 +33,7 @@ function cellNode(tag, value) {
     node.textContent = String(value.text);
     if (value.title) node.title = String(value.title);
     if (value.color) node.style.color = String(value.color);
+    if (value.short) node.className = "lp-short";
   } else {
     node.textContent = value === null || value === undefined ? "—" : String(value);
   }
@@ -54,8 +55,9 @@ function drawMetrics(block) {
 }
 
 function drawTable(block, view) {
-  if (!block.rows.length) return el("div", "lp-caption", block.empty);
+  if (!block.rows.length) return el("div", "lp-caption", block.empty);   // "" says nothing
   const wrap = el("div", "lp-table-wrap");
+  if (block.name) wrap.dataset.table = block.name;
   const table = el("table", "lp-table");
   const head = el("tr");
   if (block.selectable) head.append(el("th", "lp-pick"));
@@ -64,7 +66,7 @@ function drawTable(block, view) {
     if (block.widths[i]) th.style.minWidth = `${block.widths[i]}px`;
     head.append(th);
   });
-  table.append(el("thead")).append(head);
+  table.appendChild(el("thead")).append(head);
   const body = table.appendChild(el("tbody"));
   block.rows.forEach((row, r) => {
     const tr = el("tr");
