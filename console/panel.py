@@ -25,6 +25,9 @@ import pandas as pd
 from .theme import STATUS_COLUMNS, TEXT_HEX
 from .timefmt import EMPTY, local_text, utc_text
 
+TIME_FORMAT = "%Y-%m-%d %H:%M:%S %Z"
+TABLE_TIME = "%m-%d %H:%M:%S"       # a table's narrow times: the year and zone on hover
+
 
 class Panel:
     """Blocks drawn top to bottom. Each method appends one block and returns the panel."""
@@ -57,17 +60,23 @@ class Panel:
 
     def table(self, frame: pd.DataFrame, zone: tzinfo, *, empty: str = "Nothing to show.",
               widths: dict[str, int] | None = None, ids: Sequence[str] | None = None,
-              selectable: bool = False, short_ids: Sequence[str] = ()) -> "Panel":
+              selectable: bool = False, short_ids: Sequence[str] = (),
+              name: str = "", time_format: str = TIME_FORMAT) -> "Panel":
         """``frame`` as a table of text: times in ``zone`` (UTC on hover), "—" for what is
         missing. ``ids`` name the rows (a selectable table reports them); a column in
-        ``short_ids`` shows the first 12 characters and keeps the whole id on hover."""
+        ``short_ids`` is drawn narrow, its ids cut (the whole id on hover and when
+        copied). ``empty`` is said when there is no row ("" says nothing). ``name`` marks
+        the table in the page (``data-table``), for browser tests to find it. Times are
+        written with ``time_format`` (``TABLE_TIME`` drops the year and the zone, which
+        the hover text keeps)."""
         columns = [str(c) for c in frame.columns]
-        rows = [[_colored(_cell(value, zone, column in short_ids), column)
+        rows = [[_colored(_cell(value, zone, column in short_ids, time_format), column)
                  for column, value in zip(columns, row)]
                 for row in frame.itertuples(index=False, name=None)]
         return self._add("table", columns=[_header(c) for c in columns], rows=rows,
                          widths=[(widths or {}).get(c) for c in columns], empty=empty,
-                         ids=list(ids) if ids is not None else None, selectable=selectable)
+                         ids=list(ids) if ids is not None else None, selectable=selectable,
+                         name=name)
 
     def figure(self, figure: Any) -> "Panel":
         """A Plotly figure, drawn in the browser with Plotly (its JSON, as plotly makes it)."""
@@ -98,18 +107,21 @@ def _header(column: str) -> str:
     return column.removesuffix(" (UTC)")
 
 
-def _cell(value: Any, zone: tzinfo, short: bool) -> str | dict[str, str]:
-    """A table cell: text, or ``{"text", "title"}`` when it has hover text."""
+def _cell(value: Any, zone: tzinfo, short: bool, time_format: str) -> str | dict[str, Any]:
+    """A table cell: text, or ``{"text", "title"...}`` when it has hover text."""
     if value is None or value is pd.NaT or (isinstance(value, float) and math.isnan(value)):
         return EMPTY
     if isinstance(value, pd.Timestamp) or (hasattr(value, "tzinfo") and hasattr(value, "year")):
-        text = local_text(value, zone)
-        return {"text": text, "title": utc_text(value)} if text != EMPTY else EMPTY
+        text = local_text(value, zone, time_format=time_format)
+        return {"text": text, "title": f"{local_text(value, zone)} · {utc_text(value)}"} \
+            if text != EMPTY else EMPTY
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     text = str(value)
     if short and len(text) > 12:
-        return {"text": text[:12] + "…", "title": text}
+        # The whole id, drawn cut to its first characters: copying the cell or finding
+        # it on the page still gets all of it.
+        return {"text": text, "title": text, "short": True}
     return text
 
 

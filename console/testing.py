@@ -93,8 +93,7 @@ def cards(node) -> dict[str, str]:
 
 def panel_table(node, column: str | None = None, key: str | None = None):
     """The first table of a live panel under ``node`` (whose component key starts with
-    ``key``, when given) that has ``column``, as a DataFrame of its cells' text; a cut id
-    ("0a1b2c3d4e5f…") is given whole, from its hover text. The row ids are the frame's
+    ``key``, when given) that has ``column``, as a DataFrame of its cells' text. The row ids are the frame's
     ``attrs["ids"]``."""
     import pandas as pd
 
@@ -102,8 +101,7 @@ def panel_table(node, column: str | None = None, key: str | None = None):
     for panel in panels(node, key):
         for block in _walk(panel["blocks"]):
             if block["kind"] == "table" and (column is None or column in block["columns"]):
-                rows = [[c["title"] if isinstance(c, dict) and "…" in c["text"] else
-                         (c["text"] if isinstance(c, dict) else c) for c in row]
+                rows = [[c["text"] if isinstance(c, dict) else c for c in row]
                         for row in block["rows"]]
                 frame = pd.DataFrame(rows, columns=block["columns"])
                 frame.attrs["ids"] = block["ids"] or []

@@ -58,14 +58,15 @@ def _moment(value: Any) -> datetime | None:
     return None
 
 
-def local_text(value: Any, zone: tzinfo | None = None, empty: str = EMPTY) -> str:
+def local_text(value: Any, zone: tzinfo | None = None, empty: str = EMPTY,
+               time_format: str = "%Y-%m-%d %H:%M:%S %Z") -> str:
     """``"2026-11-30 14:03:05 CET"`` in ``zone`` (default: the operator's); ``empty`` when
-    there is no time."""
+    there is no time; ``time_format`` for another layout (strftime)."""
     moment = _moment(value)
     if moment is None:
         return empty
     zone = zone or operator_zone()
-    return moment.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S %Z")
+    return moment.astimezone(zone).strftime(time_format)
 
 
 def time_of_day(value: Any, zone: tzinfo | None = None) -> str:

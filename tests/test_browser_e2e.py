@@ -147,11 +147,13 @@ def title_heading(page, title: str):
 
 
 def metric(scope, label: str):
-    """The value of the ``st.metric`` labelled ``label`` inside ``scope``."""
+    """The value of the card labelled ``label`` inside ``scope``: an ``st.metric``, or a
+    live panel's card (console/static/live_panel.js)."""
     page = getattr(scope, "page", scope)     # ``has=`` takes a locator relative to the match
-    labelled = scope.locator('[data-testid="stMetric"]').filter(
-        has=page.locator('[data-testid="stMetricLabel"]').filter(has_text=exactly(label)))
-    return labelled.locator('[data-testid="stMetricValue"]')
+    labelled = scope.locator('[data-testid="stMetric"], [data-testid="lp-metric"]').filter(
+        has=page.locator('[data-testid="stMetricLabel"], .lp-metric-label').filter(
+            has_text=exactly(label)))
+    return labelled.locator('[data-testid="stMetricValue"], .lp-metric-value')
 
 
 def sidebar_summary(page):
@@ -160,10 +162,12 @@ def sidebar_summary(page):
 
 
 def table_row(scope, task_id: str):
-    """The ``st.dataframe`` row holding ``task_id``. The grid is drawn on a canvas; Streamlit
-    keeps an accessible copy of the visible rows in the DOM, read here (it is not "visible"
-    to Playwright, so rows are checked for their text, never for visibility)."""
-    return scope.locator('[data-testid="stDataFrame"] tr[role="row"]').filter(has_text=task_id)
+    """The table row holding ``task_id``: in a live panel's table, or in an
+    ``st.dataframe``. That grid is drawn on a canvas; Streamlit keeps an accessible copy
+    of the visible rows in the DOM, read here (it is not "visible" to Playwright, so rows
+    are checked for their text, never for visibility)."""
+    return scope.locator('[data-testid="stDataFrame"] tr[role="row"], .lp-table tbody tr').filter(
+        has_text=task_id)
 
 
 def no_errors_shown(page) -> None:
@@ -193,7 +197,7 @@ def go_to(page, title: str, path: str) -> None:
 
 def wait_for_charts(page) -> None:
     """Plotly charts drawn (their SVG exists), so screenshots do not show empty boxes."""
-    charts = page.locator('[data-testid="stPlotlyChart"]')
+    charts = page.locator('[data-testid="stPlotlyChart"], .lp-figure')
     for index in range(charts.count()):
         expect(charts.nth(index).locator(".main-svg").first).to_be_visible(timeout=LIVE)
 

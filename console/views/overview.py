@@ -11,7 +11,7 @@ from ..charts import latency_figure, throughput_figure, totals
 from ..components import page_link
 from ..data import OverviewSnapshot, count_text, failures_frame, format_rate, load_overview
 from ..live_panel import live_panel
-from ..panel import Panel
+from ..panel import TABLE_TIME, Panel
 from ..runtime import ConsoleContext
 from ..shared import shared_counts, shared_object, shared_read
 from ..spend import spend_frame, spend_summary
@@ -104,10 +104,11 @@ def _spend(panel: Panel, queue: TaskQueue, zone: tzinfo) -> None:
         return
     panel.metrics(spend_summary(totals), per_row=3)     # three a row, as the cards above
     # One table under the other: side by side they would not fit a 1024 px window.
-    panel.caption("Per model").table(spend_frame(totals["models"], "Model"), zone)
+    panel.caption("Per model").table(spend_frame(totals["models"], "Model"), zone,
+                                     name=f"{KEY}_spend_models")
     panel.caption("Per batch, most recent first")
     panel.table(spend_frame(totals["batches"], "Batch"), zone,
-                empty="No batch has spent anything yet.")
+                empty="No batch has spent anything yet.", name=f"{KEY}_spend_batches")
 
 
 def _failures(panel: Panel, snapshot: OverviewSnapshot, zone: tzinfo) -> None:
@@ -116,4 +117,5 @@ def _failures(panel: Panel, snapshot: OverviewSnapshot, zone: tzinfo) -> None:
     # When, which task and why first: they fit the main area of a 1024 px window.
     panel.table(frame[["Failed at (UTC)", "Task id", "Error", "Type", "Attempts"]], zone,
                 empty="No failed tasks are stored.", short_ids=("Task id",),
-                widths={"Failed at (UTC)": 150, "Error": 240})
+                name=f"{KEY}_failures_table", time_format=TABLE_TIME,
+                widths={"Failed at (UTC)": 104, "Error": 240})

@@ -25,7 +25,7 @@ from ..data import (PAGE_SIZES, SEARCH_SCAN, TIME_RANGES, QueueCounts, TaskFilte
                     allowed_actions, attempts_text, count_text, describe_age, load_task_page,
                     record_status, task_timeline, tasks_frame)
 from ..live_panel import live_panel
-from ..panel import Panel
+from ..panel import TABLE_TIME, Panel
 from ..progress_view import task_progress
 from ..runtime import ConsoleContext
 from ..shared import shared_counts, shared_object
@@ -38,14 +38,13 @@ KEY = "tasks"
 ANY = "All"
 KNOWN_TYPES = ("agent_query", "batch_query", "custom")
 KEEP_PRIORITY = "keep current"
-TABLE_TIME = "MM-DD HH:mm:ss"       # the year is in the task's details
 DEFAULT_PAGE_SIZE = 50
 # Widths that fit the status, id, query and error in the main area of a 1024 px window
 # with the sidebar open (about 560 px, the selection boxes included); the other columns
 # scroll. The session and the worker are left to the task's details; the Task id column
 # shows the first 12 characters (the whole id on hover; select the row to open it).
-COLUMN_WIDTHS = {"Status": 100, "Task id": 112, "Query": 150, "Error": 150, "Updated (UTC)": 150,
-                 "Type": 96, "Priority": 64, "Attempts": 68, "Created (UTC)": 150}
+COLUMN_WIDTHS = {"Status": 84, "Task id": 0, "Query": 120, "Error": 120, "Updated (UTC)": 104,
+                 "Type": 90, "Priority": 60, "Attempts": 64, "Created (UTC)": 104}
 # The query and the error before the times: in a 1024 px window the columns after the
 # error scroll (tests/test_browser_e2e.py checks which ones show).
 COLUMN_ORDER = list(COLUMN_WIDTHS)
@@ -174,7 +173,8 @@ def _table_panel(queue: TaskQueue, filters: TaskFilters, page_no: int, page_size
     panel = Panel().line(*_summary(page, filters, shared_counts(queue)))
     frame = tasks_frame(page.records)
     panel.table(frame[COLUMN_ORDER], zone, ids=page.ids, selectable=True, widths=COLUMN_WIDTHS,
-                short_ids=("Task id",), empty="No tasks match these filters.")
+                short_ids=("Task id",), empty="", name="tasks_table",   # the line above says it
+                time_format=TABLE_TIME)
     return panel.caption(f"Page {page.page + 1:,} of {page.pages:,}")
 
 

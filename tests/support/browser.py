@@ -312,6 +312,7 @@ LABEL_SELECTORS = (
     '[data-baseweb="select"] div[title]', '[data-baseweb="tab"]',
     '[data-testid="stBaseButton-secondary"]', '[data-testid="stBaseButton-primary"]',
     '[data-testid="stPageLink-NavLink"]', '[data-testid="stCaptionContainer"]',
+    '.lp-metric-label', '.lp-metric-value',       # a live panel's cards
 )
 _OVERFLOW_JS = """(selectors) => {
     const out = [];
@@ -353,6 +354,20 @@ _TABLES_JS = """() => Array.from(document.querySelectorAll('[data-testid="stData
 })"""
 
 
+# A live panel's table (console/static/live_panel.js) is HTML in a scrolling box: a column
+# shows in full when its header's right edge is inside the box.
+_PANEL_TABLES_JS = """() => Array.from(document.querySelectorAll('.lp-table-wrap'), (wrap) => {
+    const keyed = wrap.closest('[class*="st-key-"]');
+    const key = keyed ? Array.from(keyed.classList).find((c) => c.startsWith('st-key-')) : '';
+    const right = wrap.getBoundingClientRect().right;
+    const headers = Array.from(wrap.querySelectorAll('thead th'));
+    return {key: wrap.dataset.table || key.replace(/^st-key-/, ''),
+            columns: headers.filter((h) => h.innerText.trim() && h.getBoundingClientRect().right <= right + 1)
+                            .map((h) => h.innerText.trim()),
+            scrolls: wrap.scrollWidth > wrap.clientWidth + 1};
+})"""
+
+
 def table_columns(page: Any) -> list[dict]:
     """Each table on the page: ``{"key", "shown", "scrolls"}``: its container's key (a
     selectable table's generation suffix dropped), the columns shown in full (left to
@@ -367,7 +382,8 @@ def table_columns(page: Any) -> list[dict]:
         if grid.is_visible():
             grid.scroll_into_view_if_needed()
             expect(grid.locator('th[role="columnheader"]').first).to_be_attached(timeout=15_000)
-    out = []
+    out = [{"key": re.sub(r"_\d+$", "", t["key"]), "shown": t["columns"], "scrolls": t["scrolls"]}
+           for t in page.evaluate(_PANEL_TABLES_JS)]
     for table in page.evaluate(_TABLES_JS):
         columns = table["columns"]
         out.append({"key": re.sub(r"_\d+$", "", table["key"]),
