@@ -145,11 +145,8 @@ def clear_selection(key: str) -> None:
 
 @dataclass(frozen=True)
 class TableView:
-    """A table ready to draw: the ``data`` it shows (a page of tasks...), its rows as an
-    Arrow table with times in the operator's zone, and its column settings. Built once
-    per tick and time zone (:func:`table_view` inside ``console.shared.shared_object``),
-    it is drawn by every session as it is: converting a frame to Arrow, per session and
-    tick, was most of what a live table cost the server."""
+    """A table ready to draw: the ``data`` it shows (a page of records...), its rows as
+    an Arrow table with times in the operator's zone, and its column settings."""
 
     data: Any
     table: Any                  # a pyarrow Table (a pandas frame when Arrow could not type it)
@@ -176,8 +173,7 @@ def table_view(data: Any, frame: pd.DataFrame, column_config: dict | None = None
     return TableView(data, table, column_config, column_order)
 
 
-def selectable_table(key: str, fetch: Callable[[], Any],
-                     to_frame: Callable[[Any], Any] | None = None, *,
+def selectable_table(key: str, fetch: Callable[[], Any], to_frame: Callable[[Any], Any], *,
                      column_config: dict | None = None, column_order: Sequence[str] | None = None,
                      short_ids: Sequence[str] = (),
                      height: int | str = "auto") -> tuple[Any, list[int], bool]:
@@ -186,8 +182,7 @@ def selectable_table(key: str, fetch: Callable[[], Any],
     While rows are selected the table keeps the rows it showed (no Redis read), so a
     refresh can never move the selection onto other tasks; clearing the selection
     resumes live updates. Statuses are coloured and ``short_ids`` columns narrow
-    (see :func:`table_config`). Without ``to_frame``, ``fetch`` returns a
-    :class:`TableView` (shared between sessions), drawn as it is.
+    (see :func:`table_config`).
     """
     rows = selected_rows(key)
     snapshot_key = f"{key}__snapshot"
@@ -196,8 +191,7 @@ def selectable_table(key: str, fetch: Callable[[], Any],
     st.session_state[snapshot_key] = data
     if not paused:
         st.session_state[f"{key}__paused_since"] = clock_text()   # the rows shown are this fresh
-    view = data if to_frame is None else table_view(data, to_frame(data), column_config,
-                                                    column_order, short_ids)
+    view = table_view(data, to_frame(data), column_config, column_order, short_ids)
     st.dataframe(view.table, key=table_key(key), on_select="rerun",
                  selection_mode="multi-row", hide_index=True, column_config=view.column_config,
                  column_order=view.column_order, width="stretch", height=height)

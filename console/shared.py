@@ -8,12 +8,11 @@ whose ticks fall in the same interval share it. An action taken from this consol
 a new generation for its queue: the next read of every session is fresh, so the operator
 who acted sees the engine's answer at once.
 
-Reading once is not enough: each session's live fragment also *draws* every tick, and
-building what is drawn (pandas frames to Arrow tables, Plotly figures to JSON, ids hashed
-from them) cost more than the reads. :func:`shared_drawing` builds a drawing once per
-tick; the other sessions get the elements it produced, replayed by Streamlit's own cache
-(a cached function that draws is recorded, and a cache hit enqueues the recorded
-elements again without running it), so a session's tick is left with sending them.
+Reading once is not enough: building what is drawn (pandas frames, Plotly figures, the
+JSON of a live panel) cost more than the reads. :func:`shared_object` keeps a built
+value for one refresh interval and hands every session the same object; the live
+panels (console/live_panel.py) are built through it, once a tick for every page that
+shows them, and one build at a time per entry.
 
 ``ENABLED = False`` turns sharing off in this process: tests that change Redis between two
 runs of a page, and expect the second run to show it, set it.
@@ -138,40 +137,3 @@ def shared_counts(queue: TaskQueue) -> QueueCounts:
     page and session: the sidebar's summary, the Overview and the tables' headers all
     show them."""
     return shared_object(queue, "counts", lambda: load_counts(queue))
-
-
-# -- drawings every session makes: built once per tick, replayed to the others ------------------
-_drawings: dict[float, Any] = {}
-
-
-def _drawing_cache_for(seconds: float) -> Any:
-    """The cache that records drawings for ``seconds`` (a resource cache: its entry, the
-    recorded element messages, is replayed as it is, never pickled and copied)."""
-    with _lock:
-        cache = _drawings.get(seconds)
-        if cache is None:
-            def draw_once(scope: str, what: str, key: str, generation: int,
-                          _draw: Callable[[], None]) -> None:
-                _draw()
-            draw_once.__qualname__ = f"shared_drawing_every_{seconds:g}s"
-            cache = _drawings[seconds] = st.cache_resource(
-                ttl=seconds, max_entries=MAX_ENTRIES, show_spinner=False)(draw_once)
-        return cache
-
-
-def shared_drawing(queue: TaskQueue, what: str, draw: Callable[[], None], *key: Any,
-                   seconds: float | None = None) -> None:
-    """Run ``draw()``, which draws elements where it is called, or replay what it drew
-    less than one refresh interval ago for the same ``queue``, ``what`` and ``key``.
-
-    ``key`` must name everything that makes one session's drawing differ from
-    another's (a time zone, a title...). ``draw`` may draw elements and containers
-    (metrics, markdown, tables, charts, page links) but no widget: a widget's state
-    belongs to its session. Nothing it returns is kept. When ``draw`` raises, nothing
-    is recorded and the next session draws again."""
-    seconds = queue.settings.console_refresh_seconds if seconds is None else seconds
-    if not ENABLED or not seconds or seconds <= 0:
-        draw()
-        return
-    scope = _scope(queue)
-    _drawing_cache_for(seconds)(scope, what, repr(key), _generations.get(scope, 0), _draw=draw)
