@@ -42,7 +42,7 @@ def redis_guard(what: str = "the queue") -> Iterator[None]:
         yield
     except REDIS_DOWN as exc:
         st.warning(f"Could not read {what}: Redis did not answer ({type(exc).__name__}: "
-                   f"{md(_short(exc))}). Retrying on the next refresh.", icon=":material/warning:")
+                   f"{md(short_error(exc))}). Retrying on the next refresh.", icon=":material/warning:")
 
 
 def updated_caption(prefix: str = "Updated") -> None:
@@ -313,7 +313,8 @@ def status_badge(status: str | None) -> None:
     st.badge(status or "unknown", color=STATUS_COLOR.get(status or "", "gray"))
 
 
-def _short(exc: BaseException) -> str:
+def short_error(exc: BaseException) -> str:
+    """An exception's message, cut to 200 characters (a warning line, not a log)."""
     text = str(exc)
     return text if len(text) <= 200 else text[:199] + "…"
 

@@ -19,7 +19,7 @@ from streamlit.runtime.scriptrunner_utils.script_run_context import get_script_r
 from engine import TaskQueue
 
 from . import live_channel
-from .components import REDIS_DOWN, _short
+from .components import REDIS_DOWN, short_error
 from .panel import Panel
 from .shared import shared_object
 
@@ -60,7 +60,7 @@ def live_panel(queue: TaskQueue, key: str, what: str, build: Callable[[], Panel]
                                             *share, seconds=seconds).body)
         except REDIS_DOWN as exc:
             return Panel().warning(f"Could not read {what}: Redis did not answer "
-                                   f"({type(exc).__name__}: {_short(exc)}). Retrying on the "
+                                   f"({type(exc).__name__}: {short_error(exc)}). Retrying on the "
                                    "next refresh.").to_dict()
 
     def mount(source: dict[str, Any] | None) -> Any:

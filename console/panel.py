@@ -138,7 +138,7 @@ def _colored(cell: str | dict[str, str], column: str) -> str | dict[str, str]:
 def panel_values(panel: dict[str, Any]) -> dict[str, str]:
     """Every card's ``label -> value`` in a panel dict (for tests and the counts check)."""
     values: dict[str, str] = {}
-    for block in _walk(panel.get("blocks", [])):
+    for block in walk_blocks(panel.get("blocks", [])):
         if block["kind"] == "metrics":
             values.update({cell["label"]: cell["value"] for cell in block["cells"]})
     return values
@@ -147,7 +147,7 @@ def panel_values(panel: dict[str, Any]) -> dict[str, str]:
 def panel_text(panel: dict[str, Any]) -> str:
     """Every piece of text in a panel dict, one per line (bold parts between ``**``)."""
     lines: list[str] = []
-    for block in _walk(panel.get("blocks", [])):
+    for block in walk_blocks(panel.get("blocks", [])):
         kind = block["kind"]
         if kind == "heading":       # bold as Markdown writes it, so text checks read alike
             lines.append(f"**{block['title']}**" + (f" · {block['note']}" if block["note"] else ""))
@@ -167,10 +167,11 @@ def panel_text(panel: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _walk(blocks: list[dict[str, Any]]):
+def walk_blocks(blocks: list[dict[str, Any]]):
+    """Every block of ``blocks``, those inside rows included, in drawing order."""
     for block in blocks:
         if block["kind"] == "row":
             for column in block["columns"]:
-                yield from _walk(column)
+                yield from walk_blocks(column)
         else:
             yield block

@@ -97,9 +97,9 @@ def panel_table(node, column: str | None = None, key: str | None = None):
     ``attrs["ids"]``."""
     import pandas as pd
 
-    from .panel import _walk
+    from .panel import walk_blocks
     for panel in panels(node, key):
-        for block in _walk(panel["blocks"]):
+        for block in walk_blocks(panel["blocks"]):
             if block["kind"] == "table" and (column is None or column in block["columns"]):
                 rows = [[c["text"] if isinstance(c, dict) else c for c in row]
                         for row in block["rows"]]

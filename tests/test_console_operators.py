@@ -399,7 +399,11 @@ def test_schedule_form_empties_after_adding_and_empty_values_read_well(console_e
     tasks.run()
     frame = table(tasks, "tasks_table")
     assert "Created" in frame.columns and "Created (UTC)" not in frame.columns
-    assert frame["Created"][0].endswith(" UTC")               # no browser: the zone is UTC
+    assert re.fullmatch(r"\d\d-\d\d \d\d:\d\d:\d\d", frame["Created"][0])   # short, in a table
+    block = next(b for b in panels(tasks, "tasks_table")[0]["blocks"] if b["kind"] == "table")
+    created = block["rows"][0][block["columns"].index("Created")]
+    # No browser, so the operator's zone is UTC; the hover text gives the whole time.
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC · .* UTC", created["title"])
 
 
 # -- 8. failures you can produce on purpose ---------------------------------------------------------

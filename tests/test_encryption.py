@@ -136,7 +136,7 @@ def test_the_console_without_the_key_shows_encrypted_never_the_text(redis_url, n
     import streamlit as st
     from streamlit.testing.v1 import AppTest
 
-    from console.testing import ROOT, texts
+    from console.testing import ROOT, table as table_of, texts
     queue = make_queue(redis_url, namespace, KEY1)
     task_id = queue.submit_task(Task(task_type="echo", payload={"query": SECRET}))
     TaskWorker(queue, handlers={"echo": lambda t: {"answer": SECRET}}).start(burst=True)
@@ -150,7 +150,7 @@ def test_the_console_without_the_key_shows_encrypted_never_the_text(redis_url, n
     monkeypatch.setattr("console.shared.ENABLED", False)
     try:
         tasks = AppTest.from_file(str(ROOT / "pages" / "2_Tasks.py"), default_timeout=30).run()
-        table = tasks.dataframe[0].value.to_string()
+        table = table_of(tasks, "tasks_table").to_string()
         assert "encrypted" in table and SECRET not in table and crypto.PREFIX not in table
         tasks.query_params["task"] = task_id
         detail = tasks.run()
