@@ -22,3 +22,19 @@ def console_env(monkeypatch, redis_url: str, namespace: str) -> Iterator[None]:
     yield
     st.cache_resource.clear()
     st.cache_data.clear()
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[object]:
+    """One headless Chromium (Debian's, through Playwright) for a test module; each test
+    opens its own contexts. Skips without it, fails under CI (tests/support/browser.py)."""
+    from tests.support.browser import launch_chromium, require_chromium
+    require_chromium()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        try:
+            yield browser
+        finally:
+            browser.close()

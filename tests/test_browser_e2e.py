@@ -25,8 +25,7 @@ import pytest
 
 from engine.agent import AgentExecutor
 from tests.support.browser import (REPO_ROOT, ConsoleServer, WorkerProcess, console_env,
-                                   launch_chromium, require_chromium, screenshot, settle,
-                                   wait_idle, worker_env)
+                                   screenshot, settle, wait_idle, worker_env)
 
 pytestmark = pytest.mark.browser
 
@@ -54,19 +53,6 @@ PAGES: list[tuple[str, str]] = [("Overview", "/")] + [
 
 
 # -- fixtures --------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[object]:
-    """One headless Chromium for the module; each test opens its own contexts."""
-    require_chromium()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = launch_chromium(playwright)
-        try:
-            yield browser
-        finally:
-            browser.close()
-
 
 @pytest.fixture
 def new_page(chromium, request) -> Iterator[Callable[[], object]]:

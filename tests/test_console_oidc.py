@@ -15,8 +15,7 @@ import pytest
 
 from engine import Task
 from engine.access import read_audit
-from tests.support.browser import (LoggedProcess, console_env, free_port, launch_chromium,
-                                   require_chromium, screenshot, wait_idle)
+from tests.support.browser import LoggedProcess, console_env, free_port, screenshot, wait_idle
 from tests.support.steps import wait_until
 
 pytestmark = pytest.mark.browser
@@ -60,16 +59,6 @@ server_metadata_url = "http://localhost:{provider}/.well-known/openid-configurat
     finally:
         server.stop()
         print(f"--- streamlit log\n{server.output()}")
-
-
-@pytest.fixture(scope="module")
-def chromium():
-    require_chromium()
-    from playwright.sync_api import sync_playwright
-    with sync_playwright() as playwright:
-        browser = launch_chromium(playwright)
-        yield browser
-        browser.close()
 
 
 def sign_in(chromium, url: str, user: str):

@@ -26,8 +26,7 @@ import pytest
 
 from engine import PermanentError, Task
 from engine.agent import AgentExecutor
-from tests.support.browser import (ConsoleServer, console_env, launch_chromium,
-                                   require_chromium, screenshot, wait_idle)
+from tests.support.browser import ConsoleServer, console_env, screenshot, wait_idle
 
 pytestmark = pytest.mark.browser
 
@@ -42,19 +41,6 @@ POLLED_MARKUP = '<img src=y onerror="window.__pwned=3"> **late bold**'
 
 
 # -- fixtures --------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[object]:
-    """One headless Chromium for the module; each test opens its own context."""
-    require_chromium()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = launch_chromium(playwright)
-        try:
-            yield browser
-        finally:
-            browser.close()
-
 
 @pytest.fixture
 def console(redis_url: str, namespace: str, tmp_path: Path) -> Iterator[ConsoleServer]:
@@ -303,4 +289,37 @@ def test_a_closed_pages_tokens_are_refused(console, new_page) -> None:
         assert status == 200, (status, body)
         assert time.monotonic() < deadline, "a closed page's token is still answered"
         time.sleep(0.1)             # polling interval, not a wait for an outcome
+    no_tracebacks_logged(console)
+
+
+def test_a_ticked_row_opens_its_task_and_stays_ticked_as_the_table_moves(console, new_page,
+                                                                         queue) -> None:
+    """Ticking a row of the Tasks table opens the task under it with the selection's
+    buttons; tasks submitted afterwards push the row down the live table, and it stays
+    ticked (rows are selected by task id); Clear selection unticks it."""
+    executor = AgentExecutor(queue=queue)
+    first = executor.execute_async("The task ticked in the table")
+    page = new_page()
+    page.goto(console.url + "/Tasks")
+    row = page.locator(".lp-table tbody tr").filter(has_text=first)
+    expect(row).to_contain_text("pending", timeout=LOAD)
+    row.get_by_role("checkbox", name="Select row").check()
+    expect(page.get_by_role("heading", name=f"Task {first}")).to_be_visible(timeout=LIVE)
+    expect(page.get_by_text("1 selected")).to_be_visible()
+
+    later = [executor.execute_async(f"Submitted after the tick, {n}") for n in range(2)]
+    for task_id in later:       # newest first: the ticked row moves down
+        expect(page.locator(".lp-table tbody tr").filter(has_text=task_id)).to_have_count(
+            1, timeout=LIVE)
+    rows = page.locator(".lp-table tbody tr")
+    assert rows.nth(0).inner_text().find(first) < 0, "the ticked row did not move down"
+    expect(row.get_by_role("checkbox", name="Select row")).to_be_checked()
+    for task_id in later:
+        box = page.locator(".lp-table tbody tr").filter(has_text=task_id).get_by_role(
+            "checkbox", name="Select row")
+        expect(box).not_to_be_checked()
+
+    page.get_by_role("button", name="Clear selection").click()
+    expect(page.get_by_text("1 selected")).to_have_count(0, timeout=LIVE)
+    expect(row.get_by_role("checkbox", name="Select row")).not_to_be_checked(timeout=LIVE)
     no_tracebacks_logged(console)
