@@ -30,7 +30,7 @@ from engine import TaskQueue
 
 from .shared import shared_object
 
-PANEL_PATH = "/_live/panel"
+PANEL_PATH = "/_live/panel"           # under server.baseUrlPath, as Streamlit's own routes
 PLOTLY_PATH = "/_live/plotly.min.js"
 TOKEN_HEADER = "X-Live-Token"
 MAX_PER_SESSION = 16             # panels a session keeps subscribed (a page shows a few)
@@ -38,6 +38,7 @@ SWEEP_EVERY = 60.0               # seconds between sweeps for closed sessions
 
 _lock = threading.Lock()
 _serving = False
+_base = ""
 
 
 def serving() -> bool:
@@ -45,6 +46,12 @@ def serving() -> bool:
     ``streamlit run app.py``; not an app that only embeds the console's widgets, nor
     AppTest)."""
     return _serving
+
+
+def url_path(path: str) -> str:
+    """``path`` (``PANEL_PATH``...) as this server answers it: under ``server.baseUrlPath``,
+    so a proxy that forwards the console's prefix forwards the channel too."""
+    return f"/{_base}{path}" if _base else path
 
 
 @dataclass(frozen=True)
@@ -156,15 +163,17 @@ def live_routes(subscriptions: Subscriptions | None = None) -> list[Any]:
     """The channel's Starlette routes: the panels, and the Plotly library the Overview's
     charts are drawn with (from the installed ``plotly`` package, cached by browsers)."""
     from starlette.routing import Route
-    global _serving
+    from streamlit import config
+    global _serving, _base
     _serving = True
+    _base = (config.get_option("server.baseUrlPath") or "").strip("/")
     table = subscriptions if subscriptions is not None else SUBSCRIPTIONS
 
     async def panel(request: Any) -> Any:
         return await _panel_response(table, request)
 
-    return [Route(PANEL_PATH, panel, methods=["GET"]),
-            Route(PLOTLY_PATH, _plotly_response, methods=["GET"])]
+    return [Route(url_path(PANEL_PATH), panel, methods=["GET"]),
+            Route(url_path(PLOTLY_PATH), _plotly_response, methods=["GET"])]
 
 
 async def _panel_response(table: Subscriptions, request: Any) -> Any:

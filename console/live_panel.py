@@ -73,9 +73,9 @@ def live_panel(queue: TaskQueue, key: str, what: str, build: Callable[[], Panel]
     if seconds and live_channel.serving() and session is not None:
         token = live_channel.SUBSCRIPTIONS.subscribe(key, live_channel.Subscription(
             session.session_id, queue, what, as_json, share, seconds))
-        return mount({"path": live_channel.PANEL_PATH, "token": token,
+        return mount({"path": live_channel.url_path(live_channel.PANEL_PATH), "token": token,
                       "header": live_channel.TOKEN_HEADER, "seconds": seconds,
-                      "plotly": live_channel.PLOTLY_PATH})
+                      "plotly": live_channel.url_path(live_channel.PLOTLY_PATH)})
     if seconds:
         holder: dict[str, Any] = {}
 

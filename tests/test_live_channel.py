@@ -41,6 +41,7 @@ def channel_flag(monkeypatch) -> Iterator[None]:
     AppTest-based tests run later would subscribe instead of drawing fragments. Sharing is
     on here whatever another test's fixture left (the one-build-a-tick checks need it)."""
     monkeypatch.setattr(live_channel, "_serving", live_channel._serving)
+    monkeypatch.setattr(live_channel, "_base", live_channel._base)
     monkeypatch.setattr(shared, "ENABLED", True)
     yield
 
@@ -373,6 +374,26 @@ def test_live_routes_marks_the_channel_served() -> None:
     live_routes(Subscriptions(Alive()))
     assert live_channel.serving()
     # channel_flag puts the flag back after this test.
+
+
+def test_the_routes_live_under_the_servers_base_url_path(queue) -> None:
+    """Behind a proxy that forwards only the console's prefix (``server.baseUrlPath``),
+    the channel is under the same prefix, and pages are told to poll it there."""
+    from streamlit import config
+    saved = config.get_option("server.baseUrlPath")
+    config.set_option("server.baseUrlPath", "/ops/queue/")
+    try:
+        table = Subscriptions(Alive("s1"))
+        routes = live_routes(table)
+    finally:
+        config.set_option("server.baseUrlPath", saved)
+    assert [r.path for r in routes] == ["/ops/queue/_live/panel", "/ops/queue/_live/plotly.min.js"]
+    assert live_channel.url_path(PANEL_PATH) == "/ops/queue/_live/panel"
+    with TestClient(Starlette(routes=routes)) as test_client:
+        token = table.subscribe("overview_live", subscription("s1", CountedBuild(), queue))
+        answer = test_client.get("/ops/queue/_live/panel", headers={TOKEN_HEADER: token})
+        assert answer.status_code == 200
+        assert test_client.get(PANEL_PATH, headers={TOKEN_HEADER: token}).status_code == 404
 
 
 # -- signing out --------------------------------------------------------------------------------
