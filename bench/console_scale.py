@@ -10,8 +10,9 @@ Chromium takes from opening each page until its script run has finished drawing.
 open. With a trickle of ``--trickle`` tasks/s (20) run by a worker in this process, it
 opens that many sessions (half Overview, half Tasks) on one console server: one headless
 Chromium page, on which navigation is timed, and browserless websocket sessions that
-speak Streamlit's protocol for the others (bench/streamlit_sessions.py: to the server
-they are open pages; twenty Chromiums would take the two cores for themselves). For each
+speak Streamlit's protocol and poll the pages' live panels for the others
+(bench/streamlit_sessions.py: to the server they are open pages; twenty Chromiums would
+take the two cores for themselves). For each
 count it prints the server's CPU (per cent of one core, per page, and as a multiple of
 one page's), its memory, the health check's answer time and the time to navigate
 (sidebar link, then a filter) on the Chromium page. ``--chromium-sessions`` makes every

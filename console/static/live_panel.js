@@ -33,6 +33,7 @@ function cellNode(tag, value) {
     node.textContent = String(value.text);
     if (value.title) node.title = String(value.title);
     if (value.color) node.style.color = String(value.color);
+    if (value.color || value.title) node.style.whiteSpace = "nowrap";   // a status, a time
     if (value.short) node.className = "lp-short";
   } else {
     node.textContent = value === null || value === undefined ? "—" : String(value);
