@@ -21,7 +21,6 @@ from engine import TaskQueue
 from . import live_channel
 from .components import REDIS_DOWN, short_error
 from .panel import Panel
-from .shared import shared_object
 
 STATIC = Path(__file__).resolve().parent / "static"
 COMPONENT_NAME = "live_panel"
@@ -42,48 +41,46 @@ def _live_component() -> Any:
 
 def live_panel(queue: TaskQueue, key: str, what: str, build: Callable[[], Panel], *share: Any,
                seconds: float | None, on_select: Callable[[], None] | None = None,
-               selected: list[str] | None = None) -> Any:
+               selected: list[str] | None = None) -> None:
     """Draw the panel ``build()`` returns, kept live every ``seconds`` (None or 0:
     drawn once). ``what`` names it in messages ("the queue overview"); ``share`` must
     name everything ``build`` depends on besides the queue (filters, time zone), so
-    sessions showing the same thing share one build a tick. A panel with a selectable
-    table reports the ids ticked in it: the result's ``selected`` (``on_select`` is
-    called when they change; ``selected`` is the selection the page holds now)."""
+    sessions showing the same thing share one build a tick. A selectable table's ticked
+    ids are the component's state (``st.session_state[key]["selected"]``): ``on_select``
+    is called when they change, and ``selected`` is the selection the page holds now."""
     def as_json() -> bytes:
         return json.dumps(build().to_dict(), separators=(",", ":"),
                           ensure_ascii=False).encode("utf-8")
 
-    def current() -> dict[str, Any]:
-        try:
-            return json.loads(shared_object(queue, f"live:{what}",
-                                            lambda: live_channel.Answer.of(as_json()),
-                                            *share, seconds=seconds).body)
-        except REDIS_DOWN as exc:
-            return Panel().warning(f"Could not read {what}: Redis did not answer "
-                                   f"({type(exc).__name__}: {short_error(exc)}). Retrying on the "
-                                   "next refresh.").to_dict()
-
-    def mount(source: dict[str, Any] | None) -> Any:
-        data = {"panel": current(), "source": source, "selected": selected or []}
-        callbacks = {"on_selected_change": on_select or (lambda: None)}
-        return _live_component()(key=key, data=data, default={"selected": selected or []},
-                                 **callbacks)
-
     session = get_script_run_ctx()
-    if seconds and live_channel.serving() and session is not None:
-        token = live_channel.SUBSCRIPTIONS.subscribe(key, live_channel.Subscription(
-            session.session_id, queue, what, as_json, share, seconds))
-        return mount({"path": live_channel.url_path(live_channel.PANEL_PATH), "token": token,
-                      "header": live_channel.TOKEN_HEADER, "seconds": seconds,
-                      "plotly": live_channel.url_path(live_channel.PLOTLY_PATH)})
-    if seconds:
-        holder: dict[str, Any] = {}
+    subscription = live_channel.Subscription(session.session_id if session else "", queue,
+                                             what, as_json, share, seconds or 0)
 
-        def tick() -> None:
-            holder["result"] = mount(None)
-        st.fragment(run_every=seconds)(tick)()
-        return holder.get("result")
-    return mount(None)
+    def mount(source: dict[str, Any] | None) -> None:
+        data = {"panel": _current(subscription), "source": source, "selected": selected or []}
+        _live_component()(key=key, data=data, default={"selected": selected or []},
+                          on_selected_change=on_select or (lambda: None))
+
+    if seconds and live_channel.serving() and session is not None:
+        token = live_channel.SUBSCRIPTIONS.subscribe(key, subscription)
+        mount({"path": live_channel.url_path(live_channel.PANEL_PATH), "token": token,
+               "header": live_channel.TOKEN_HEADER, "seconds": seconds,
+               "plotly": live_channel.url_path(live_channel.PLOTLY_PATH)})
+    elif seconds:
+        st.fragment(run_every=seconds)(mount)(None)
+    else:
+        mount(None)
+
+
+def _current(subscription: live_channel.Subscription) -> dict[str, Any]:
+    """The panel as this tick's answer holds it (the build the polls share), or a warning
+    when Redis does not answer."""
+    try:
+        return json.loads(subscription.answer().body)
+    except REDIS_DOWN as exc:
+        return Panel().warning(f"Could not read {subscription.what}: Redis did not answer "
+                               f"({type(exc).__name__}: {short_error(exc)}). Retrying on the "
+                               "next refresh.").to_dict()
 
 
 def forget_session() -> None:
