@@ -22,6 +22,7 @@ from typing import Any, Sequence
 
 import pandas as pd
 
+from .charts import browser_spec
 from .theme import STATUS_COLUMNS, TEXT_HEX
 from .timefmt import EMPTY, local_text, utc_text
 
@@ -79,7 +80,10 @@ class Panel:
                          name=name)
 
     def figure(self, figure: Any) -> "Panel":
-        """A Plotly figure, drawn in the browser with Plotly (its JSON, as plotly makes it)."""
+        """A Plotly figure, drawn in the browser with Plotly: a spec of plain dicts
+        (console/charts.py), or a ``go.Figure``."""
+        if isinstance(figure, dict):
+            return self._add("figure", figure=browser_spec(figure))
         return self._add("figure", figure=json.loads(figure.to_json()))
 
     def row(self, *panels: "Panel") -> "Panel":

@@ -7,7 +7,7 @@ import streamlit as st
 
 from engine import TaskQueue
 
-from ..charts import latency_figure, throughput_figure, totals
+from ..charts import latency_spec, throughput_spec, totals
 from ..components import page_link
 from ..data import OverviewSnapshot, count_text, failures_frame, format_rate, load_overview
 from ..live_panel import live_panel
@@ -84,7 +84,7 @@ def _numbers(panel: Panel, snapshot: OverviewSnapshot) -> None:
 
 def _build(queue: TaskQueue) -> tuple[OverviewSnapshot, tuple]:
     snapshot = load_overview(queue, counts=shared_counts(queue))
-    return snapshot, (throughput_figure(snapshot.throughput), latency_figure(snapshot.throughput))
+    return snapshot, (throughput_spec(snapshot.throughput), latency_spec(snapshot.throughput))
 
 
 def _charts(panel: Panel, snapshot: OverviewSnapshot, figures: tuple) -> None:
