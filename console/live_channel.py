@@ -28,7 +28,7 @@ from typing import Any, Callable
 
 from engine import TaskQueue
 
-from .shared import shared_object
+from .shared import held_object, shared_object
 
 PANEL_PATH = "/_live/panel"           # under server.baseUrlPath, as Streamlit's own routes
 PLOTLY_PATH = "/_live/plotly.min.js"
@@ -87,6 +87,10 @@ class Subscription:
         """This tick's answer, built once for every subscription sharing it."""
         return shared_object(self.queue, f"live:{self.what}", lambda: Answer.of(self.build()),
                              *self.share, seconds=self.seconds)
+
+    def built(self) -> Answer | None:
+        """This tick's answer if it is already built (never blocks), else None."""
+        return held_object(self.queue, f"live:{self.what}", *self.share, seconds=self.seconds)
 
 
 class Subscriptions:
@@ -184,7 +188,9 @@ async def _panel_response(table: Subscriptions, request: Any) -> Any:
         return JSONResponse({"error": "This page's live updates have ended: reload the page."},
                             status_code=401, headers={"Cache-Control": "no-store"})
     try:
-        answer = await run_in_threadpool(subscription.answer)
+        # Most polls find this tick's answer built: they are answered on the event loop.
+        # A build reads Redis, so it runs in a thread.
+        answer = subscription.built() or await run_in_threadpool(subscription.answer)
     except Exception as exc:        # Redis down, or a record the build could not read
         from .components import REDIS_DOWN
         reason = ("Redis did not answer" if isinstance(exc, REDIS_DOWN)

@@ -109,6 +109,18 @@ def shared_object(queue: TaskQueue, what: str, build: Callable[[], Any], *key: A
     return value
 
 
+def held_object(queue: TaskQueue, what: str, *key: Any, seconds: float | None = None) -> Any:
+    """What :func:`shared_object` would hand out now without building, or None when it
+    would build (nothing kept, or kept too long). It never blocks on a build: a request
+    handler on the event loop can answer from it and leave building to a thread."""
+    seconds = queue.settings.console_refresh_seconds if seconds is None else seconds
+    if not ENABLED or not seconds or seconds <= 0:
+        return None
+    scope = _scope(queue)
+    held = _held((scope, what, repr(key), _generations.get(scope, 0)))
+    return None if held is None else held[1]
+
+
 def _held(entry: tuple) -> tuple[float, Any] | None:
     with _lock:
         held = _objects.get(entry)
