@@ -3,9 +3,9 @@
 This file has two roles. Run by ``streamlit run app.py``, it is first imported as a
 module: Streamlit finds ``app``, an ``st.App`` that serves the console with its live
 channel beside Streamlit's own routes (console/live_channel.py: open pages poll it for
-their live panels). Each session then runs it as a script, the Overview page. Every
-page, this one included, draws the shared frame first (page config, login, connection,
-sidebar), so none can be reached around it.
+their live panels, answered ahead of Streamlit's middleware). Each session then runs it
+as a script, the Overview page. Every page, this one included, draws the shared frame
+first (page config, login, connection, sidebar), so none can be reached around it.
 """
 import streamlit as st
 
@@ -18,6 +18,8 @@ if __name__ == "__main__":          # a session's run of the Overview page
 
     overview.render(ctx)
 else:                               # imported by `streamlit run app.py` to serve the console
-    from console.live_channel import live_routes
+    from starlette.middleware import Middleware
 
-    app = st.App("app.py", routes=live_routes())
+    from console.live_channel import LiveChannelMiddleware
+
+    app = st.App("app.py", middleware=[Middleware(LiveChannelMiddleware)])

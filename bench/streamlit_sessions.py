@@ -6,9 +6,9 @@ on it, so twenty of them on two cores measure Chromium, not the console. A
 and nothing more: it opens ``/_stcore/stream``, asks for one run of a page (as a browser
 does on opening it), and when the server announces a live fragment (an ``auto_rerun``
 message, from ``st.fragment(run_every=...)``) it asks for that fragment's rerun at that
-interval, as the browser's timer does. When the page draws a live panel
-(console/live_panel.py) it polls the panel's route with its token every interval, with
-the headers the browser's component sends (the last ETag, gzip accepted). The server
+interval, as the browser's timer does. When the page draws live panels
+(console/live_panel.py) it polls them as the browser's component does: every panel of
+the page in one request a tick, with their tokens and the ETags it holds. The server
 cannot tell it from a browser's session: each one is an ``AppSession`` that runs the
 page's script and its fragments and sends every element it draws.
 
@@ -47,6 +47,7 @@ class WireSession:
         self._http_url = url.rstrip("/")
         self._http: aiohttp.ClientSession | None = None
         self._timers: dict[str, asyncio.Task] = {}
+        self._panels: dict[str, list] = {}     # live panel token -> [its source, last ETag]
         self._socket: Any = None
 
     async def run(self, stopping: asyncio.Event) -> None:
@@ -107,7 +108,8 @@ class WireSession:
         self._timers[fragment_id] = asyncio.create_task(self._tick(fragment_id, interval))
 
     def _watch_panel(self, message: ForwardMsg) -> None:
-        """Start polling a live panel the page drew, as its browser-side component does."""
+        """Poll a live panel the page drew, as its browser-side component does: every
+        panel of the page in one request a tick (console/static/live_panel.js)."""
         delta = message.delta
         if delta.WhichOneof("type") != "new_element":
             return
@@ -115,24 +117,27 @@ class WireSession:
         if element.WhichOneof("type") != "bidi_component":
             return
         source = (json.loads(element.bidi_component.json or "{}") or {}).get("source")
-        if not source or source["token"] in self._timers:
+        if not source or source["token"] in self._panels:
             return
-        self._timers[source["token"]] = asyncio.create_task(self._poll(source))
+        self._panels[source["token"]] = [source, "-"]        # its source and last ETag
+        if "panels" not in self._timers:
+            self._timers["panels"] = asyncio.create_task(self._poll(source["seconds"]))
 
-    async def _poll(self, source: dict[str, Any]) -> None:
-        etag = None
-        while True:
-            await asyncio.sleep(source["seconds"])
-            headers = {source["header"]: source["token"], "Accept-Encoding": "gzip"}
-            if etag:
-                headers["If-None-Match"] = etag
-            async with self._http.get(self._http_url + source["path"], headers=headers) as answer:
-                await answer.read()
-                if answer.status == 401:
-                    return
-                if answer.status in (200, 304):
+    async def _poll(self, seconds: float) -> None:
+        while self._panels:
+            await asyncio.sleep(seconds)
+            held = list(self._panels.items())
+            first = held[0][1][0]
+            headers = {first["tokens_header"]: " ".join(token for token, _ in held),
+                       first["seen_header"]: " ".join(etag for _, (_, etag) in held)}
+            async with self._http.get(self._http_url + first["path"], headers=headers) as answer:
+                answers = (await answer.json())["answers"]
+            for (token, entry), part in zip(held, answers):
+                if part["status"] == 401:
+                    self._panels.pop(token, None)
+                elif part["status"] in (200, 304):
                     self.panel_answers += 1
-                    etag = answer.headers.get("ETag", etag)
+                    entry[1] = part.get("etag", entry[1])
 
     async def _tick(self, fragment_id: str, interval: float) -> None:
         while True:

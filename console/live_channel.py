@@ -1,7 +1,8 @@
 """The live channel: the HTTP route that open pages poll for their live panels.
 
-``app.py`` serves the console as ``st.App("app.py", routes=live_routes())``, so the
-console's own server answers ``GET /_live/panel`` beside Streamlit's routes. A page that
+``app.py`` serves the console as an ``st.App`` with :class:`LiveChannelMiddleware`, so
+the console's own server answers ``GET /_live/panel`` beside Streamlit's routes, ahead of
+their middleware. A page that
 shows a live panel (console/live_panel.py) *subscribes* it here while its script runs:
 the subscription holds what to build (a function of the queue, fixed by the page: its
 filters, the operator's time zone) under a random token, and the browser-side component
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import secrets
 import threading
 import time
@@ -32,7 +34,10 @@ from .shared import held_object, shared_object
 
 PANEL_PATH = "/_live/panel"           # under server.baseUrlPath, as Streamlit's own routes
 PLOTLY_PATH = "/_live/plotly.min.js"
-TOKEN_HEADER = "X-Live-Token"
+TOKEN_HEADER = "X-Live-Token"          # one panel's token
+TOKENS_HEADER = "X-Live-Tokens"        # a page's tokens, space-separated: one poll a tick
+SEEN_HEADER = "X-Live-Seen"            # the ETags the page holds, in the same order
+NO_STORE = {"Cache-Control": "no-store"}
 MAX_PER_SESSION = 16             # panels a session keeps subscribed (a page shows a few)
 SWEEP_EVERY = 60.0               # seconds between sweeps for closed sessions
 
@@ -180,24 +185,43 @@ def live_routes(subscriptions: Subscriptions | None = None) -> list[Any]:
             Route(url_path(PLOTLY_PATH), _plotly_response, methods=["GET"])]
 
 
+class LiveChannelMiddleware:
+    """The channel's routes answered ahead of Streamlit's own middleware (sessions,
+    path checks, gzip, error pages): a poll needs none of it, and with many pages open
+    the layers cost about as much as the answer. ``app.py`` serves the console with it
+    (``st.App(..., middleware=[Middleware(LiveChannelMiddleware)])``); any other path
+    goes on to Streamlit."""
+
+    def __init__(self, app: Any, subscriptions: Subscriptions | None = None) -> None:
+        from starlette.routing import Router
+        self.app = app
+        routes = live_routes(subscriptions)
+        self._paths = {route.path for route in routes}
+        self._router = Router(routes)
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"] in self._paths:
+            await self._router(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+
+GONE = "This page's live updates have ended: reload the page."
+
+
 async def _panel_response(table: Subscriptions, request: Any) -> Any:
-    from starlette.concurrency import run_in_threadpool
+    """One panel (``X-Live-Token``), or every panel of a page (``X-Live-Tokens``)."""
+    if TOKENS_HEADER in request.headers:
+        return await _page_response(table, request)
     from starlette.responses import JSONResponse, Response
     subscription = table.find(request.headers.get(TOKEN_HEADER, ""))
     if subscription is None:
-        return JSONResponse({"error": "This page's live updates have ended: reload the page."},
-                            status_code=401, headers={"Cache-Control": "no-store"})
+        return JSONResponse({"error": GONE}, status_code=401, headers=NO_STORE)
     try:
-        # Most polls find this tick's answer built: they are answered on the event loop.
-        # A build reads Redis, so it runs in a thread.
-        answer = subscription.built() or await run_in_threadpool(subscription.answer)
+        answer = await _answer_of(subscription)
     except Exception as exc:        # Redis down, or a record the build could not read
-        from .components import REDIS_DOWN
-        reason = ("Redis did not answer" if isinstance(exc, REDIS_DOWN)
-                  else "the read failed")
-        return JSONResponse({"error": f"Could not read {subscription.what}: {reason} "
-                                      f"({type(exc).__name__}). Retrying."},
-                            status_code=503, headers={"Cache-Control": "no-store"})
+        return JSONResponse({"error": _failure(subscription, exc)}, status_code=503,
+                            headers=NO_STORE)
     headers = {"ETag": answer.etag, "Cache-Control": "no-cache", "Vary": "Accept-Encoding"}
     if request.headers.get("If-None-Match") == answer.etag:
         return Response(status_code=304, headers=headers)
@@ -205,6 +229,50 @@ async def _panel_response(table: Subscriptions, request: Any) -> Any:
         return Response(answer.gzipped, media_type="application/json",
                         headers={**headers, "Content-Encoding": "gzip"})
     return Response(answer.body, media_type="application/json", headers=headers)
+
+
+async def _page_response(table: Subscriptions, request: Any) -> Any:
+    """Every panel a page shows, in one answer: ``{"answers": [...]}``, one per token of
+    ``X-Live-Tokens`` (space-separated), each ``{"status": 200, "etag", "panel"}``,
+    ``{"status": 304}`` when ``X-Live-Seen`` gives its current ETag, or
+    ``{"status": 401 | 503, "error"}``. A page polls once a tick, not once per panel: with
+    many pages open, the HTTP request itself was most of what a poll cost."""
+    from starlette.responses import Response
+    tokens = request.headers.get(TOKENS_HEADER, "").split()[:MAX_PER_SESSION]
+    seen = request.headers.get(SEEN_HEADER, "").split()
+    parts = [await _page_part(table, token, seen[i] if i < len(seen) else "")
+             for i, token in enumerate(tokens)]
+    return Response(b'{"answers":[' + b",".join(parts) + b"]}", media_type="application/json",
+                    headers=NO_STORE)
+
+
+async def _page_part(table: Subscriptions, token: str, seen: str) -> bytes:
+    subscription = table.find(token)
+    if subscription is None:
+        return json.dumps({"status": 401, "error": GONE}).encode()
+    try:
+        answer = await _answer_of(subscription)
+    except Exception as exc:
+        return json.dumps({"status": 503, "error": _failure(subscription, exc)}).encode()
+    if answer.etag == seen:
+        return b'{"status":304}'
+    # The panel's JSON as it was built once for every page: spliced in, not parsed again.
+    return b'{"status":200,"etag":' + json.dumps(answer.etag).encode() + b',"panel":' + \
+        answer.body + b"}"
+
+
+async def _answer_of(subscription: Subscription) -> Answer:
+    from starlette.concurrency import run_in_threadpool
+    # Most polls find this tick's answer built: they are answered on the event loop.
+    # A build reads Redis, so it runs in a thread.
+    return subscription.built() or await run_in_threadpool(subscription.answer)
+
+
+def _failure(subscription: Subscription, exc: Exception) -> str:
+    """What a panel says when its build failed: no traceback, no address."""
+    from .components import REDIS_DOWN
+    reason = "Redis did not answer" if isinstance(exc, REDIS_DOWN) else "the read failed"
+    return f"Could not read {subscription.what}: {reason} ({type(exc).__name__}). Retrying."
 
 
 def plotly_js_path() -> Path:

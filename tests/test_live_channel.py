@@ -24,7 +24,8 @@ from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
 from console import live_channel, shared
-from console.live_channel import (MAX_PER_SESSION, PANEL_PATH, PLOTLY_PATH, TOKEN_HEADER,
+from console.live_channel import (MAX_PER_SESSION, PANEL_PATH, PLOTLY_PATH, SEEN_HEADER,
+                                  TOKEN_HEADER, TOKENS_HEADER, LiveChannelMiddleware,
                                   Subscription, Subscriptions, live_routes)
 from console.panel import Panel, panel_values
 from console.shared import queue_changed
@@ -394,6 +395,58 @@ def test_the_routes_live_under_the_servers_base_url_path(queue) -> None:
         answer = test_client.get("/ops/queue/_live/panel", headers={TOKEN_HEADER: token})
         assert answer.status_code == 200
         assert test_client.get(PANEL_PATH, headers={TOKEN_HEADER: token}).status_code == 404
+
+
+def test_the_middleware_answers_the_channel_and_passes_everything_else_on(queue) -> None:
+    """``app.py`` serves the channel with :class:`LiveChannelMiddleware`: the panel and
+    the Plotly paths never reach the app it wraps (Streamlit's), every other path does."""
+    from starlette.responses import PlainTextResponse
+
+    reached: list[str] = []
+
+    async def streamlit_stand_in(scope, receive, send) -> None:
+        reached.append(scope["path"])
+        await PlainTextResponse("from the app")(scope, receive, send)
+    table = Subscriptions(Alive("s1"))
+    test_client = TestClient(LiveChannelMiddleware(streamlit_stand_in, table))   # no lifespan
+    token = table.subscribe("overview_live", subscription("s1", CountedBuild(), queue))
+    assert poll(test_client, token).status_code == 200
+    assert poll(test_client, "not-a-token").status_code == 401
+    assert test_client.get(PLOTLY_PATH).status_code == 200
+    assert reached == []
+    assert test_client.get("/_stcore/health").text == "from the app"
+    assert test_client.get(PANEL_PATH + "/more").text == "from the app"
+    assert reached == ["/_stcore/health", PANEL_PATH + "/more"]
+
+
+def test_a_page_polls_all_its_panels_in_one_request(table: Subscriptions, client: TestClient,
+                                                    queue) -> None:
+    """``X-Live-Tokens`` asks for every panel of a page at once: one answer per token,
+    in order; a panel whose ETag the page holds is a 304 part, an unknown token a 401
+    part, a failed build a 503 part, and each panel's JSON is the one built for all."""
+    def broken() -> bytes:
+        raise redis.exceptions.ConnectionError(BROKEN_REDIS)
+    summary, overview = CountedBuild("7"), CountedBuild("8")
+    tokens = [table.subscribe("summary", subscription("s1", summary, queue, "summary")),
+              table.subscribe("overview", subscription("s1", overview, queue, "overview")),
+              "not-a-token",
+              table.subscribe("failing", subscription("s1", broken, queue, "failing"))]
+
+    def page_poll(seen: list[str]) -> list[dict]:
+        answer = client.get(PANEL_PATH, headers={TOKENS_HEADER: " ".join(tokens),
+                                                 SEEN_HEADER: " ".join(seen)})
+        assert answer.status_code == 200 and answer.headers["cache-control"] == "no-store"
+        return answer.json()["answers"]
+
+    first = page_poll(["-"] * len(tokens))
+    assert [part["status"] for part in first] == [200, 200, 401, 503]
+    assert [panel_values(part["panel"])["Pending"] for part in first[:2]] == ["7", "8"]
+    assert "reload the page" in first[2]["error"] and "not-a-token" not in first[2]["error"]
+    assert "Redis did not answer" in first[3]["error"] and BROKEN_REDIS not in first[3]["error"]
+    again = page_poll([first[0]["etag"], "-", "-", "-"])
+    assert [part["status"] for part in again] == [304, 200, 401, 503]
+    assert again[1]["etag"] == first[1]["etag"]
+    assert summary.calls == overview.calls == 1          # one build a tick, for every poll
 
 
 # -- signing out --------------------------------------------------------------------------------

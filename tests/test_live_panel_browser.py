@@ -35,6 +35,7 @@ LOAD = 30_000       # ms: a page's first drawing (a fresh server imports pandas,
 LIVE = 15_000       # ms: a live panel catching up (refresh every 1 s)
 PANEL_PATH = "/_live/panel"
 TOKEN_HEADER = "X-Live-Token"
+TOKENS_HEADER = "X-Live-Tokens"
 MARKUP = ('<img src=x onerror="window.__pwned=1"> **bold** '
           '<script>window.__pwned=2</script>')
 POLLED_MARKUP = '<img src=y onerror="window.__pwned=3"> **late bold**'
@@ -93,6 +94,7 @@ class Wire:
         self.runs_finished = 0
         self.panel_answers: list[int] = []       # status of each answered poll
         self.tokens: set[str] = set()
+        self.polls_with_tokens: list[list[str]] = []    # the tokens each poll carried
         page.on("websocket", self._watch_socket)
         page.on("request", self._watch_request)
         page.on("response", self._watch_response)
@@ -120,8 +122,9 @@ class Wire:
                 self.runs_finished += 1
 
     def _watch_request(self, request) -> None:
-        if request.url.endswith(PANEL_PATH):
-            self.tokens.add(request.headers[TOKEN_HEADER.lower()])
+        if request.url.endswith(PANEL_PATH):      # a page polls all its panels at once
+            self.polls_with_tokens.append(request.headers[TOKENS_HEADER.lower()].split())
+            self.tokens.update(self.polls_with_tokens[-1])
 
     def _watch_response(self, response) -> None:
         if response.url.endswith(PANEL_PATH):
@@ -235,6 +238,8 @@ def test_live_numbers_change_by_polling_not_by_rerunning(console, new_page, queu
     assert len(wire.panel_answers) - answered >= 4
     assert set(wire.panel_answers) <= {200, 304}, wire.panel_answers
     assert len(wire.tokens) == 2, "the Overview's panel and the sidebar's, one token each"
+    assert all(sorted(tokens) == sorted(wire.tokens) for tokens in wire.polls_with_tokens[-4:]), \
+        "one poll a tick carries both panels"
     assert wire.runs() == runs, "the page's script ran again while polling"
     assert page.evaluate("window.__not_reloaded === true"), "the page was reloaded"
     drawn = main.locator(".lp-figure").filter(has=page.locator(".main-svg"))

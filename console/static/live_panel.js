@@ -1,6 +1,6 @@
 // The live panel component (console/live_panel.py): draws a panel (console/panel.py) and,
 // when the page gives it a source, asks the console's server for the next panel every
-// refresh interval (console/live_channel.py). Every value is set with textContent: task
+// refresh interval (console/live_channel.py), in one request with the page's other panels. Every value is set with textContent: task
 // ids, queries and errors are drawn as text, never as markup.
 
 const BACKOFF_MAX_SECONDS = 60;
@@ -138,6 +138,51 @@ function drawBlocks(blocks, view, parent) {
   });
 }
 
+// One poll a tick for every live panel of the page (the sidebar's and the page's): the
+// request, not the answer, was most of what a poll cost the server.
+function pagePoller() {
+  if (!window.__livePanelPoller) window.__livePanelPoller = createPagePoller();
+  return window.__livePanelPoller;
+}
+
+function createPagePoller() {
+  const members = new Set();
+  let timer = null;
+  let backoff = null;
+  const interval = () => Math.min(...Array.from(members, (m) => m.source.seconds));
+  const schedule = () => {
+    clearTimeout(timer);
+    if (members.size) timer = setTimeout(tick, (backoff || interval()) * 1000);
+  };
+  async function tick() {
+    if (!members.size) return;
+    if (document.hidden) { schedule(); return; }           // a background tab waits
+    const asked = Array.from(members);
+    const { path, tokens_header: tokensHeader, seen_header: seenHeader } = asked[0].source;
+    try {
+      const answer = await fetch(path, {
+        headers: { [tokensHeader]: asked.map((m) => m.source.token).join(" "),
+                   [seenHeader]: asked.map((m) => m.etag || "-").join(" ") },
+        cache: "no-store", credentials: "same-origin" });
+      if (!answer.ok) throw new Error(`The server answered ${answer.status}.`);
+      const { answers } = await answer.json();
+      asked.forEach((m, i) => { if (members.has(m)) m.deliver(answers[i] || { status: 503 }); });
+      backoff = null;
+    } catch (error) {
+      asked.forEach((m) => { if (members.has(m)) m.deliver({ status: 0 }); });
+      backoff = Math.min((backoff || interval()) * 2, BACKOFF_MAX_SECONDS);
+    }
+    schedule();
+  }
+  document.addEventListener("visibilitychange", () => {
+    if (!document.hidden && members.size) { clearTimeout(timer); tick(); }
+  });
+  return {
+    add(member) { members.add(member); schedule(); },
+    remove(member) { members.delete(member); if (!members.size) clearTimeout(timer); },
+  };
+}
+
 function clock(date) {
   return date.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
 }
@@ -176,55 +221,23 @@ export default function ({ data, parentElement, setStateValue }) {
   draw();
   if (!source) return undefined;
 
-  let stopped = false;
-  let timer = null;
-  let etag = null;
-  let delay = source.seconds;
-  const schedule = (seconds) => { timer = setTimeout(poll, seconds * 1000); };
-  async function poll() {
-    if (stopped) return;
-    if (document.hidden) { schedule(source.seconds); return; }   // a background tab waits
-    try {
-      const headers = { [source.header]: source.token };
-      if (etag) headers["If-None-Match"] = etag;
-      const answer = await fetch(source.path, { headers, cache: "no-store", credentials: "same-origin" });
-      if (stopped) return;
-      if (answer.status === 401) {
-        problem = (await answer.json()).error;
+  const member = {
+    source,
+    etag: null,
+    deliver(answer) {                                // one panel's part of the page's answer
+      if (answer.status === 200) {
+        panel = answer.panel;
+        this.etag = answer.etag;
+        problem = null; updated = new Date();
         draw();
-        return;                                     // the session is gone: a reload starts anew
-      }
-      if (answer.status === 304) {                 // nothing changed since the last answer
-        problem = null; updated = new Date(); delay = source.seconds;
-        drawStatus();
-        schedule(delay);
         return;
       }
-      if (answer.ok) {
-        panel = await answer.json();
-        etag = answer.headers.get("ETag");
-        problem = null; updated = new Date(); delay = source.seconds;
-      } else {
-        const text = await answer.text();
-        let reason = `The server answered ${answer.status}.`;
-        try { reason = JSON.parse(text).error || reason; } catch (e) { /* not JSON */ }
-        problem = reason;
-        delay = Math.min(delay * 2, BACKOFF_MAX_SECONDS);
-      }
-    } catch (error) {
-      problem = "The console's server did not answer; retrying.";
-      delay = Math.min(delay * 2, BACKOFF_MAX_SECONDS);
-    }
-    if (stopped) return;
-    draw();
-    schedule(delay);
-  }
-  const onVisible = () => { if (!document.hidden && !stopped) { clearTimeout(timer); poll(); } };
-  document.addEventListener("visibilitychange", onVisible);
-  schedule(source.seconds);
-  return () => {
-    stopped = true;
-    clearTimeout(timer);
-    document.removeEventListener("visibilitychange", onVisible);
+      if (answer.status === 304) { problem = null; updated = new Date(); }   // unchanged
+      else problem = answer.error || "The console's server did not answer; retrying.";
+      if (answer.status === 401) pagePoller().remove(member);   // the session is gone
+      drawStatus();
+    },
   };
+  pagePoller().add(member);
+  return () => pagePoller().remove(member);
 }
