@@ -64,8 +64,7 @@ def live_panel(queue: TaskQueue, key: str, what: str, build: Callable[[], Panel]
     if seconds and live_channel.serving() and session is not None:
         token = live_channel.SUBSCRIPTIONS.subscribe(key, subscription)
         mount({"path": live_channel.url_path(live_channel.PANEL_PATH), "token": token,
-               "header": live_channel.TOKEN_HEADER, "seconds": seconds,
-               "tokens_header": live_channel.TOKENS_HEADER,
+               "seconds": seconds, "tokens_header": live_channel.TOKENS_HEADER,
                "seen_header": live_channel.SEEN_HEADER,
                "plotly": live_channel.url_path(live_channel.PLOTLY_PATH)})
     elif seconds:
