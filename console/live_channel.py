@@ -1,16 +1,16 @@
 """The live channel: the HTTP route that open pages poll for their live panels.
 
-``app.py`` serves the console as an ``st.App`` with :class:`LiveChannelMiddleware`, so
-the console's own server answers ``GET /_live/panel`` beside Streamlit's routes, ahead of
-their middleware. A page that
-shows a live panel (console/live_panel.py) *subscribes* it here while its script runs:
-the subscription holds what to build (a function of the queue, fixed by the page: its
-filters, the operator's time zone) under a random token, and the browser-side component
-asks for the panel with that token in a header, every refresh interval.
+``app.py`` serves the console as an ``st.App`` with :class:`LiveChannelMiddleware`, so the
+console's own server answers ``GET /_live/panel`` beside Streamlit's routes, ahead of
+their middleware. A page that shows a live panel (console/live_panel.py) *subscribes* it
+here while its script runs: the subscription holds what to build (a function of the
+queue, fixed by the page: its filters, the operator's time zone) under a random token,
+and the browser asks for every panel of the page with their tokens in a header, once a
+refresh interval.
 
 Every subscription to the same panel shares one build per tick (``shared_object``): with
-twenty pages open, one reads Redis and encodes the JSON, the others get the same bytes,
-gzipped once. An answer that has not changed since the browser's last one is a 304.
+twenty pages open, one reads Redis and encodes the JSON, the others get the same bytes.
+A panel that has not changed since the page's last answer is a 304 (a 304 part).
 
 Who may read: only a token handed to a Streamlit session that drew the panel after the
 console's sign-in, and only while that session is connected; signing out forgets the
@@ -25,6 +25,7 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable
 
@@ -61,17 +62,21 @@ def url_path(path: str) -> str:
 
 @dataclass(frozen=True)
 class Answer:
-    """One built panel: its JSON, gzipped once, and a tag for conditional requests."""
+    """One built panel: its JSON and a tag for conditional requests."""
 
     body: bytes
-    gzipped: bytes
     etag: str
 
     @classmethod
     def of(cls, body: bytes) -> "Answer":
         """The answer for ``body`` (JSON bytes)."""
-        return cls(body, gzip.compress(body, compresslevel=5),
-                   '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"')
+        return cls(body, '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"')
+
+    @cached_property
+    def gzipped(self) -> bytes:
+        """The body gzipped, once, when a single-panel request first asks for it (pages
+        poll their panels together, uncompressed: no build pays for it otherwise)."""
+        return gzip.compress(self.body, compresslevel=5)
 
 
 @dataclass
@@ -136,8 +141,7 @@ class Subscriptions:
     def forget_session(self, session_id: str) -> None:
         """Drop every token of ``session_id`` (it signed out, or closed)."""
         with _lock:
-            for slot in [s for s in self._tokens if s[0] == session_id]:
-                self._by_token.pop(self._tokens.pop(slot), None)
+            self._drop_session(session_id)
 
     def __len__(self) -> int:
         return len(self._by_token)
@@ -155,8 +159,11 @@ class Subscriptions:
         self._swept = now
         for session_id in {slot[0] for slot in self._tokens}:
             if not self._session_alive(session_id):
-                for slot in [s for s in self._tokens if s[0] == session_id]:
-                    self._by_token.pop(self._tokens.pop(slot), None)
+                self._drop_session(session_id)
+
+    def _drop_session(self, session_id: str) -> None:      # with _lock held
+        for slot in [s for s in self._tokens if s[0] == session_id]:
+            self._by_token.pop(self._tokens.pop(slot), None)
 
 
 def _streamlit_session_alive(session_id: str) -> bool:

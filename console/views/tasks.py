@@ -42,7 +42,7 @@ DEFAULT_PAGE_SIZE = 50
 # Widths that fit the status, id, query and error in the main area of a 1024 px window
 # with the sidebar open (about 560 px, the selection boxes included); the other columns
 # scroll. The session and the worker are left to the task's details; the Task id column
-# shows the first 12 characters (the whole id on hover; select the row to open it).
+# is drawn cut (the whole id on hover and when copied; select the row to open it).
 COLUMN_WIDTHS = {"Status": 84, "Task id": 0, "Query": 120, "Error": 120, "Updated (UTC)": 104,
                  "Type": 90, "Priority": 60, "Attempts": 64, "Created (UTC)": 104}
 # The query and the error before the times: in a 1024 px window the columns after the
@@ -142,9 +142,7 @@ def _table_part(ctx: ConsoleContext, filters: TaskFilters, page_size: int) -> No
     page_no = st.session_state.get(PAGE, 0)
     zone = operator_zone()
     with redis_guard("the tasks"):
-        # Read once a tick for every session showing the same page in the same zone.
-        page = shared_object(ctx.queue, "task_page", lambda: load_task_page(
-            ctx.queue, filters, page_no, page_size), filters, page_no, page_size)
+        page = _shared_page(ctx.queue, filters, page_no, page_size)
         selected = list(st.session_state.get(SELECTED, []))
         live_panel(ctx.queue, table_key(KEY), "the tasks",
                    lambda: _table_panel(ctx.queue, filters, page_no, page_size, zone),
@@ -159,6 +157,14 @@ def _table_part(ctx: ConsoleContext, filters: TaskFilters, page_size: int) -> No
             _selection_bar(ctx, selected)
 
 
+def _shared_page(queue: TaskQueue, filters: TaskFilters, page_no: int,
+                 page_size: int) -> TaskPage:
+    """The page of tasks, read once a tick for every session showing it (the panel's
+    build and the pager below it read the same one)."""
+    return shared_object(queue, "task_page", lambda: load_task_page(
+        queue, filters, page_no, page_size), filters, page_no, page_size)
+
+
 def _picked(component_key: str) -> None:
     """The table's ticked rows changed in the browser: keep them as the page's selection."""
     state = st.session_state.get(component_key) or {}
@@ -168,8 +174,7 @@ def _picked(component_key: str) -> None:
 def _table_panel(queue: TaskQueue, filters: TaskFilters, page_no: int, page_size: int,
                  zone: tzinfo) -> Panel:
     """What the table shows this tick: how many match, the rows, where the page is."""
-    page = shared_object(queue, "task_page", lambda: load_task_page(
-        queue, filters, page_no, page_size), filters, page_no, page_size)
+    page = _shared_page(queue, filters, page_no, page_size)
     panel = Panel().line(*_summary(page, filters, shared_counts(queue)))
     frame = tasks_frame(page.records)
     panel.table(frame[COLUMN_ORDER], zone, ids=page.ids, selectable=True, widths=COLUMN_WIDTHS,
